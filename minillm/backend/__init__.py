@@ -1,0 +1,349 @@
+"""The one place that decides between NumPy and CuPy.
+
+Everything else in minillm asks a tensor for its device and the device for its array
+module (``device.xp``); nothing else imports CuPy. Devices:
+
+``cpu``          NumPy.
+``cuda``/``cuda:N`` CuPy on GPU N, imported lazily the first time a CUDA device is asked for.
+``fake``         the strict stand-in device (:mod:`minillm.backend.strict`): NumPy arithmetic,
+                 but implicit conversion to host values raises, as with CuPy. The test suite
+                 runs on it (``MINILLM_TEST_DEVICE=fake``) to prove the library is device-clean.
+
+The module also owns the default dtype, the default device, one random generator per
+device (seeded together by :func:`manual_seed`) and the scatter-add helper.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import special
+from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_numpy
+
+__all__ = [
+    "Device", "device", "available_devices", "get_default_device", "set_default_device",
+    "get_default_dtype", "set_default_dtype", "manual_seed", "generator", "to_host", "to_device",
+    "device_of", "scatter_add", "index_add_rows", "erfc", "StrictArray", "ImplicitConversionError",
+    "TRANSFERS", "DeviceError",
+]
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine does not have, or devices were mixed."""
+
+
+_cupy = None
+_cupy_error = None
+
+
+def _import_cupy():
+    """Import CuPy on first use; remember a failure so the error message can explain it."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy  # noqa: PLC0415 - the lazy import is the point
+            cupy.cuda.runtime.getDeviceCount()
+            _cupy = cupy
+        except Exception as e:  # ImportError, CUDARuntimeError, missing driver ...
+            _cupy_error = f"{type(e).__name__}: {e}"
+    return _cupy
+
+
+def _cuda_count():
+    cp = _import_cupy()
+    return 0 if cp is None else cp.cuda.runtime.getDeviceCount()
+
+
+def available_devices():
+    """Names of the devices usable here, e.g. ``['cpu', 'fake', 'cuda:0']``."""
+    return ["cpu", "fake"] + [f"cuda:{i}" for i in range(_cuda_count())]
+
+
+class Device:
+    """A device value: ``Device('cpu')``, ``Device('cuda', 1)``, ``Device('fake')``.
+
+    Compares equal to its string form, so ``t.device == 'cpu'`` works.
+    """
+
+    __slots__ = ("type", "index", "_xp", "_ctx")
+
+    def __init__(self, type, index=None):
+        if type not in ("cpu", "cuda", "fake"):
+            raise DeviceError(f"unknown device type {type!r}; expected 'cpu', 'cuda', 'cuda:N' "
+                              f"or 'fake' (available here: {available_devices()})")
+        self.type = type
+        self.index = (index or 0) if type == "cuda" else None
+        self._xp = None
+        self._ctx = []
+
+    @property
+    def xp(self):
+        """The array module of this device: numpy, cupy, or the strict stand-in namespace."""
+        if self._xp is None:
+            if self.type == "cpu":
+                self._xp = np
+            elif self.type == "fake":
+                self._xp = strict_numpy
+            else:
+                self._xp = _check_cuda(self.index)
+        return self._xp
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device('{self}')"
+
+    def __eq__(self, other):
+        if isinstance(other, Device):
+            return self.type == other.type and self.index == other.index
+        if isinstance(other, str):
+            try:
+                return self == device(other)
+            except DeviceError:
+                return False
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __enter__(self):
+        """``with device:`` makes the CUDA device current (a no-op for cpu/fake)."""
+        if self.type == "cuda":
+            ctx = self.xp.cuda.Device(self.index)
+            ctx.__enter__()
+            self._ctx.append(ctx)
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx:
+            self._ctx.pop().__exit__(*exc)
+
+
+def _check_cuda(index):
+    cp = _import_cupy()
+    if cp is None:
+        raise DeviceError(
+            f"CUDA device 'cuda:{index}' requested, but CuPy is not usable here "
+            f"({_cupy_error}). Available devices: {available_devices()}. To use a GPU, install "
+            "the CuPy wheel that matches your CUDA toolkit: `pip install minillm[gpu]` "
+            "(cupy-cuda12x) or `pip install cupy-cuda13x` for CUDA 13.")
+    n = cp.cuda.runtime.getDeviceCount()
+    if index >= n:
+        raise DeviceError(f"device 'cuda:{index}' does not exist; available devices: "
+                          f"{available_devices()}")
+    return cp
+
+
+_DEVICES = {}
+
+
+def device(spec=None):
+    """Parse a device spec (``None`` = the default device, a :class:`Device`, or a string)."""
+    if spec is None:
+        return _default_device
+    if isinstance(spec, Device):
+        return spec
+    if not isinstance(spec, str):
+        raise DeviceError(f"a device is a string like 'cpu', 'cuda:0' or 'fake', got {spec!r}")
+    d = _DEVICES.get(spec)
+    if d is None:
+        name, _, idx = spec.strip().lower().partition(":")
+        if idx and not idx.isdigit():
+            raise DeviceError(f"bad device index in {spec!r}; expected e.g. 'cuda:0'")
+        if idx and name != "cuda":
+            raise DeviceError(f"only CUDA devices take an index; got {spec!r}")
+        d = Device(name, int(idx) if idx else 0)
+        key = str(d)
+        d = _DEVICES.setdefault(key, d)
+        _DEVICES[spec] = d
+    if d.type == "cuda":
+        d.xp  # noqa: B018 - fail now, with the list of devices, not at first use
+    return d
+
+
+_default_device = device("cpu")
+
+
+def get_default_device():
+    return _default_device
+
+
+def set_default_device(spec):
+    """Device for tensors and modules created without an explicit ``device=``."""
+    global _default_device
+    _default_device = device(spec)
+    return _default_device
+
+
+def device_of(array):
+    """The device an array lives on."""
+    if isinstance(array, np.ndarray):
+        return _DEVICES["cpu"]
+    if type(array) is StrictArray:
+        return device("fake")
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return device(f"cuda:{array.device.id}")
+    raise TypeError(f"not an array minillm can hold: {type(array).__name__}")
+
+
+def to_device(host_array, dev, dtype=None):
+    """Explicit host -> device copy (a no-op view on cpu when no dtype change is needed)."""
+    dev = device(dev)
+    if dev.type == "cpu":
+        return np.asarray(host_array, dtype=dtype)
+    if dev.type == "fake":
+        return strict_numpy.asarray(np.asarray(host_array, dtype=dtype))
+    with dev:
+        return dev.xp.asarray(host_array, dtype=dtype)
+
+
+def to_host(array):
+    """Explicit device -> host copy, returning an ``np.ndarray``."""
+    if isinstance(array, np.ndarray):
+        return array
+    if type(array) is StrictArray:
+        return array.get()
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return array.get()
+    if isinstance(array, (np.generic, int, float, bool)):
+        return np.asarray(array)
+    raise TypeError(f"to_host expects a device array, got {type(array).__name__}")
+
+
+# -- dtype ------------------------------------------------------------------------------
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_default_dtype = np.dtype(np.float32)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+def set_default_dtype(dtype):
+    """Floating dtype for new tensors and parameters: ``np.float32`` (default) or ``np.float64``."""
+    global _default_dtype
+    d = np.dtype(dtype)
+    if d not in _FLOAT_DTYPES:
+        raise TypeError(f"default dtype must be a floating type (float16/32/64), got {d}")
+    _default_dtype = d
+    return d
+
+
+# -- random numbers ---------------------------------------------------------------------
+class Generator:
+    """Random numbers for one device. cpu and fake draw the same stream for the same seed."""
+
+    def __init__(self, dev, seed):
+        self.device = dev
+        self.seed(seed)
+
+    def seed(self, seed):
+        self._seed = int(seed)
+        if self.device.type == "cuda":
+            with self.device:
+                self._g = self.device.xp.random.RandomState(self._seed)
+        else:
+            self._g = np.random.Generator(np.random.PCG64(self._seed))
+
+    def _out(self, a):
+        return strict_numpy.asarray(a) if self.device.type == "fake" else a
+
+    def random(self, shape, dtype=None):
+        """Uniform on [0, 1)."""
+        dtype = np.dtype(dtype or _default_dtype)
+        if self.device.type == "cuda":
+            with self.device:
+                return self._g.random_sample(shape, dtype=dtype)
+        return self._out(self._g.random(shape, dtype=dtype))
+
+    def normal(self, shape, dtype=None):
+        """Standard normal."""
+        dtype = np.dtype(dtype or _default_dtype)
+        if self.device.type == "cuda":
+            with self.device:
+                return self._g.standard_normal(shape, dtype=dtype)
+        return self._out(self._g.standard_normal(shape, dtype=dtype))
+
+    def integers(self, low, high, shape, dtype=np.int64):
+        """Uniform integers in [low, high)."""
+        if self.device.type == "cuda":
+            with self.device:
+                return self._g.randint(low, high, size=shape, dtype=dtype)
+        return self._out(self._g.integers(low, high, size=shape, dtype=dtype))
+
+    def get_state(self):
+        """A JSON-serialisable state (cpu/fake), or the generator itself on CUDA."""
+        if self.device.type == "cuda":
+            return {"seed": self._seed, "cuda_state": None}
+        return {"seed": self._seed, "bit_generator": self._g.bit_generator.state}
+
+    def set_state(self, state):
+        if self.device.type == "cuda" or "bit_generator" not in state:
+            self.seed(state["seed"])
+        else:
+            self._g.bit_generator.state = state["bit_generator"]
+
+
+_seed = int(os.environ.get("MINILLM_SEED", "0"))
+_generators = {}
+
+
+def generator(dev=None):
+    """The random generator of a device (created on first use from the current seed)."""
+    dev = device(dev)
+    g = _generators.get(dev)
+    if g is None:
+        g = _generators[dev] = Generator(dev, _seed)
+    return g
+
+
+def manual_seed(seed):
+    """Seed every device's generator (and those created later) with ``seed``."""
+    global _seed
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"manual_seed expects an int, got {type(seed).__name__}")
+    _seed = int(seed)
+    for g in _generators.values():
+        g.seed(_seed)
+
+
+# -- scatter-add ------------------------------------------------------------------------
+def _ufunc_at(xp):
+    add = xp.add
+    if hasattr(add, "at"):
+        return add.at
+    import cupyx  # older CuPy: cupy.add.at missing; cupyx.scatter_add is its predecessor
+    return cupyx.scatter_add
+
+
+def scatter_add(target, indices, values):
+    """In place ``target[indices] += values`` where repeated indices accumulate.
+
+    The one scatter-add of the library (indexing and embedding backward). NumPy and
+    current CuPy both provide ``add.at``; very old CuPy only ``cupyx.scatter_add``.
+    """
+    xp = device_of(target).xp
+    _ufunc_at(xp)(target, indices, values)
+    return target
+
+
+def index_add_rows(target, rows, values):
+    """``target[rows[i]] += values[i]`` for a 1-D integer ``rows``: the embedding backward.
+
+    On the CPU this sorts the rows and sums each run with ``add.reduceat`` (much faster
+    than ``np.add.at`` on big tables); elsewhere it uses :func:`scatter_add`.
+    """
+    if isinstance(target, np.ndarray) and rows.size:
+        order = np.argsort(rows, kind="stable")
+        r = rows[order]
+        starts = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+        target[r[starts]] += np.add.reduceat(values[order], starts, axis=0)
+        return target
+    return scatter_add(target, rows, values)
+
+
+def erfc(x):
+    """Complementary error function on any device."""
+    return special.erfc(device_of(x).xp, x)
