@@ -265,9 +265,10 @@ def run_backward(root, grad, retain_graph=False):
         for t, gi in zip(inputs, in_grads):
             if gi is None or not getattr(t, "requires_grad", False):
                 continue
-            if gi.shape != t.shape:
+            if gi.shape != t.shape or gi.dtype != t.dtype:
                 raise RuntimeError(f"internal error: {fn.name}.backward returned a gradient of "
-                                   f"shape {gi.shape} for an input of shape {t.shape}")
+                                   f"shape {tuple(gi.shape)} {gi.dtype} for an input of shape "
+                                   f"{t.shape} {t.dtype}")
             if anomaly and not _finite(fn.xp, gi):
                 raise FloatingPointError(
                     f"detect_anomaly: {fn.name}.backward produced NaN/Inf in the gradient of "

@@ -7,6 +7,7 @@ Backward rules never modify their incoming gradient in place.
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -164,7 +165,7 @@ class Pow(Function):
             else:
                 ga = unbroadcast(g * b * a ** (b - 1), a.shape)
         if _shape_of(b) is not None:
-            loga = xp.log(a) if _shape_of(a) is not None else np.log(a)
+            loga = xp.log(a) if _shape_of(a) is not None else math.log(a)
             gb = unbroadcast(g * y * loga, b.shape)
         return ga, gb
 
@@ -359,7 +360,7 @@ class Maximum(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
-        wa = (a > b) + 0.5 * (a == b)
+        wa = ((a > b) + 0.5 * (a == b)).astype(g.dtype)
         ga = None if _shape_of(a) is None else unbroadcast(g * wa, a.shape)
         gb = None if _shape_of(b) is None else unbroadcast(g * (1 - wa), b.shape)
         return ga, gb
@@ -415,7 +416,7 @@ class Max(Function):
 
     def backward(self, g):
         mask = self.a == self.y
-        count = mask.sum(axis=self.axes, keepdims=True)
+        count = mask.sum(axis=self.axes, keepdims=True).astype(g.dtype)
         g = _expand_grad(self.xp, g, self.a.shape, self.axes, self.keepdims)
         return g * mask / count
 
@@ -489,7 +490,7 @@ class Transpose(Function):
     save_inputs = False
 
     def forward(self, a, axes=None):
-        self.inv = np.argsort(axes)
+        self.inv = tuple(int(i) for i in np.argsort(axes))
         return a.transpose(axes)
 
     def backward(self, g):

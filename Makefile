@@ -1,0 +1,79 @@
+# minillm — the two commands a newcomer needs:
+#   make demo   trains a small model (creates .venv on first use)
+#   make test   runs the whole test suite twice: on the CPU and on the strict stand-in device
+# Needs only python3 >= 3.10 (and PyPI for the first install).
+
+PYTHON      ?= python3
+PYTEST_ARGS ?=
+VENV        ?= .venv
+# PyTorch is an optional reference for tests/benchmarks. On the project's machines pip finds a local
+# CPU wheel of 2.13.0; elsewhere `pip install torch==2.13.0` on Linux takes the PyPI wheel, which is a
+# CUDA build of several GB. Point TORCH at a wheel file or another spec to choose.
+TORCH       ?= torch==2.13.0
+# CuPy wheel for `make test-gpu`: cupy-cuda12x for CUDA 12.x, cupy-cuda13x for CUDA 13.x.
+CUPY        ?= cupy-cuda12x
+
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.minillm-dev-installed
+
+# Datasets: MINILLM_DATA defaults to ../shared/datasets when that folder exists.
+SHARED_DATA := $(abspath ../shared/datasets)
+ifeq ($(origin MINILLM_DATA),undefined)
+ifneq ($(wildcard $(SHARED_DATA)),)
+MINILLM_DATA := $(SHARED_DATA)
+endif
+endif
+ifdef MINILLM_DATA
+export MINILLM_DATA
+endif
+
+# Run pytest; exit status 5 ("no tests collected") is reported but not a failure, every other
+# non-zero status (failures, errors, interruptions) fails the target.
+define pytest_on
+	@echo "==> pytest on device '$(1)' $(PYTEST_ARGS)"
+	@MINILLM_TEST_DEVICE=$(1) $(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected on device '$(1)'"; exit 0; fi; \
+	exit $$rc
+endef
+
+.PHONY: test test-cpu test-fake test-gpu torch demo info install clean
+
+test: test-cpu test-fake
+
+test-cpu: $(STAMP)
+	$(call pytest_on,cpu)
+
+test-fake: $(STAMP)
+	$(call pytest_on,fake)
+
+# The real GPU: needs an NVIDIA GPU and CuPy (installed here if missing; pick CUPY to match CUDA).
+test-gpu: $(STAMP)
+	@$(VPY) -c "import cupy" 2>/dev/null || $(VPY) -m pip install "$(CUPY)"
+	$(call pytest_on,cuda)
+
+install: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the package metadata changes; otherwise re-runs are instant.
+$(STAMP): setup.cfg pyproject.toml | $(VPY)
+	$(VPY) -m pip install -e ".[dev]"
+	@touch $@
+
+# Optional PyTorch reference (see TORCH above: the PyPI wheel may be a multi-GB CUDA build).
+torch: $(VENV)/.minillm-torch-installed
+
+$(VENV)/.minillm-torch-installed: | $(STAMP)
+	$(VPY) -m pip install "$(TORCH)"
+	@touch $@
+
+demo: $(STAMP)
+	$(VPY) -m minillm demo
+
+info: $(STAMP)
+	$(VPY) -m minillm info
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

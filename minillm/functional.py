@@ -1,0 +1,596 @@
+"""Neural-network functions on Tensors: activations, softmax, losses, normalisation, attention.
+
+``import minillm.functional as F``. The ops that dominate a language model's step are
+*fused*: one Function with a hand-derived backward instead of a chain of primitives.
+
+* ``softmax`` / ``log_softmax``:  dx = y * (g - sum(g * y))   /   dx = g - softmax * sum(g)
+* ``cross_entropy``: log-softmax and the negative log-likelihood in one pass, picking the
+  target logit by integer indexing (never a one-hot matrix); d logits = softmax - onehot.
+* ``layer_norm``: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+* ``scaled_dot_product_attention``: softmax(q k^T * scale + mask) v, backward through the
+  saved attention probabilities.
+* ``gelu`` (exact via erfc, or the tanh approximation of GPT-2), ``embedding`` (backward by
+  a sorted scatter-add into the table), ``linear`` (batch dims folded into one matmul).
+
+The chapters teach the naive compositions; the tests check that both agree.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+from .autograd.function import Function
+from .autograd.ops import normalize_axis, relu, sigmoid, stable_sigmoid, tanh, unbroadcast
+from .autograd.tensor import Tensor
+
+__all__ = ["linear", "softmax", "log_softmax", "cross_entropy", "nll_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "mse_loss", "gelu", "relu", "sigmoid", "tanh",
+           "layer_norm", "dropout", "embedding", "scaled_dot_product_attention"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_tensor(x, name, op, floating=True):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    if floating and x.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be floating point, got {x.dtype}")
+
+
+def _check_same(op, *named):
+    tensors = [(n, t) for n, t in named if isinstance(t, Tensor)]
+    devs = {str(t.device) for _, t in tensors}
+    if len(devs) > 1:
+        raise RuntimeError(f"{op}: tensors on different devices: "
+                           + ", ".join(f"{n} on {t.device}" for n, t in tensors))
+    fdt = {t.dtype for _, t in tensors if t.dtype.kind == "f"}
+    if len(fdt) > 1:
+        raise TypeError(f"{op}: dtype mismatch: "
+                        + ", ".join(f"{n} {t.dtype}" for n, t in tensors if t.dtype.kind == "f")
+                        + "; convert with .astype()")
+
+
+def _check_reduction(reduction, op):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _host_flag(x):
+    """An explicit device->host read of a boolean scalar (used for input validation)."""
+    return bool(backend.to_host(x))
+
+
+# -- linear ---------------------------------------------------------------------------------------
+class Linear(Function):
+    def forward(self, x, w, b=None):
+        if x.shape[-1] != w.shape[0]:
+            raise ValueError(f"input has {x.shape[-1]} features but the weight is "
+                             f"{tuple(w.shape)} (in_features, out_features)")
+        self.x, self.w, self.has_b = x, w, b is not None
+        y = x @ w
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        x, w = self.x, self.w
+        k, n = w.shape
+        g2 = g.reshape(-1, n)
+        gx = g @ w.T
+        gw = x.reshape(-1, k).T @ g2
+        gb = g2.sum(axis=0) if self.has_b else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight + bias`` with ``weight`` of shape (in_features, out_features)."""
+    _check_tensor(x, "x", "linear")
+    _check_tensor(weight, "weight", "linear")
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (in, out), got shape {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[1],):
+        raise ValueError(f"linear: bias shape {bias.shape} != (out_features,) = "
+                         f"({weight.shape[1]},)")
+    _check_same("linear", ("x", x), ("weight", weight), ("bias", bias))
+    return Linear.apply(x, weight, bias)
+
+
+# -- softmax family -------------------------------------------------------------------------------
+def _axis(x, axis, op):
+    return normalize_axis(axis, x.ndim, op)[0]
+
+
+class Softmax(Function):
+    save_inputs = False
+
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        self.y = e
+        return e
+
+    def backward(self, g):
+        y = self.y
+        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    save_inputs = False
+
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        z = x - x.max(axis=axis, keepdims=True)
+        z -= self.xp.log(self.xp.exp(z).sum(axis=axis, keepdims=True))
+        self.y = z
+        return z
+
+    def backward(self, g):
+        return g - self.xp.exp(self.y) * g.sum(axis=self.axis, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x) along ``axis``."""
+    _check_tensor(x, "x", "softmax")
+    return Softmax.apply(x, axis=_axis(x, axis, "softmax"))
+
+
+def log_softmax(x, axis=-1):
+    """log softmax, computed as x - max - log(sum(exp(x - max))) (no log of a tiny number)."""
+    _check_tensor(x, "x", "log_softmax")
+    return LogSoftmax.apply(x, axis=_axis(x, axis, "log_softmax"))
+
+
+# -- cross-entropy ------------------------------------------------------------------------------
+class CrossEntropy(Function):
+    """Fused log-softmax + NLL over the last axis, with ignore_index and label smoothing."""
+
+    save_inputs = False
+
+    def forward(self, z, t, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+        xp = self.xp
+        c = z.shape[-1]
+        z2 = z.reshape(-1, c)
+        t1 = t.reshape(-1)
+        n = z2.shape[0]
+        m = z2.max(axis=1, keepdims=True)
+        p = xp.exp(z2 - m)
+        s = p.sum(axis=1, keepdims=True)
+        p /= s                                        # softmax probabilities, kept for backward
+        lse = (xp.log(s) + m)[:, 0]                  # log-sum-exp per row
+        valid = t1 != ignore_index
+        tt = xp.where(valid, t1, 0)
+        rows = xp.arange(n)
+        loss = lse - z2[rows, tt]                    # -log p[target], picked by indexing
+        if label_smoothing:
+            loss = (1 - label_smoothing) * loss + label_smoothing * (lse - z2.mean(axis=1))
+        loss = xp.where(valid, loss, xp.zeros((), dtype=z.dtype))
+        self.p, self.rows, self.tt, self.valid = p, rows, tt, valid
+        self.shape, self.t_shape, self.c = z.shape, t.shape, c
+        self.ls, self.reduction = label_smoothing, reduction
+        if reduction == "mean":
+            self.count = valid.sum().astype(z.dtype)
+            return loss.sum() / self.count
+        if reduction == "sum":
+            return loss.sum()
+        return loss.reshape(t.shape)
+
+    def backward(self, g):
+        xp, p = self.xp, self.p
+        if self.reduction == "mean":
+            coef = (g / self.count) * self.valid
+        elif self.reduction == "sum":
+            coef = g * self.valid
+        else:
+            coef = g.reshape(-1) * self.valid
+        coef = coef.astype(p.dtype)
+        gz = p * coef[:, None]
+        hit = (1 - self.ls) * coef
+        gz[self.rows, self.tt] -= hit                 # - onehot(target), by indexing
+        if self.ls:
+            gz -= (self.ls / self.c) * coef[:, None]
+        return gz.reshape(self.shape), None
+
+
+def _check_targets(logits, target, op, ignore_index):
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{op}: target must be an integer Tensor of class indices, got "
+                        f"{type(target).__name__}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got {target.dtype} "
+                        "(probabilities/one-hot targets are not supported; pass indices)")
+    if target.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{op}: target shape {target.shape} must equal logits shape without the class axis "
+            f"{logits.shape[:-1]} (logits {logits.shape}; classes are the LAST axis — for "
+            "PyTorch-style (N, C, d) logits move the class axis last)")
+    if target.device != logits.device:
+        raise RuntimeError(f"{op}: logits on {logits.device}, target on {target.device}")
+    c = logits.shape[-1]
+    t = target.data
+    if t.size and _host_flag((((t < 0) | (t >= c)) & (t != ignore_index)).any()):
+        bad = backend.to_host(t)
+        bad = bad[((bad < 0) | (bad >= c)) & (bad != ignore_index)]
+        raise IndexError(f"{op}: target values must be in [0, {c}) or ignore_index="
+                         f"{ignore_index}; found {bad[:5].tolist()}")
+
+
+def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    """Cross-entropy between ``logits`` (..., C) and integer ``target`` (...).
+
+    ``loss_i = logsumexp(z_i) - z_i[t_i]``; with label smoothing eps the target
+    distribution is (1 - eps) onehot + eps / C. Targets equal to ``ignore_index`` add
+    nothing and are not counted in the mean (all ignored -> nan, as in PyTorch).
+    The class axis is the last one (logits (B, T, V) with targets (B, T) work directly).
+    """
+    _check_tensor(logits, "logits", "cross_entropy")
+    _check_reduction(reduction, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if logits.ndim < 1:
+        raise ValueError("cross_entropy: logits need a class axis")
+    _check_targets(logits, target, "cross_entropy", ignore_index)
+    return CrossEntropy.apply(logits, target, ignore_index=ignore_index,
+                              label_smoothing=float(label_smoothing), reduction=reduction)
+
+
+def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of integer targets given log-probabilities (..., C)."""
+    _check_tensor(log_probs, "log_probs", "nll_loss")
+    _check_reduction(reduction, "nll_loss")
+    _check_targets(log_probs, target, "nll_loss", ignore_index)
+    c = log_probs.shape[-1]
+    lp = log_probs.reshape(-1, c)
+    t = target.data.reshape(-1)
+    valid = t != ignore_index
+    xp = log_probs.xp
+    picked = lp[xp.arange(lp.shape[0]), xp.where(valid, t, 0)]
+    w = Tensor._make(valid.astype(log_probs.dtype), log_probs.device, False)
+    loss = -(picked * w)
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss.reshape(target.shape)
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+class BinaryCrossEntropy(Function):
+    def forward(self, p, y):
+        xp = self.xp
+        self.p, self.y = p, y
+        self.logp = xp.maximum(xp.log(p), -100.0)       # PyTorch clamps the logs at -100
+        self.log1mp = xp.maximum(xp.log1p(-p), -100.0)
+        return -(y * self.logp + (1 - y) * self.log1mp)
+
+    def backward(self, g):
+        xp, p, y = self.xp, self.p, self.y
+        gp = g * (p - y) / xp.maximum(p * (1 - p), 1e-12)
+        gy = g * (self.log1mp - self.logp) if _is_array(y) else None
+        return unbroadcast(gp, p.shape), (None if gy is None else unbroadcast(gy, y.shape))
+
+
+def _is_array(v):
+    return hasattr(v, "shape")
+
+
+def binary_cross_entropy(p, target, reduction="mean"):
+    """-(y log p + (1 - y) log(1 - p)) for probabilities ``p`` in [0, 1]."""
+    _check_tensor(p, "input", "binary_cross_entropy")
+    _check_tensor(target, "target", "binary_cross_entropy")
+    _check_reduction(reduction, "binary_cross_entropy")
+    if target.shape != p.shape:
+        raise ValueError(f"binary_cross_entropy: target shape {target.shape} != input shape "
+                         f"{p.shape}")
+    _check_same("binary_cross_entropy", ("input", p), ("target", target))
+    if p.size and _host_flag(((p.data < 0) | (p.data > 1)).any()):
+        raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]; "
+                         "for raw scores use binary_cross_entropy_with_logits")
+    return _reduce(BinaryCrossEntropy.apply(p, target), reduction)
+
+
+class BCEWithLogits(Function):
+    """Stable BCE on logits: (1-y) x + l * softplus(-x), l = 1 + (pos_weight - 1) y."""
+
+    def forward(self, x, y, pw=None):
+        xp = self.xp
+        self.x, self.y, self.pw = x, y, pw
+        sp = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)     # softplus(-x)
+        self.sp = sp
+        lw = 1 if pw is None else 1 + (pw - 1) * y
+        return (1 - y) * x + lw * sp
+
+    def backward(self, g):
+        xp, x, y, pw = self.xp, self.x, self.y, self.pw
+        lw = 1 if pw is None else 1 + (pw - 1) * y
+        gx = g * ((1 - y) + lw * (stable_sigmoid(xp, x) - 1))
+        gy = g * (-x + (0 if pw is None else (pw - 1) * self.sp))
+        gpw = None if pw is None else unbroadcast(g * y * self.sp, pw.shape)
+        return gx, gy, gpw
+
+
+def binary_cross_entropy_with_logits(logits, target, pos_weight=None, reduction="mean"):
+    """BCE on raw scores, computed stably: max(x,0) - x y + log(1 + exp(-|x|))."""
+    _check_tensor(logits, "input", "binary_cross_entropy_with_logits")
+    _check_tensor(target, "target", "binary_cross_entropy_with_logits")
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    if target.shape != logits.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} != "
+                         f"input shape {logits.shape}")
+    _check_same("binary_cross_entropy_with_logits", ("input", logits), ("target", target),
+                ("pos_weight", pos_weight))
+    return _reduce(BCEWithLogits.apply(logits, target, pos_weight), reduction)
+
+
+def mse_loss(x, target, reduction="mean"):
+    """Mean squared error (x - target)^2."""
+    _check_tensor(x, "input", "mse_loss")
+    _check_reduction(reduction, "mse_loss")
+    if isinstance(target, Tensor) and target.shape != x.shape:
+        raise ValueError(f"mse_loss: target shape {target.shape} != input shape {x.shape}")
+    d = x - target
+    return _reduce(d * d, reduction)
+
+
+# -- activations ----------------------------------------------------------------------------------
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GELU(Function):
+    save_inputs = False
+
+    def forward(self, x, approximate="none"):
+        xp = self.xp
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * backend.erfc(-x * _INV_SQRT_2)     # Phi(x), accurate in both tails
+        return x * self.cdf
+
+    def backward(self, g):
+        xp, x = self.xp, self.x
+        if self.approximate == "tanh":
+            t = self.t
+            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+        return g * (self.cdf + x * pdf)
+
+
+def gelu(x, approximate="none"):
+    """GELU: x * Phi(x) (``approximate="none"``, PyTorch's default) or GPT-2's tanh form
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``approximate="tanh"``)."""
+    _check_tensor(x, "x", "gelu")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate=approximate)
+
+
+# -- layer norm -----------------------------------------------------------------------------------
+class LayerNorm(Function):
+    save_inputs = False
+
+    def forward(self, x, w=None, b=None, nd=1, eps=1e-5):
+        xp = self.xp
+        axes = tuple(range(x.ndim - nd, x.ndim))
+        mu = x.mean(axis=axes, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        xhat = xc
+        xhat *= rstd
+        self.xhat, self.rstd, self.w, self.axes, self.has_b = xhat, rstd, w, axes, b is not None
+        y = xhat * w if w is not None else xhat.copy()
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, g):
+        xhat, rstd, w, axes = self.xhat, self.rstd, self.w, self.axes
+        lead = tuple(range(g.ndim - len(axes)))
+        gw = (g * xhat).sum(axis=lead) if w is not None else None
+        gb = g.sum(axis=lead) if self.has_b else None
+        dxhat = g * w if w is not None else g
+        gx = dxhat - dxhat.mean(axis=axes, keepdims=True)
+        gx -= xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
+        gx *= rstd
+        return gx, gw, gb
+
+
+def layer_norm(x, weight, bias, eps=1e-5, normalized_shape=None):
+    """LayerNorm over the last ``weight.ndim`` axes: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    ``weight``/``bias`` may be None (then give ``normalized_shape``); var is the biased one.
+    """
+    _check_tensor(x, "x", "layer_norm")
+    if normalized_shape is None:
+        if weight is None:
+            raise ValueError("layer_norm: give weight or normalized_shape")
+        normalized_shape = weight.shape
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
+        else tuple(normalized_shape)
+    nd = len(normalized_shape)
+    if x.shape[x.ndim - nd:] != normalized_shape or nd > x.ndim:
+        raise ValueError(f"layer_norm: input shape {x.shape} does not end with normalized_shape "
+                         f"{normalized_shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != normalized_shape:
+            raise ValueError(f"layer_norm: {name} shape {t.shape} != normalized_shape "
+                             f"{normalized_shape}")
+    _check_same("layer_norm", ("x", x), ("weight", weight), ("bias", bias))
+    return LayerNorm.apply(x, weight, bias, nd=nd, eps=eps)
+
+
+# -- dropout --------------------------------------------------------------------------------------
+class Dropout(Function):
+    save_inputs = False
+
+    def forward(self, x, mask=None):
+        self.mask = mask
+        return x * mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+def _keep_mask(x, p):
+    """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0 (device RNG)."""
+    r = backend.generator(x.device).random(x.shape, x.dtype)
+    return (r >= p) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (training only)."""
+    _check_tensor(x, "x", "dropout")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return Dropout.apply(x, mask=_keep_mask(x, p))
+
+
+# -- embedding ------------------------------------------------------------------------------------
+class Embedding(Function):
+    save_inputs = False
+
+    def forward(self, ids, w, padding_idx=None):
+        self.ids, self.shape, self.dtype, self.pad = ids, w.shape, w.dtype, padding_idx
+        return w[ids]
+
+    def backward(self, g):
+        gw = self.xp.zeros(self.shape, dtype=self.dtype)
+        backend.index_add_rows(gw, self.ids.reshape(-1), g.reshape(-1, self.shape[1]))
+        if self.pad is not None:
+            gw[self.pad] = 0
+        return None, gw
+
+
+def embedding(ids, weight, padding_idx=None):
+    """Rows of ``weight`` (V, D) picked by integer ``ids`` of any shape -> ids.shape + (D,).
+
+    The backward adds each output row's gradient into its table row (repeated ids add up);
+    the ``padding_idx`` row gets no gradient.
+    """
+    _check_tensor(weight, "weight", "embedding")
+    if not isinstance(ids, Tensor) or ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be an integer Tensor, got "
+                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, dim), got {weight.shape}")
+    if ids.device != weight.device:
+        raise RuntimeError(f"embedding: ids on {ids.device}, weight on {weight.device}")
+    v = weight.shape[0]
+    if ids.size and _host_flag(((ids.data < 0) | (ids.data >= v)).any()):
+        bad = backend.to_host(ids.data)
+        raise IndexError(f"embedding: ids must be in [0, {v}); got values like "
+                         f"{bad[(bad < 0) | (bad >= v)][:5].tolist()}")
+    if padding_idx is not None:
+        padding_idx = padding_idx % v
+    return Embedding.apply(ids, weight, padding_idx=padding_idx)
+
+
+# -- attention ------------------------------------------------------------------------------------
+class SDPA(Function):
+    """softmax(q k^T * scale + mask) v with the backward through the saved probabilities."""
+
+    save_inputs = False
+
+    def forward(self, q, k, v, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
+                drop=None):
+        xp = self.xp
+        kt = xp.swapaxes(k, -1, -2)
+        s = q @ kt
+        s *= scale
+        L, S = s.shape[-2], s.shape[-1]
+        self.float_mask = None
+        if is_causal:
+            s = xp.where(xp.tril(xp.ones((L, S), dtype=bool)), s, -xp.inf)
+        if bool_mask is not None:
+            s = xp.where(bool_mask, s, -xp.inf)
+        if float_mask is not None:
+            s = s + float_mask
+            self.float_mask = float_mask.shape
+        m = s.max(axis=-1, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)            # fully masked rows give zeros, not NaN
+        p = xp.exp(s - m)
+        den = p.sum(axis=-1, keepdims=True)
+        p /= xp.where(den == 0, 1, den)
+        self.p, self.drop = p, drop
+        pd = p * drop if drop is not None else p
+        self.q, self.k, self.v, self.pd, self.scale = q, k, v, pd, scale
+        return pd @ v
+
+    def backward(self, g):
+        xp, p, pd = self.xp, self.p, self.pd
+        q, k, v = self.q, self.k, self.v
+        gv = unbroadcast(xp.swapaxes(pd, -1, -2) @ g, v.shape)
+        dp = g @ xp.swapaxes(v, -1, -2)
+        if self.drop is not None:
+            dp *= self.drop
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+        gmask = None if self.float_mask is None else unbroadcast(ds, self.float_mask)
+        ds *= self.scale
+        gq = unbroadcast(ds @ k, q.shape)
+        gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ q, k.shape)
+        return gq, gk, gv, gmask
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0,
+                                 scale=None):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + mask) V  (PyTorch's signature).
+
+    Shapes: q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev); batch dims
+    broadcast. ``attn_mask``: a bool Tensor (True = may attend) or a float Tensor added to
+    the scores (differentiable), broadcastable to (..., L, S). ``is_causal`` masks key j > i
+    (top-left aligned, as PyTorch). A query row with every key masked outputs zeros.
+    Dropout on the attention weights is applied whenever ``dropout_p > 0``.
+    """
+    op = "scaled_dot_product_attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(t, name, op)
+        if t.ndim < 2:
+            raise ValueError(f"{op}: {name} needs at least 2 dims (..., seq, dim), got {t.shape}")
+    _check_same(op, ("q", q), ("k", k), ("v", v),
+                ("attn_mask", attn_mask if isinstance(attn_mask, Tensor) and
+                 attn_mask.dtype.kind == "f" else None))
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{op}: q and k need the same last dim, got q {q.shape} and k {k.shape}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{op}: k and v need the same sequence length, got k {k.shape} and "
+                         f"v {v.shape}")
+    if attn_mask is not None and is_causal:
+        raise ValueError(f"{op}: give either attn_mask or is_causal=True, not both")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise TypeError(f"{op}: attn_mask must be a Tensor (bool or float)")
+        if attn_mask.device != q.device:
+            raise RuntimeError(f"{op}: attn_mask on {attn_mask.device}, q on {q.device}")
+        if attn_mask.dtype.kind not in "bf":
+            raise TypeError(f"{op}: attn_mask must be bool or float, got {attn_mask.dtype}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    drop = None
+    if dropout_p > 0:
+        shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
+        r = backend.generator(q.device).random(shape, q.dtype)
+        drop = (r >= dropout_p) * np.asarray(1.0 / (1.0 - dropout_p), dtype=q.dtype)
+    if attn_mask is not None and attn_mask.dtype.kind == "f":
+        return SDPA.apply(q, k, v, attn_mask, is_causal=is_causal, scale=scale, drop=drop)
+    bool_mask = None if attn_mask is None else attn_mask.data
+    return SDPA.apply(q, k, v, None, bool_mask=bool_mask, is_causal=is_causal, scale=scale,
+                      drop=drop)
