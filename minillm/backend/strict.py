@@ -111,9 +111,11 @@ class StrictArray:
         _refuse("iterating over a device array in Python")
 
     def __repr__(self):
+        # repr stays safe for debuggers and test reports; it never shows values
         return f"<StrictArray shape={self._a.shape} dtype={self._a.dtype} on 'fake' (values hidden)>"
 
-    __str__ = __repr__
+    def __str__(self):
+        _refuse("printing the values of a device array")
 
     def __format__(self, spec):
         _refuse("formatting the values of a device array")
@@ -143,6 +145,8 @@ class StrictArray:
     base = property(lambda self: None if self._a.base is None else _wrap(self._a.base))
 
     def __getattr__(self, name):
+        if name.startswith("__"):   # __array_interface__, __array_struct__, __dlpack__ ...
+            raise AttributeError(f"'StrictArray' does not expose {name} (no implicit host access)")
         attr = getattr(self._a, name)
         if callable(attr):
             def method(*args, **kwargs):

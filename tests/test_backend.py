@@ -1,0 +1,114 @@
+"""Backend: devices, the strict stand-in array, RNG, dtype, scatter-add, erfc."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minillm as mm
+from minillm import backend
+from minillm.backend import ImplicitConversionError, StrictArray, strict_numpy
+
+
+@pytest.mark.parametrize("conversion", [
+    lambda a: np.asarray(a), lambda a: float(a.sum()), lambda a: int(a[0, 0]),
+    lambda a: bool(a[0, 0] > 0), lambda a: str(a), lambda a: print(a), lambda a: a.tolist(),
+    lambda a: list(a), lambda a: a.item(), lambda a: f"{a:.3f}", lambda a: range(10)[a[0, 0]],
+], ids=["asarray", "float", "int", "bool", "str", "print", "tolist", "iter", "item", "format",
+        "index"])
+def test_strict_array_refuses_implicit_conversion(conversion):
+    a = strict_numpy.asarray(np.ones((2, 2)))
+    with pytest.raises(TypeError):
+        conversion(a)
+
+
+def test_strict_array_stays_on_device_and_converts_explicitly():
+    a = strict_numpy.asarray(np.arange(6.0).reshape(2, 3))
+    for b in (a + 1, np.exp(a), a @ a.T, a.sum(axis=0), a.max(), a[0], strict_numpy.where(a > 2, a, 0),
+              np.concatenate([a, a]), a.reshape(3, 2), -a):
+        assert type(b) is StrictArray
+    assert "values hidden" in repr(a)
+    before = backend.TRANSFERS["to_host"]
+    np.testing.assert_array_equal(a.get(), np.arange(6.0).reshape(2, 3))
+    assert backend.TRANSFERS["to_host"] == before + 1
+    with pytest.raises(TypeError, match="host numpy.ndarray"):
+        a + np.ones(3)
+
+
+def test_device_values_and_parsing():
+    assert mm.device("cpu") == "cpu" and str(mm.device("fake")) == "fake"
+    assert mm.device(mm.device("cpu")) is mm.device("cpu")
+    assert {"cpu", "fake"} <= set(mm.available_devices())
+    with pytest.raises(backend.DeviceError, match="unknown device type 'gpu'"):
+        mm.device("gpu")
+    with pytest.raises(backend.DeviceError, match="only CUDA devices take an index"):
+        mm.device("cpu:1")
+    t = mm.tensor([1.0], device="fake")
+    assert t.device == "fake" and t.xp is strict_numpy
+
+
+@pytest.mark.skipif(any(d.startswith("cuda") for d in mm.available_devices()),
+                    reason="this machine has a GPU")
+def test_missing_cuda_is_a_clear_error_listing_devices():
+    with pytest.raises(backend.DeviceError) as e:
+        mm.tensor([1.0], device="cuda")
+    msg = str(e.value)
+    assert "Available devices: ['cpu', 'fake']" in msg and "cupy-cuda12x" in msg
+
+
+def test_import_does_not_import_cupy():
+    code = "import sys, minillm; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_seeded_generators_are_reproducible_and_cpu_matches_fake():
+    mm.manual_seed(123)
+    a = mm.randn(3, 4, device="cpu").numpy()
+    b = mm.randn(3, 4, device="fake").numpy()
+    mm.manual_seed(123)
+    np.testing.assert_array_equal(mm.randn(3, 4, device="cpu").numpy(), a)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(mm.randn(3, 4, device="cpu").numpy(), a)
+    with pytest.raises(TypeError):
+        mm.manual_seed(1.5)
+
+
+def test_generator_state_round_trip():
+    g = backend.generator("cpu")
+    state = g.get_state()
+    x = g.random((5,))
+    g.set_state(state)
+    np.testing.assert_array_equal(g.random((5,)), x)
+
+
+def test_default_dtype_switch():
+    assert mm.randn(2).dtype == np.float32 and mm.tensor([1.0]).dtype == np.float32
+    mm.set_default_dtype(np.float64)
+    assert mm.randn(2).dtype == np.float64 and mm.zeros(2).dtype == np.float64
+    assert mm.tensor([1]).dtype == np.int64 and mm.tensor(np.ones(2, np.float32)).dtype == np.float32
+    with pytest.raises(TypeError, match="floating"):
+        mm.set_default_dtype(np.int32)
+
+
+@pytest.mark.parametrize("dev", ["cpu", "fake"])
+def test_scatter_add_helpers_match_a_loop(dev):
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 7, 50)
+    vals = rng.standard_normal((50, 3))
+    expect = np.zeros((7, 3))
+    for r, v in zip(rows, vals):
+        expect[r] += v
+    for fn in (backend.scatter_add, backend.index_add_rows):
+        target = backend.to_device(np.zeros((7, 3)), dev)
+        fn(target, backend.to_device(rows, dev), backend.to_device(vals, dev))
+        np.testing.assert_allclose(backend.to_host(target), expect, rtol=1e-12)
+
+
+def test_erfc_matches_math_erfc():
+    x = np.concatenate([np.linspace(-6, 26, 4001), [0.0, 1e-12, -1e-12]])
+    got = backend.erfc(x)
+    ref = np.array([math.erfc(v) for v in x])
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
+    assert backend.erfc(np.ones(3, np.float32)).dtype == np.float32
