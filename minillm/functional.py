@@ -69,16 +69,17 @@ class Linear(Function):
             raise ValueError(f"input has {x.shape[-1]} features but the weight is "
                              f"{tuple(w.shape)} (in_features, out_features)")
         self.x, self.w, self.has_b = x, w, b is not None
-        y = x @ w
+        k, n = w.shape
+        y = x.reshape(-1, k) @ w            # batch dims folded into rows: one 2-D GEMM
         if b is not None:
             y += b
-        return y
+        return y.reshape(x.shape[:-1] + (n,))
 
     def backward(self, g):
         x, w = self.x, self.w
         k, n = w.shape
         g2 = g.reshape(-1, n)
-        gx = g @ w.T
+        gx = (g2 @ w.T).reshape(x.shape)
         gw = x.reshape(-1, k).T @ g2
         gb = g2.sum(axis=0) if self.has_b else None
         return gx, gw, gb
@@ -354,8 +355,15 @@ class GELU(Function):
         xp = self.xp
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            return 0.5 * x * (1 + self.t)
+            u = x * x                             # in place from here: fewer temporaries
+            u *= 0.044715 * _SQRT_2_OVER_PI
+            u += _SQRT_2_OVER_PI
+            u *= x                                # sqrt(2/pi) (x + 0.044715 x^3)
+            self.t = xp.tanh(u, out=u)
+            y = self.t + 1
+            y *= x
+            y *= 0.5
+            return y
         self.cdf = 0.5 * backend.erfc(-x * _INV_SQRT_2)     # Phi(x), accurate in both tails
         return x * self.cdf
 
@@ -363,8 +371,19 @@ class GELU(Function):
         xp, x = self.xp, self.x
         if self.approximate == "tanh":
             t = self.t
-            dinner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
+            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            d = x * x
+            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+            d += _SQRT_2_OVER_PI
+            d *= x
+            sech2 = t * t
+            xp.subtract(1, sech2, out=sech2)
+            d *= sech2
+            d += t
+            d += 1
+            d *= 0.5
+            d *= g
+            return d
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
         return g * (self.cdf + x * pdf)
 

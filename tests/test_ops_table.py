@@ -94,3 +94,16 @@ def test_matches_pytorch(case, float64):
         tg = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
         np.testing.assert_allclose(g, tg, rtol=1e-6, atol=1e-10,
                                    err_msg=f"{case.name}: gradient of input {i}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_cuda_matches_cpu(case, float64):
+    """The real GPU (CuPy) gives the CPU's values and gradients (float64)."""
+    floats, consts = make_inputs(case, _rng(case))
+    out_c, g_c = _run(case, floats, consts, device="cpu", requires_grad=True)
+    out_g, g_g = _run(case, floats, consts, device="cuda", requires_grad=True)
+    assert out_g.device == "cuda:0"
+    np.testing.assert_allclose(out_g.numpy(), out_c.numpy(), rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_g, g_c):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
