@@ -70,7 +70,8 @@ class Linear(Function):
                              f"{tuple(w.shape)} (in_features, out_features)")
         self.x, self.w, self.has_b = x, w, b is not None
         k, n = w.shape
-        y = x.reshape(-1, k) @ w            # batch dims folded into rows: one 2-D GEMM
+        rows = math.prod(x.shape[:-1])
+        y = x.reshape(rows, k) @ w          # batch dims folded into rows: one 2-D GEMM
         if b is not None:
             y += b
         return y.reshape(x.shape[:-1] + (n,))
@@ -78,9 +79,10 @@ class Linear(Function):
     def backward(self, g):
         x, w = self.x, self.w
         k, n = w.shape
-        g2 = g.reshape(-1, n)
+        rows = math.prod(x.shape[:-1])
+        g2 = g.reshape(rows, n)
         gx = (g2 @ w.T).reshape(x.shape)
-        gw = x.reshape(-1, k).T @ g2
+        gw = x.reshape(rows, k).T @ g2
         gb = g2.sum(axis=0) if self.has_b else None
         return gx, gw, gb
 
@@ -467,7 +469,7 @@ class Dropout(Function):
 def _keep_mask(x, p):
     """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0 (device RNG)."""
     r = backend.generator(x.device).random(x.shape, x.dtype)
-    return (r >= p) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype)
+    return (r >= p).astype(x.dtype) * (1.0 / (1.0 - p))      # a Python float keeps the dtype
 
 
 def dropout(x, p=0.5, training=True):
@@ -607,7 +609,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
     if dropout_p > 0:
         shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
         r = backend.generator(q.device).random(shape, q.dtype)
-        drop = (r >= dropout_p) * np.asarray(1.0 / (1.0 - dropout_p), dtype=q.dtype)
+        drop = (r >= dropout_p).astype(q.dtype) * (1.0 / (1.0 - dropout_p))
     if attn_mask is not None and attn_mask.dtype.kind == "f":
         return SDPA.apply(q, k, v, attn_mask, is_causal=is_causal, scale=scale, drop=drop)
     bool_mask = None if attn_mask is None else attn_mask.data

@@ -211,3 +211,23 @@ def test_custom_function(float64):
 
     x = _leaf([1.0, -2.0])
     assert mm.gradcheck(lambda t: Cube.apply(t), [x])
+
+
+def test_setitem_on_multi_element_tensor_bumps_version():
+    t = mm.zeros(2, 3)
+    t[0, 1:] = 5.0
+    t[mm.tensor([1])] = mm.ones(1, 3)
+    assert t._version == 2
+    np.testing.assert_array_equal(t.numpy(), [[0, 5, 5], [1, 1, 1]])
+
+
+def test_deepcopy_of_used_tensors_and_modules():
+    import copy
+    x = mm.randn(2, 3, requires_grad=True)
+    (x * x).sum().backward()
+    y = copy.deepcopy(x)
+    assert y.device is x.device and np.array_equal(y.numpy(), x.numpy())
+    m = mm.nn.Linear(3, 2)
+    m2 = copy.deepcopy(m)
+    m2.weight.data[...] = 0.0
+    assert not np.all(m.weight.numpy() == 0)

@@ -203,7 +203,8 @@ class MatMul(Function):
                              f"({a.shape[-1]} != {b.shape[-2]})")
         self.a, self.b = a, b
         if b.ndim == 2 and a.ndim > 2:     # fold batch dims into rows: one 2-D GEMM
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+            rows = math.prod(a.shape[:-1])
+            return (a.reshape(rows, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         return a @ b
 
     def backward(self, g):
@@ -212,9 +213,10 @@ class MatMul(Function):
         if b.ndim == 2:
             # y = a @ W with a (..., K): fold the batch dims into rows for one BLAS call each
             k, n = b.shape
-            g2 = g.reshape(-1, n)
+            rows = math.prod(a.shape[:-1])
+            g2 = g.reshape(rows, n)
             ga = (g2 @ b.T).reshape(a.shape)
-            gb = a.reshape(-1, k).T @ g2
+            gb = a.reshape(rows, k).T @ g2
         else:
             ga = unbroadcast(g @ xp.swapaxes(b, -1, -2), a.shape)
             gb = unbroadcast(xp.swapaxes(a, -1, -2) @ g, b.shape)

@@ -229,7 +229,7 @@ class Tensor:
 
         def f():
             self.data[idx] = v
-        return self._inplace("__setitem__", f) and None
+        self._inplace("__setitem__", f)
 
     def __iadd__(self, other):
         v = self._operand(other)

@@ -108,6 +108,16 @@ class Device:
     def __hash__(self):
         return hash((self.type, self.index))
 
+    # a device is a value: copies are the same device, pickling stores its name
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (device, (str(self),))
+
     def __enter__(self):
         """``with device:`` makes the CUDA device current (a no-op for cpu/fake)."""
         if self.type == "cuda":

@@ -46,7 +46,7 @@ def _unwrap(x, allow_host=False):
     if type(x) is StrictArray:
         return x._a
     if isinstance(x, np.ndarray):
-        if allow_host or x.ndim == 0:
+        if allow_host:
             return x
         raise TypeError(
             f"a host numpy.ndarray of shape {x.shape} was mixed into an operation on the "
@@ -132,6 +132,12 @@ class StrictArray:
     def __reduce__(self):
         _refuse("pickling a device array")
 
+    def __copy__(self):                  # device-to-device copies are fine (CuPy allows them)
+        return StrictArray(self._a.copy())
+
+    def __deepcopy__(self, memo):
+        return StrictArray(self._a.copy())
+
     # -- attributes ------------------------------------------------------------------
     shape = property(lambda self: self._a.shape)
     dtype = property(lambda self: self._a.dtype)
@@ -180,8 +186,8 @@ class StrictArray:
 
 def _binary(name):
     def op(self, other):
-        if type(other) is not StrictArray and isinstance(other, np.ndarray) and other.ndim:
-            _unwrap(other)                       # raises the host-array error
+        if type(other) is not StrictArray and isinstance(other, np.ndarray):
+            _unwrap(other)                       # raises the host-array error (0-d too, as CuPy)
         res = getattr(self._a, name)(_unwrap(other))
         return NotImplemented if res is NotImplemented else _wrap(res)
     op.__name__ = name

@@ -279,8 +279,9 @@ class Module:
         """Set training mode (``mode=True``) or evaluation mode on self and all sub-modules."""
         if not isinstance(mode, bool):
             raise TypeError(f"train(mode): mode must be a bool, got {type(mode).__name__}")
-        for m in self.modules():
-            m.__dict__["training"] = mode
+        self.training = mode
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self):
@@ -300,6 +301,7 @@ class Module:
                 p.grad = None
             elif p.grad is not None:
                 p.grad.data.fill(0)
+                p.grad._version += 1
 
     # -- devices and dtypes -------------------------------------------------------------------
     def to(self, device=None, dtype=None):

@@ -12,7 +12,7 @@ class Adam(Optimizer):
     PyTorch's ``torch.optim.Adam`` update rule. For each parameter θ with gradient
     :math:`g_t` at step t = 1, 2, ... (learning rate γ, betas β₁ β₂, weight decay λ)::
 
-        g_t = g_t + λ θ_{t-1}                       (if λ ≠ 0: L2 penalty, coupled to the moments)
+        g_t = g_t + λ θ_{t-1}                       (if λ ≠ 0: L2 penalty in the gradient)
         m_t = β₁ m_{t-1} + (1 - β₁) g_t             (exp_avg,    starts at 0)
         v_t = β₂ v_{t-1} + (1 - β₂) g_t²            (exp_avg_sq, starts at 0)
         m̂_t = m_t / (1 - β₁ᵗ)                       (bias corrections)
@@ -55,7 +55,7 @@ class Adam(Optimizer):
         t = state["step"]
         if wd != 0:
             if self.decoupled_weight_decay:
-                p.data *= 1 - lr * wd          # AdamW: θ = θ (1 - γλ), the gradient is untouched
+                p.data *= 1 - lr * wd          # AdamW: θ = θ (1 - γλ); g is untouched
             else:
                 g = xp.multiply(p.data, wd)    # Adam: g = g + λθ
                 g += grad

@@ -145,12 +145,11 @@ class Optimizer:
         for name in _EXTRA_GROUP_KEYS:
             if name in param_group:
                 group[name] = param_group[name]
-        self._validate_group(group, where="" if gi == 0 and not self.param_groups
-                             else f" in parameter group {gi}")
+        self._validate_group(group, where="" if gi == 0 else f" in parameter group {gi}")
         self.param_groups.append(group)
 
     def _validate_group(self, group, where=""):
-        """Check a group's options (``lr`` here; subclasses add theirs). ``where`` names the group."""
+        """Check a group's options (``lr`` here; subclasses add theirs). ``where``: its name."""
         _check_number("learning rate", group["lr"], where=where)
 
     # -- the step ------------------------------------------------------------------------
@@ -260,6 +259,11 @@ class Optimizer:
             g["params"] = group["params"]
             new_groups.append(g)
         for gi, g in enumerate(new_groups):
+            missing = sorted(set(self.defaults) - set(g))
+            if missing:
+                raise ValueError(f"loaded parameter group {gi} lacks the option(s) {missing} of "
+                                 f"{type(self).__name__}; was the state dict saved from another "
+                                 "optimizer?")
             self._validate_group(g, where=f" in loaded parameter group {gi}")
         self.state = new_state
         self.param_groups = new_groups
