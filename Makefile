@@ -54,6 +54,8 @@ test-gpu: $(STAMP)
 install: $(STAMP)
 
 $(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "minillm needs Python >= 3.10; '$(PYTHON)' is older: run make PYTHON=python3.X"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install when the package metadata changes; otherwise re-runs are instant.

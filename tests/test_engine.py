@@ -155,6 +155,8 @@ def test_backward_without_graph_is_an_error():
         (mm.tensor([1.0]) * 2).sum().backward()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:divide by zero encountered:RuntimeWarning")
 def test_detect_anomaly_names_the_op(float64):
     x = _leaf([-1.0, 2.0])
     with mm.detect_anomaly():
