@@ -637,3 +637,27 @@ def test_exports():
                  "get_scheduler"):
         assert hasattr(optim, name), name
     assert optim.lr_scheduler.get_scheduler is optim.get_scheduler
+
+
+def test_optimizer_state_follows_the_model_to_another_device():
+    """Adam's moments move with the parameters after model.to(); the trajectory is unchanged."""
+    from minillm import nn
+    import minillm.functional as F
+
+    def run(move_after):
+        mm.manual_seed(0)
+        model = nn.Linear(3, 2, device="cpu")
+        opt = mm.optim.Adam(model.parameters(), lr=0.1)
+        x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+        for step in range(4):
+            if step == move_after:
+                model.to("fake")
+            xt = mm.tensor(x, device=model.weight.device)
+            opt.zero_grad()
+            F.mse_loss(model(xt), mm.zeros(4, 2, device=model.weight.device)).backward()
+            opt.step()
+        assert all(str(device_of(v)) == str(model.weight.device)
+                   for s in opt.state.values() for v in s.values() if hasattr(v, "shape"))
+        return model.weight.numpy()
+
+    np.testing.assert_array_equal(run(move_after=2), run(move_after=99))

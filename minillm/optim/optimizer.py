@@ -65,6 +65,7 @@ class Optimizer:
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.state = {}            # parameter (Tensor) -> dict of its state
+        self._state_device = {}    # parameter -> device its state arrays live on
         self.param_groups = []
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of "
@@ -183,10 +184,20 @@ class Optimizer:
                     state = self.state.get(p)
                     if state is None:
                         state = self.state[p] = {}
+                        self._state_device[p] = p._device
+                    elif self._state_device.get(p) != p._device:
+                        self._follow_device(p, state)     # the model was moved with .to()
                     with p.device:            # CuPy allocates on the *current* GPU
                         self._update(p, p.grad.data, state, group)
                     p._version += 1
         return loss
+
+    def _follow_device(self, p, state):
+        """Move ``p``'s state arrays to the device ``p`` now lives on (explicit copies)."""
+        for name, v in state.items():
+            if hasattr(v, "shape"):
+                state[name] = backend.to_device(backend.to_host(v), p._device)
+        self._state_device[p] = p._device
 
     def _update(self, p, grad, state, group):  # pragma: no cover - abstract
         """Update ``p.data`` in place from the raw gradient array ``grad``."""
@@ -266,6 +277,7 @@ class Optimizer:
                                  "optimizer?")
             self._validate_group(g, where=f" in loaded parameter group {gi}")
         self.state = new_state
+        self._state_device = {p: p._device for p in new_state}
         self.param_groups = new_groups
 
     def __repr__(self):
