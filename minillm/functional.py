@@ -286,15 +286,19 @@ def _is_array(v):
     return hasattr(v, "shape")
 
 
+def _check_input_target(op, x, target, reduction, *extra):
+    """Shared checks of the elementwise losses: tensors, same shape, device, dtype, reduction."""
+    _check_tensor(x, "input", op)
+    _check_tensor(target, "target", op)
+    _check_reduction(reduction, op)
+    if target.shape != x.shape:
+        raise ValueError(f"{op}: target shape {target.shape} != input shape {x.shape}")
+    _check_same(op, ("input", x), ("target", target), *extra)
+
+
 def binary_cross_entropy(p, target, reduction="mean"):
     """-(y log p + (1 - y) log(1 - p)) for probabilities ``p`` in [0, 1]."""
-    _check_tensor(p, "input", "binary_cross_entropy")
-    _check_tensor(target, "target", "binary_cross_entropy")
-    _check_reduction(reduction, "binary_cross_entropy")
-    if target.shape != p.shape:
-        raise ValueError(f"binary_cross_entropy: target shape {target.shape} != input shape "
-                         f"{p.shape}")
-    _check_same("binary_cross_entropy", ("input", p), ("target", target))
+    _check_input_target("binary_cross_entropy", p, target, reduction)
     if p.size and _host_flag(((p.data < 0) | (p.data > 1)).any()):
         raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]; "
                          "for raw scores use binary_cross_entropy_with_logits")
@@ -323,14 +327,8 @@ class BCEWithLogits(Function):
 
 def binary_cross_entropy_with_logits(logits, target, pos_weight=None, reduction="mean"):
     """BCE on raw scores, computed stably: max(x,0) - x y + log(1 + exp(-|x|))."""
-    _check_tensor(logits, "input", "binary_cross_entropy_with_logits")
-    _check_tensor(target, "target", "binary_cross_entropy_with_logits")
-    _check_reduction(reduction, "binary_cross_entropy_with_logits")
-    if target.shape != logits.shape:
-        raise ValueError(f"binary_cross_entropy_with_logits: target shape {target.shape} != "
-                         f"input shape {logits.shape}")
-    _check_same("binary_cross_entropy_with_logits", ("input", logits), ("target", target),
-                ("pos_weight", pos_weight))
+    _check_input_target("binary_cross_entropy_with_logits", logits, target, reduction,
+                        ("pos_weight", pos_weight))
     return _reduce(BCEWithLogits.apply(logits, target, pos_weight), reduction)
 
 

@@ -42,9 +42,11 @@ class set_grad_enabled:
         return False
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)(self.mode) if type(self) is set_grad_enabled else type(self)():
+            with set_grad_enabled(mode):     # a fresh context per call: safe to nest/recurse
                 return fn(*args, **kwargs)
         return wrapper
 

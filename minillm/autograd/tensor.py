@@ -399,8 +399,8 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
         dtype = bool
     elif dtype is None and isinstance(fill_value, (int, np.integer)):
         dtype = np.int64
-    t = Tensor._make(dev.xp.full(_shape((shape,) if isinstance(shape, int) else (shape,)),
-                                 fill_value, dtype=_float_dtype(dtype)), dev, False)
+    t = Tensor._make(dev.xp.full(_shape((shape,)), fill_value, dtype=_float_dtype(dtype)),
+                     dev, False)
     return t.requires_grad_(True) if requires_grad else t
 
 
