@@ -1,0 +1,244 @@
+"""What every minillm model shares: a JSON config, save/load as a directory, generation.
+
+A model directory holds ``config.json`` (the config plus ``model_type``) and ``model.npz``
+(the state dict as host arrays; loaded with ``allow_pickle=False``). ``save_pretrained``
+writes a complete new directory next to the target and swaps it in with renames, so an
+interrupted save never leaves a half-written model behind.
+
+Generation (:meth:`PreTrainedModel.generate`) works for any causal LM: models that can
+continue from a cache (GPT's keys/values, an LSTM's hidden state) implement
+``init_cache``/``forward_step``; the others are recomputed on the whole (cropped) context.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor, no_grad, tensor
+from ..nn import Module
+
+__all__ = ["Config", "PreTrainedModel", "CONFIG_NAME", "WEIGHTS_NAME", "sample_next"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.npz"
+
+
+@dataclasses.dataclass
+class Config:
+    """Base of model configs: a dataclass that round-trips through JSON with strict keys."""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; known keys: "
+                             f"{sorted(names)}")
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing required config keys {missing}")
+        return cls(**d)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    prev = backend.get_default_dtype()
+    if dtype is not None:
+        backend.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        backend.set_default_dtype(prev)
+
+
+@contextlib.contextmanager
+def _default_device(dev):
+    prev = backend.get_default_device()
+    if dev is not None:
+        backend.set_default_device(dev)
+    try:
+        yield
+    finally:
+        backend.set_default_device(prev)
+
+
+class PreTrainedModel(Module):
+    """Base class of minillm's models: ``config``, save/load, ``generate``.
+
+    Subclasses set ``config_class`` and ``model_type`` and build their layers from
+    ``self.config`` in ``__init__``.
+    """
+
+    config_class = Config
+    model_type = "base"
+
+    def __init__(self, config):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got "
+                            f"{type(config).__name__}")
+        self.config = config
+
+    def num_parameters(self, trainable_only=False):
+        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- saving and loading ------------------------------------------------------------------
+    def save_pretrained(self, directory):
+        """Write ``config.json`` + ``model.npz`` into ``directory`` (replaced atomically)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            cfg = {"model_type": self.model_type, **self.config.to_dict()}
+            with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
+                json.dump(cfg, f, indent=2, ensure_ascii=False)
+            arrays = {k: v.numpy() for k, v in self.state_dict().items()}
+            with open(tmp / WEIGHTS_NAME, "wb") as f:
+                np.savez(f, **arrays)
+            old = None
+            if directory.exists():
+                old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None, dtype=None):
+        """Rebuild a model saved with :meth:`save_pretrained` (weights keep their dtype
+        unless ``dtype`` is given)."""
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{cls.__name__}.from_pretrained: {p} is missing (a model "
+                                        f"directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        model_type = cfg.pop("model_type", None)
+        if model_type != cls.model_type:
+            raise ValueError(f"{directory} holds a {model_type!r} model, not {cls.model_type!r}; "
+                             "load it with the matching class")
+        config = cls.config_class.from_dict(cfg)
+        try:
+            with np.load(w_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as e:
+            raise ValueError(f"{w_path} is not a readable weights file ({e})") from e
+        if dtype is None:
+            floats = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
+            dtype = floats[0] if floats else None
+        with _default_dtype(dtype), _default_device(device):
+            model = cls(config)
+        model.load_state_dict({k: (a.astype(dtype) if dtype is not None and a.dtype.kind == "f"
+                                   else a) for k, a in arrays.items()})
+        return model
+
+    # -- generation ---------------------------------------------------------------------------
+    def init_cache(self, batch_size):
+        """A fresh cache for :meth:`forward_step`, or None if the model has no cached path."""
+        return None
+
+    def forward_step(self, ids, cache):
+        """Logits for ``ids`` (B, n) continuing from ``cache``; returns (logits, cache)."""
+        raise NotImplementedError
+
+    def _context_size(self):
+        return getattr(self.config, "block_size", None)
+
+    def generate(self, ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 do_sample=True, eos_id=None, seed=None, use_cache=True):
+        """Continue ``ids`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + new).
+
+        ``do_sample=False`` is greedy (argmax). Sampling divides the logits by
+        ``temperature``, keeps the ``top_k`` largest and/or the smallest set whose
+        probability reaches ``top_p`` (nucleus), and draws from the device's generator
+        (a private one seeded with ``seed`` when given). Sequences that produce ``eos_id``
+        keep producing it; generation stops when all have. With ``use_cache`` the model's
+        cache (KV cache, recurrent state) is used; it gives the same tokens as recomputing.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if do_sample and temperature <= 0:
+            raise ValueError(f"generate: temperature must be > 0 when sampling, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+        dev = next(iter(self.parameters())).device
+        if not isinstance(ids, Tensor):
+            ids = tensor(np.asarray(ids, dtype=np.int64), device=dev)
+        if ids.ndim == 1:
+            ids = ids.reshape(1, -1)
+        if ids.dtype.kind not in "iu" or ids.ndim != 2:
+            raise ValueError(f"generate: ids must be integer token ids of shape (B, T), got "
+                             f"{ids.shape} {ids.dtype}")
+        gen = backend.Generator(dev, seed) if seed is not None else backend.generator(dev)
+        xp = dev.xp
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                cache = self.init_cache(ids.shape[0]) if use_cache else None
+                out = ids.data
+                finished = xp.zeros(ids.shape[0], dtype=bool)
+                pending = out
+                ctx = self._context_size()
+                for _ in range(max_new_tokens):
+                    if cache is not None:
+                        logits, cache = self.forward_step(Tensor._make(pending, dev, False), cache)
+                    else:
+                        window = out if ctx is None else out[:, -ctx:]
+                        logits = self(Tensor._make(window, dev, False))
+                    last = logits.data[:, -1, :]
+                    nxt = sample_next(xp, last, gen, temperature, top_k, top_p, do_sample)
+                    if eos_id is not None:
+                        nxt = xp.where(finished, eos_id, nxt)
+                        finished = finished | (nxt == eos_id)
+                    out = xp.concatenate([out, nxt[:, None]], axis=1)
+                    pending = nxt[:, None]
+                    if eos_id is not None and bool(backend.to_host(finished.all())):
+                        break
+        finally:
+            self.train(was_training)
+        return Tensor._make(out, dev, False)
+
+
+def sample_next(xp, logits, gen, temperature=1.0, top_k=None, top_p=None, do_sample=True):
+    """Pick one token per row of ``logits`` (B, V) on the device: argmax or a filtered sample."""
+    if not do_sample:
+        return logits.argmax(axis=-1).astype(np.int64)
+    z = logits.astype(np.float64) / float(temperature)
+    vocab = z.shape[-1]
+    if top_k is not None and top_k < vocab:
+        kth = xp.partition(z, vocab - top_k, axis=-1)[:, vocab - top_k][:, None]
+        z = xp.where(z < kth, -xp.inf, z)
+    p = xp.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        ps = -xp.sort(-p, axis=-1)                                  # probabilities, descending
+        kept = (xp.cumsum(ps, axis=-1) - ps) < top_p                # the top token always stays
+        threshold = xp.where(kept, ps, xp.inf).min(axis=-1, keepdims=True)
+        p = xp.where(p < threshold, 0.0, p)
+        p /= p.sum(axis=-1, keepdims=True)
+    cdf = xp.cumsum(p, axis=-1)
+    u = gen.random((p.shape[0], 1), np.float64) * cdf[:, -1:]
+    idx = (cdf <= u).sum(axis=-1)
+    return xp.minimum(idx, vocab - 1).astype(np.int64)
