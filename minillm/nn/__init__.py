@@ -15,7 +15,15 @@ from .containers import ModuleDict, ModuleList, Sequential
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ReLU, Sigmoid,
                      Softmax, Tanh)
 from .module import IncompatibleKeys, Module, Parameter, StateDictError
+from .rnn import LSTM, RNN, lstm_cell, rnn_cell
+from .attention import (LearnedPositionalEmbedding, MultiHeadAttention, RotaryEmbedding,
+                        SinusoidalPositionalEncoding, causal_mask)
+from .transformer import (TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                          TransformerEncoderLayer)
 
 __all__ = ["Module", "Parameter", "IncompatibleKeys", "StateDictError", "Linear", "Embedding",
            "LayerNorm", "Dropout", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "Identity",
-           "Sequential", "ModuleList", "ModuleDict", "init"]
+           "Sequential", "ModuleList", "ModuleDict", "init", "RNN", "LSTM", "lstm_cell", "rnn_cell",
+           "MultiHeadAttention", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
+           "RotaryEmbedding", "causal_mask", "TransformerEncoderLayer", "TransformerDecoderLayer",
+           "TransformerEncoder", "TransformerDecoder"]
