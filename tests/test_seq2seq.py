@@ -27,7 +27,15 @@ def tiny(seed=0, **kw):
     cfg = dict(src_vocab_size=7, tgt_vocab_size=6, d_model=8, nhead=2, num_encoder_layers=1,
                num_decoder_layers=2, dim_feedforward=12, dropout=0.0, max_len=10)
     mm.manual_seed(seed)
-    return Seq2SeqTransformer(Seq2SeqConfig(**{**cfg, **kw}))
+    # built from the CPU generator, then moved: the same model on every test device (the CUDA
+    # generator draws a different stream, and some tests rely on this particular model)
+    dev = mm.get_default_device()
+    mm.set_default_device("cpu")
+    try:
+        model = Seq2SeqTransformer(Seq2SeqConfig(**{**cfg, **kw}))
+    finally:
+        mm.set_default_device(dev)
+    return model.to(dev)
 
 
 def test_layout_sharing_and_tying():
