@@ -37,7 +37,8 @@ Special token ids ([PAD], [CLS], [SEP], [MASK]) come from the tokenizer; only
 Models (``model_type`` in ``config.json``): :class:`BERT` (= ``BertModel``, "bert") returns
 ``(sequence_output, pooled_output)``; :class:`BertForPreTraining` ("bert-for-pretraining")
 returns a :class:`BertForPreTrainingOutput` (logits and MLM + NSP loss); :class:`BertForMaskedLM`
-("bert-for-masked-lm", no pooler, as HF's) returns a :class:`MaskedLMOutput`. After
+("bert-for-masked-lm", no pooler, as HF's) returns the logits, or ``(logits, loss)`` with labels,
+like GPT. After
 pretraining, ``model.bert.save_pretrained(dir)`` keeps the encoder for fine-tuning::
 
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=128, num_hidden_layers=2,
@@ -59,7 +60,7 @@ from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Para
 from .base import Config, PreTrainedModel
 
 __all__ = ["BertConfig", "BERT", "BertModel", "BertForPreTraining", "BertForMaskedLM",
-           "BertForPreTrainingOutput", "MaskedLMOutput", "extended_attention_mask"]
+           "BertForPreTrainingOutput", "extended_attention_mask"]
 
 #: hidden_act values (HF's names) -> activation
 _ACTIVATIONS = {
@@ -441,14 +442,6 @@ class BertForPreTrainingOutput:
     nsp_loss: Optional[Tensor] = None
 
 
-@dataclasses.dataclass
-class MaskedLMOutput:
-    """What :class:`BertForMaskedLM` returns: ``logits`` (B, T, V), ``loss`` with labels."""
-
-    logits: Tensor
-    loss: Optional[Tensor] = None
-
-
 def _mlm_loss(logits, labels, dev):
     """Cross-entropy over the positions whose label is not -100 (the masked ones)."""
     labels = _int_tensor(labels, "labels", dev)
@@ -500,9 +493,10 @@ class BertForPreTraining(BertPreTrainedModel):
 class BertForMaskedLM(BertPreTrainedModel):
     """BERT with the MLM head only (no pooler, as HF's ``BertForMaskedLM``).
 
-    ``forward(input_ids, token_type_ids=None, attention_mask=None, labels=None)`` returns a
-    :class:`MaskedLMOutput` with ``logits`` (B, T, V) and, when ``labels`` (B, T; -100 =
-    not predicted) are given, ``loss`` = the mean cross-entropy over the labelled positions.
+    ``forward(input_ids, token_type_ids=None, attention_mask=None, labels=None)`` returns the
+    logits (B, T, V), like every minillm LM; when ``labels`` (B, T; -100 = not predicted) are
+    given it returns ``(logits, loss)`` with the mean cross-entropy over the labelled positions
+    (GPT's convention for ``model(ids, targets)``).
     """
 
     model_type = "bert-for-masked-lm"
@@ -522,5 +516,6 @@ class BertForMaskedLM(BertPreTrainedModel):
         seq, _ = self.bert(input_ids, token_type_ids, attention_mask, attention_mask_3d,
                            position_ids, inputs_embeds)
         logits = self.cls(seq, self.get_output_embeddings())
-        loss = _mlm_loss(logits, labels, seq.device) if labels is not None else None
-        return MaskedLMOutput(logits, loss)
+        if labels is None:
+            return logits
+        return logits, _mlm_loss(logits, labels, seq.device)
