@@ -125,11 +125,11 @@ def test_too_long_sequences_are_clear_errors():
     model.forward_step(ids_tensor(np.zeros((1, 4))), cache)
     with pytest.raises(ValueError, match="positions 4..6 exceeds block_size=6"):
         model.forward_step(ids_tensor(np.zeros((1, 3))), cache)
-    with pytest.raises(ValueError, match="exceeds block_size"):
-        model.generate(ids_tensor(np.zeros((1, 4))), 5, do_sample=False)
-    # without the cache the context is cropped to the last block_size tokens
+    # generate() crops the context to the last block_size tokens, with or without the cache
     out = model.generate(ids_tensor(np.zeros((1, 4))), 5, do_sample=False, use_cache=False)
     assert out.shape == (1, 9)
+    np.testing.assert_array_equal(
+        model.generate(ids_tensor(np.zeros((1, 4))), 5, do_sample=False).numpy(), out.numpy())
     with pytest.raises(ValueError, match="integer Tensor"):
         model(mm.zeros(1, 3))
 
@@ -329,3 +329,18 @@ def test_tiny_gpt_overfits_two_kilobytes_of_text():
     final = model(x, y)[1].item()
     assert first > 3.0                                  # it started from ~log(vocab)
     assert final < 0.1, f"loss {final:.3f} after {step + 1} steps ({time.perf_counter() - t0:.1f}s)"
+
+
+def test_generate_past_block_size_crops_the_context_like_nanogpt():
+    """With or without the KV cache, tokens beyond block_size come from the cropped window."""
+    from minillm.models import GPT, GPTConfig
+    mm.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8))
+    start = mm.tensor(np.array([[1, 2, 3]]))
+    a = m.generate(start, 10, do_sample=False).numpy()
+    b = m.generate(start, 10, do_sample=False, use_cache=False).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (1, 13)
+    with mm.no_grad():                          # token 12 is predicted from tokens 6..11
+        expect = m(mm.tensor(a[:, 6:12])).numpy()[0, -1].argmax()
+    assert a[0, 12] == expect

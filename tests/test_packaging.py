@@ -263,3 +263,23 @@ def test_spirals_are_seeded():
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
     assert np.bincount(y1).tolist() == [200, 200, 200]
+
+
+def test_readme_tiny_gpt_runs(tmp_path, monkeypatch, capsys):
+    """The README's language-model example trains, saves, reloads and generates, as it says."""
+    data = os.environ.get("MINILLM_DATA")
+    if not data or not (Path(data) / "tinyshakespeare" / "input.txt").is_file():
+        pytest.skip("tinyshakespeare not found in $MINILLM_DATA (make test / CI set it)")
+    text = _read("README.md")
+    m = re.search(r"^## A tiny GPT on Shakespeare\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert m, "README has no '## A tiny GPT on Shakespeare' section"
+    code = _code_blocks(m.group(1), "python")[0]
+    monkeypatch.setenv("MINILLM_OFFLINE", "1")           # tests never download
+    monkeypatch.chdir(tmp_path)
+    ns = {"__name__": "__readme__"}
+    exec(compile(code, "README.md#a-tiny-gpt", "exec"), ns)
+    assert ns["loss"].item() < 2.8, "the README promises the loss falls to about 2.5"
+    assert (tmp_path / "tiny-gpt" / "config.json").is_file()
+    printed = capsys.readouterr().out
+    assert "loss after 200 steps" in printed and "ROMEO:" in printed
+    assert ns["out"].shape == (1, 6 + 60)

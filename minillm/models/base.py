@@ -173,6 +173,8 @@ class PreTrainedModel(Module):
         (a private one seeded with ``seed`` when given). Sequences that produce ``eos_id``
         keep producing it; generation stops when all have. With ``use_cache`` the model's
         cache (KV cache, recurrent state) is used; it gives the same tokens as recomputing.
+        Past a model's context window (``config.block_size``) generation goes on like
+        nanoGPT's: each new token is predicted from the last ``block_size`` tokens.
         """
         if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -202,6 +204,8 @@ class PreTrainedModel(Module):
                 pending = out
                 ctx = self._context_size()
                 for _ in range(max_new_tokens):
+                    if cache is not None and ctx is not None and out.shape[1] > ctx:
+                        cache = None     # past the context window: recompute on the last ctx
                     if cache is not None:
                         logits, cache = self.forward_step(Tensor._make(pending, dev, False), cache)
                     else:
