@@ -38,6 +38,24 @@ class Config:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    # validation helpers for subclasses' __post_init__ (one wording for every model)
+    def _require_ints(self, *names):
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be an int >= 1, got {v!r}")
+
+    def _require_divisible(self, name, by):
+        a, b = getattr(self, name), getattr(self, by)
+        if a % b:
+            raise ValueError(f"{type(self).__name__}: {name} ({a}) must be divisible by {by} ({b})")
+
+    def _require_probabilities(self, *names):
+        for name in names:
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {v}")
+
     @classmethod
     def from_dict(cls, d):
         names = {f.name for f in dataclasses.fields(cls)}

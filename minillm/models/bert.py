@@ -91,20 +91,13 @@ class BertConfig(Config):
     initializer_range: float = 0.02
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"BertConfig: {name} must be a positive int, got {v!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig: hidden_size ({self.hidden_size}) must be divisible by "
-                             f"num_attention_heads ({self.num_attention_heads})")
+        self._require_ints("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size", "max_position_embeddings", "type_vocab_size")
+        self._require_divisible("hidden_size", "num_attention_heads")
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not one of "
                              f"{sorted(_ACTIVATIONS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"BertConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+        self._require_probabilities("hidden_dropout_prob", "attention_probs_dropout_prob")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"BertConfig: pad_token_id {self.pad_token_id} is outside the "
                              f"vocabulary [0, {self.vocab_size})")

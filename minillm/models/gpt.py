@@ -50,15 +50,9 @@ class GPTConfig(Config):
     bias: bool = True
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"GPTConfig: {name} must be an int >= 1, got {v!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head "
-                             f"({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+        self._require_ints("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        self._require_divisible("n_embd", "n_head")
+        self._require_probabilities("dropout")
 
 
 class KVCache:

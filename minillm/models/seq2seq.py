@@ -53,14 +53,9 @@ class Seq2SeqConfig(Config):
     tie_output: bool = True
 
     def __post_init__(self):
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "nhead",
-                     "num_encoder_layers", "num_decoder_layers", "dim_feedforward", "max_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Seq2SeqConfig: {name} must be an int >= 1, got {v!r}")
-        if self.d_model % self.nhead:
-            raise ValueError(f"Seq2SeqConfig: d_model ({self.d_model}) must be divisible by "
-                             f"nhead ({self.nhead})")
+        self._require_ints("src_vocab_size", "tgt_vocab_size", "d_model", "nhead",
+                           "num_encoder_layers", "num_decoder_layers", "dim_feedforward", "max_len")
+        self._require_divisible("d_model", "nhead")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError("Seq2SeqConfig: share_embeddings needs src_vocab_size == "
                              f"tgt_vocab_size, got {self.src_vocab_size} and {self.tgt_vocab_size}")
