@@ -8,8 +8,6 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import os
 import platform
 import sys
@@ -20,33 +18,13 @@ import minillm as mm
 
 
 # -- info -------------------------------------------------------------------------------
-def _cupy_status():
-    """A one-line description of CuPy here, found without importing it."""
-    try:
-        spec = importlib.util.find_spec("cupy")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        return ("not installed (for a GPU: pip install 'minillm[gpu]' for CUDA 12.x, "
-                "or pip install cupy-cuda13x for CUDA 13.x)")
-    try:
-        dists = importlib.metadata.packages_distributions().get("cupy", [])
-        versions = [f"{d} {importlib.metadata.version(d)}" for d in dists]
-    except Exception:  # metadata is informational only
-        versions = []
-    return "installed" + (f" ({', '.join(versions)})" if versions else "")
-
-
 def cmd_info(args):
     try:
         devices = mm.available_devices()
     except Exception as e:  # never crash the diagnostic command
         devices = ["cpu", "fake"]
         print(f"warning: could not query CUDA devices: {type(e).__name__}: {e}", file=sys.stderr)
-    cupy = _cupy_status()
-    if cupy.startswith("installed") and not any(d.startswith("cuda") for d in devices):
-        reason = getattr(mm.backend, "_cupy_error", None)
-        cupy += " but no usable CUDA device" + (f" ({reason})" if reason else "")
+    cupy = mm.backend.cupy_status()
     print(f"minillm {mm.__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
     print(f"numpy {np.__version__}")

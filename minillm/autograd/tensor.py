@@ -363,8 +363,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
         arr = out.data.copy() if out.data is data.data else out.data
     else:
         dt = _infer_dtype(data, dtype)
-        if type(data) is backend.StrictArray or backend._cupy is not None and \
-                isinstance(data, backend._cupy.ndarray):
+        if backend.is_device_array(data):
             src_dev = backend.device_of(data)
             arr = data if src_dev == dev else backend.to_device(backend.to_host(data), dev)
             arr = arr.astype(dt or arr.dtype, copy=True)

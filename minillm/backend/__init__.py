@@ -24,7 +24,8 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
     "get_default_dtype", "set_default_dtype", "manual_seed", "generator", "to_host", "to_device",
-    "device_of", "scatter_add", "index_add_rows", "erfc", "StrictArray", "ImplicitConversionError",
+    "device_of", "is_device_array", "cupy_status", "scatter_add", "index_add_rows", "erfc",
+    "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
 ]
 
@@ -196,6 +197,33 @@ def device_of(array):
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return device(f"cuda:{array.device.id}")
     raise TypeError(f"not an array minillm can hold: {type(array).__name__}")
+
+
+def is_device_array(x):
+    """True for arrays that live on a non-CPU device (CuPy arrays, stand-in arrays)."""
+    return type(x) is StrictArray or (_cupy is not None and isinstance(x, _cupy.ndarray))
+
+
+def cupy_status():
+    """A one-line description of CuPy on this machine, found without importing it."""
+    import importlib.metadata
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("cupy")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return ("not installed (for a GPU: pip install 'minillm[gpu]' for CUDA 12.x, "
+                "or pip install cupy-cuda13x for CUDA 13.x)")
+    try:
+        dists = importlib.metadata.packages_distributions().get("cupy", [])
+        versions = [f"{d} {importlib.metadata.version(d)}" for d in dists]
+    except Exception:  # metadata is informational only
+        versions = []
+    status = "installed" + (f" ({', '.join(versions)})" if versions else "")
+    if not any(d.startswith("cuda") for d in available_devices()):
+        status += " but no usable CUDA device" + (f" ({_cupy_error})" if _cupy_error else "")
+    return status
 
 
 def to_device(host_array, dev, dtype=None):
