@@ -24,7 +24,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
     "get_default_dtype", "set_default_dtype", "manual_seed", "generator", "to_host", "to_device",
-    "device_of", "is_device_array", "cupy_status", "scatter_add", "index_add_rows", "erfc",
+    "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
 ]
@@ -335,6 +335,11 @@ def generator(dev=None):
     if g is None:
         g = _generators[dev] = Generator(dev, _seed)
     return g
+
+
+def active_devices():
+    """The devices whose random generator has been used (so checkpoints can save their state)."""
+    return [str(d) for d in _generators]
 
 
 def manual_seed(seed):

@@ -1,0 +1,446 @@
+"""Training checkpoints: everything needed to resume a run exactly, written atomically.
+
+A checkpoint is a directory ``checkpoint-{step}``::
+
+    config.json          the model config (when the model has one), as save_pretrained writes it
+    model.npz            the weights (so ``GPT.from_pretrained(checkpoint_dir)`` works too)
+    optimizer.npz        the optimizer's state arrays (``state.{param index}.{name}``)
+    optimizer.json       the rest of the optimizer state: parameter groups, scalar state (step)
+    scheduler.json       the learning-rate scheduler's counters
+    rng_state.json       the state of minillm's random generators (cpu, and the model's device)
+    trainer_state.json   step, epoch, batch position within the epoch, best metric, history ...
+    manifest.json        sha256 and size of every file above (written last)
+
+Nothing is ever pickled: arrays go to ``.npz`` (read back with ``allow_pickle=False``), the
+rest to UTF-8 JSON. :func:`save_checkpoint` writes into a temporary directory next to the
+target, fsyncs every file, and renames the directory into place, so a crash in the middle of a
+save leaves no partial checkpoint. :func:`load_checkpoint` first checks every file against the
+manifest and raises :class:`CheckpointError` naming the bad file before anything is changed.
+
+On CPU (and the ``fake`` test device) the generators' full bit-generator state is saved, so a
+resumed run is bit-identical to an uninterrupted one. On CUDA only the seed is recorded (CuPy
+offers no portable state): a resumed GPU run is reproducible but not identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
+           "CheckpointManager", "MANIFEST_NAME", "CHECKPOINT_PREFIX"]
+
+CHECKPOINT_PREFIX = "checkpoint-"
+MANIFEST_NAME = "manifest.json"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.npz"
+OPTIMIZER_ARRAYS = "optimizer.npz"
+OPTIMIZER_JSON = "optimizer.json"
+SCHEDULER_NAME = "scheduler.json"
+RNG_NAME = "rng_state.json"
+TRAINER_STATE_NAME = "trainer_state.json"
+FORMAT = "minillm-checkpoint"
+FORMAT_VERSION = 1
+
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or corrupt (the message names the file)."""
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint's JSON "
+                    "(use numbers, strings, lists and dicts)")
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path, obj):
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default,
+                      allow_nan=True)
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_npz(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path):
+    if os.name != "posix":           # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _rng_devices(model):
+    devs = {"cpu"}
+    if model is not None:
+        devs.update(str(p.device) for p in model.parameters())
+    devs.update(backend.active_devices())                # every generator in use
+    return sorted(devs)
+
+
+def _optimizer_files(optimizer):
+    sd = optimizer.state_dict()
+    arrays, scalars = {}, {}
+    for idx, entries in sd["state"].items():
+        for name, v in entries.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"state.{idx}.{name}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[name] = v
+    meta = {"class": type(optimizer).__name__, "param_groups": sd["param_groups"],
+            "scalar_state": scalars}
+    return arrays, meta
+
+
+def _model_config(model):
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return None
+    return {"model_type": getattr(model, "model_type", None), **config.to_dict()}
+
+
+# -- saving ------------------------------------------------------------------------------------
+def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_state=None,
+                    step=None):
+    """Write ``directory/checkpoint-{step}`` atomically and return its path.
+
+    ``step`` defaults to ``trainer_state["global_step"]`` (or 0). An existing checkpoint of the
+    same step is replaced only once the new one is complete. ``trainer_state`` is any
+    JSON-friendly dict (the :class:`~minillm.training.Trainer` stores step, epoch, batch
+    position, best metric and history there).
+    """
+    trainer_state = dict(trainer_state or {})
+    if step is None:
+        step = trainer_state.get("global_step", 0)
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
+    step = int(step)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=directory))
+    try:
+        files = []
+        config = _model_config(model)
+        if config is not None:
+            _write_json(tmp / CONFIG_NAME, config)
+            files.append(CONFIG_NAME)
+        _write_npz(tmp / WEIGHTS_NAME, {k: v.numpy() for k, v in model.state_dict().items()})
+        files.append(WEIGHTS_NAME)
+        if optimizer is not None:
+            arrays, meta = _optimizer_files(optimizer)
+            _write_npz(tmp / OPTIMIZER_ARRAYS, arrays)
+            _write_json(tmp / OPTIMIZER_JSON, meta)
+            files += [OPTIMIZER_ARRAYS, OPTIMIZER_JSON]
+        if scheduler is not None:
+            _write_json(tmp / SCHEDULER_NAME, {"class": type(scheduler).__name__,
+                                               "state": scheduler.state_dict()})
+            files.append(SCHEDULER_NAME)
+        rng = {dev: backend.generator(dev).get_state() for dev in _rng_devices(model)}
+        _write_json(tmp / RNG_NAME, {"generators": rng})
+        files.append(RNG_NAME)
+        _write_json(tmp / TRAINER_STATE_NAME, {"global_step": step, **trainer_state})
+        files.append(TRAINER_STATE_NAME)
+        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
+                    "files": {name: {"sha256": _sha256(tmp / name),
+                                     "size": (tmp / name).stat().st_size} for name in files}}
+        _write_json(tmp / MANIFEST_NAME, manifest)
+        _fsync_dir(tmp)
+        old = None
+        if final.exists():
+            old = directory / f".{final.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# -- verifying and loading -----------------------------------------------------------------------
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is unreadable: {e}") from e
+
+
+def verify_checkpoint(directory):
+    """Check every file of a checkpoint against its manifest; return the manifest.
+
+    Raises :class:`CheckpointError` naming the first missing, truncated or corrupt file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint {directory} does not exist (or is not a directory)")
+    mpath = directory / MANIFEST_NAME
+    if not mpath.is_file():
+        raise CheckpointError(f"checkpoint {directory} has no {MANIFEST_NAME} (file {mpath} "
+                              "is missing): it is incomplete or not a minillm checkpoint")
+    manifest = _read_json(mpath)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"checkpoint file {mpath} is not a {FORMAT} manifest")
+    for name, info in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} is missing (listed in {mpath})")
+        size = path.stat().st_size
+        if size != info.get("size"):
+            raise CheckpointError(f"checkpoint file {path} is truncated or altered: "
+                                  f"{size} bytes, the manifest says {info.get('size')}")
+        digest = _sha256(path)
+        if digest != info.get("sha256"):
+            raise CheckpointError(f"checkpoint file {path} is corrupt: sha256 {digest} does not "
+                                  f"match the manifest's {info.get('sha256')}")
+    return manifest
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {path} is not a readable .npz file: {e}") from e
+
+
+def _optimizer_state_dict(directory):
+    arrays = _read_npz(directory / OPTIMIZER_ARRAYS)
+    meta = _read_json(directory / OPTIMIZER_JSON)
+    state = {}
+    for key, scalars in meta.get("scalar_state", {}).items():
+        state.setdefault(int(key), {}).update(scalars)
+    for key, arr in arrays.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = arr
+    return meta, {"state": state, "param_groups": meta["param_groups"]}
+
+
+def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, restore_rng=True):
+    """Restore a checkpoint into ``model``/``optimizer``/``scheduler`` (and the RNGs).
+
+    Every file is verified against the manifest and parsed first; when anything is wrong a
+    :class:`CheckpointError` names the file and nothing has been modified. If applying a state
+    fails (e.g. the model has other shapes), what was already restored is rolled back.
+    Returns the trainer state dict (``{}`` when the checkpoint has none).
+    """
+    directory = Path(directory)
+    manifest = verify_checkpoint(directory)
+    listed = set(manifest["files"])
+
+    def need(name, what):
+        if name not in listed:
+            raise CheckpointError(f"checkpoint {directory} holds no {what} (no {name}); it was "
+                                  f"saved without one")
+
+    weights = opt_sd = sched_sd = None
+    if model is not None:
+        need(WEIGHTS_NAME, "model weights")
+        weights = _read_npz(directory / WEIGHTS_NAME)
+    if optimizer is not None:
+        need(OPTIMIZER_ARRAYS, "optimizer state")
+        need(OPTIMIZER_JSON, "optimizer state")
+        meta, opt_sd = _optimizer_state_dict(directory)
+        if meta.get("class") != type(optimizer).__name__:
+            raise CheckpointError(f"checkpoint file {directory / OPTIMIZER_JSON} holds the state "
+                                  f"of a {meta.get('class')}, not of a "
+                                  f"{type(optimizer).__name__}")
+    if scheduler is not None:
+        need(SCHEDULER_NAME, "scheduler state")
+        sched = _read_json(directory / SCHEDULER_NAME)
+        sched_sd = sched["state"]
+    rng = _read_json(directory / RNG_NAME)["generators"] if RNG_NAME in listed else {}
+    trainer_state = _read_json(directory / TRAINER_STATE_NAME) \
+        if TRAINER_STATE_NAME in listed else {}
+
+    # snapshots for the rollback
+    undo = []
+    try:
+        if model is not None:
+            before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+            undo.append(lambda: model.load_state_dict(before))
+            model.load_state_dict(weights)
+        if optimizer is not None:
+            opt_before = optimizer.state_dict()
+            undo.append(lambda: optimizer.load_state_dict(opt_before))
+            optimizer.load_state_dict(opt_sd)
+        if scheduler is not None:
+            sched_before = scheduler.state_dict()
+            undo.append(lambda: scheduler.load_state_dict(sched_before))
+            scheduler.load_state_dict(sched_sd)
+        if restore_rng:
+            for dev, state in rng.items():
+                try:
+                    gen = backend.generator(dev)
+                except backend.DeviceError:
+                    warnings.warn(f"checkpoint {directory}: device {dev} is not available, its "
+                                  "random state is not restored", stacklevel=2)
+                    continue
+                gs = gen.get_state()
+                undo.append(lambda gen=gen, gs=gs: gen.set_state(gs))
+                gen.set_state(state)
+    except Exception as e:
+        for fn in reversed(undo):
+            fn()
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {directory} does not fit what it is loaded into: "
+                              f"{type(e).__name__}: {e}") from e
+    return trainer_state
+
+
+# -- the manager ---------------------------------------------------------------------------------
+def _metric_is_better(value, best, greater_is_better):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if greater_is_better else value < best
+
+
+class CheckpointManager:
+    """Save checkpoints under ``output_dir`` and keep the last ``keep_last`` plus the best.
+
+    ``metric`` (e.g. ``"eval_loss"``) is looked up in the ``metrics`` given to :meth:`save`
+    and stored with the checkpoint; the best one (``greater_is_better`` decides) is kept even
+    when it is older than the last ``keep_last``. Old checkpoints are deleted only after the
+    new one is completely written. ``keep_last=None`` keeps everything.
+    """
+
+    def __init__(self, output_dir, keep_last=None, keep_best=True, metric="eval_loss",
+                 greater_is_better=False):
+        if keep_last is not None and (isinstance(keep_last, bool)
+                                      or not isinstance(keep_last, numbers.Integral)
+                                      or keep_last < 1):
+            raise ValueError(f"CheckpointManager: keep_last must be None or an int >= 1, "
+                             f"got {keep_last!r}")
+        self.output_dir = Path(output_dir)
+        self.keep_last = keep_last
+        self.keep_best = bool(keep_best)
+        self.metric = metric
+        self.greater_is_better = bool(greater_is_better)
+        self.corrupt = []          # (path, message) of the checkpoints latest() had to skip
+
+    # -- listing ---------------------------------------------------------------------------
+    def checkpoints(self):
+        """Complete-looking checkpoint directories (``checkpoint-N``), oldest first."""
+        if not self.output_dir.is_dir():
+            return []
+        found = []
+        for p in self.output_dir.iterdir():
+            m = _CKPT_RE.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def _metric_of(self, path):
+        try:
+            with open(path / TRAINER_STATE_NAME, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return (state.get("metrics") or {}).get(self.metric)
+
+    def best(self):
+        """The checkpoint with the best stored metric (None if none has it)."""
+        best_path, best_value = None, None
+        for p in self.checkpoints():
+            v = self._metric_of(p)
+            if _metric_is_better(v, best_value, self.greater_is_better):
+                best_path, best_value = p, v
+        return best_path
+
+    def latest(self):
+        """The newest checkpoint that passes verification, or None.
+
+        Corrupt ones are skipped with a warning (and listed in ``self.corrupt``), so an
+        interrupted or damaged last save falls back to the previous checkpoint.
+        """
+        self.corrupt = []
+        for p in reversed(self.checkpoints()):
+            try:
+                verify_checkpoint(p)
+            except CheckpointError as e:
+                self.corrupt.append((p, str(e)))
+                warnings.warn(f"skipping corrupt checkpoint: {e}", stacklevel=2)
+                continue
+            return p
+        return None
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, model, optimizer=None, scheduler=None, trainer_state=None, metrics=None,
+             step=None):
+        """Write a checkpoint (see :func:`save_checkpoint`), then rotate; returns its path."""
+        state = dict(trainer_state or {})
+        if metrics is not None:
+            state["metrics"] = dict(metrics)
+        path = save_checkpoint(self.output_dir, model, optimizer, scheduler, state, step=step)
+        self.rotate(protect=path)
+        return path
+
+    def rotate(self, protect=None):
+        """Delete checkpoints beyond the last ``keep_last`` (never the best, nor ``protect``)."""
+        if self.keep_last is None:
+            return []
+        ckpts = self.checkpoints()
+        keep = set(ckpts[-self.keep_last:])
+        if self.keep_best:
+            best = self.best()
+            if best is not None:
+                keep.add(best)
+        if protect is not None:
+            keep.add(Path(protect))
+        removed = []
+        for p in ckpts:
+            if p not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        return removed

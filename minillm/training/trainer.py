@@ -1,0 +1,614 @@
+"""A small Hugging-Face-style Trainer: the training loop, evaluation, checkpoints, resume.
+
+    from minillm.training import Trainer, TrainingArguments
+    args = TrainingArguments("out", max_steps=200, per_device_train_batch_size=12,
+                             learning_rate=1e-3, warmup_steps=20, lr_scheduler_type="cosine",
+                             weight_decay=0.1, eval_steps=50, save_steps=50, logging_steps=10)
+    trainer = Trainer(model, args, train_dataset=train, eval_dataset=val)
+    trainer.train()                              # trainer.train(resume_from_checkpoint=True)
+    trainer.evaluate()                           # {"eval_loss": ..., "eval_perplexity": ...}
+
+**The batch contract.** The datasets yield examples that the ``data_collator`` (default:
+:func:`minillm.data.default_collate`) turns into a batch. The default loss calls
+``model(**batch)`` for a dict batch (its keys must be arguments of the model's ``forward``,
+e.g. ``{"ids": x, "targets": y}`` for GPT, ``{"input_ids": ..., "labels": ...}`` for BERT) and
+``model(*batch)`` for a tuple batch (e.g. ``(x, y)`` windows for GPT/LSTMLM). The model must
+return its loss: a 0-d Tensor, an object with ``.loss``, or a tuple whose last item is the
+loss (``(logits, loss)``). Anything else: pass ``compute_loss(model, batch) -> loss``.
+Tokens per second are counted from ``input_ids`` / ``ids`` / ``x`` (or the first item of a
+tuple batch) when present.
+
+**One step** is one optimizer update: ``gradient_accumulation_steps`` micro-batches, each loss
+divided by the number of micro-batches of the step, ``backward``, gradient clipping to
+``max_grad_norm``, ``optimizer.step()``, ``scheduler.step()``. An epoch whose batch count is not
+a multiple of the accumulation ends with a shorter step.
+
+**Resume.** A checkpoint stores the model, optimizer, scheduler, random generators and the data
+position (epoch and micro-batch index within it). The DataLoader's order depends only on
+``(seed, epoch)``, so the resumed run skips the consumed batches without loading them and, on
+CPU, ends with bit-identical parameters to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import numbers
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor, no_grad
+from ..data import DataLoader, default_collate
+from ..optim import AdamW, clip_grad_norm_, get_scheduler
+from ..optim.lr_scheduler import SCHEDULER_NAMES
+from .checkpoint import CheckpointManager, load_checkpoint
+
+__all__ = ["TrainingArguments", "Trainer", "TrainerState", "TrainerCallback",
+           "EarlyStoppingCallback", "default_compute_loss"]
+
+_LM_TYPES = ("gpt", "lstm_lm", "ffnn_lm", "ngram", "seq2seq", "bert-for-masked-lm")
+_TOKEN_KEYS = ("input_ids", "ids", "x")
+
+
+def _is_int(v, low=None):
+    return (not isinstance(v, bool) and isinstance(v, numbers.Integral)
+            and (low is None or v >= low))
+
+
+def _is_real(v):
+    return not isinstance(v, bool) and isinstance(v, numbers.Real) and not math.isnan(v)
+
+
+@dataclasses.dataclass
+class TrainingArguments:
+    """The knobs of :class:`Trainer`, with Hugging Face ``transformers``' names and meanings.
+
+    Training length: ``max_steps`` (> 0) wins over ``num_train_epochs`` (may be fractional).
+    ``warmup_steps`` (> 0) wins over ``warmup_ratio`` (a fraction of the total steps).
+    ``weight_decay`` applies to matrices only (parameters with ``ndim >= 2``), never to biases
+    and norm weights. ``eval_steps``/``save_steps``/``logging_steps`` are in optimizer steps
+    (``None`` turns periodic evaluation/saving off); a final checkpoint is always written.
+    ``save_total_limit`` keeps the last N checkpoints plus the best by
+    ``metric_for_best_model``. ``early_stopping_patience``: stop after that many evaluations
+    without improvement (needs ``eval_steps`` and an eval dataset).
+    """
+
+    output_dir: str
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    learning_rate: float = 5e-5
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    gradient_accumulation_steps: int = 1
+    eval_steps: int | None = None
+    save_steps: int | None = 500
+    logging_steps: int = 500
+    save_total_limit: int | None = None
+    seed: int = 42
+    early_stopping_patience: int | None = None
+    metric_for_best_model: str = "eval_loss"
+    greater_is_better: bool = False
+    dataloader_drop_last: bool = False
+    device: str | None = None
+    disable_tqdm: bool = False
+
+    def __post_init__(self):
+        def bad(name, want):
+            raise ValueError(f"TrainingArguments: {name} must be {want}, got "
+                             f"{getattr(self, name)!r}")
+
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            bad("output_dir", "a non-empty path")
+        if not _is_int(self.max_steps) or (self.max_steps < 1 and self.max_steps != -1):
+            bad("max_steps", "an int >= 1, or -1 to train for num_train_epochs")
+        if self.max_steps == -1 and not (_is_real(self.num_train_epochs)
+                                         and self.num_train_epochs > 0):
+            bad("num_train_epochs", "a number > 0 (or set max_steps)")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "logging_steps"):
+            if not _is_int(getattr(self, name), 1):
+                bad(name, "an int >= 1")
+        for name in ("eval_steps", "save_steps", "save_total_limit", "early_stopping_patience"):
+            v = getattr(self, name)
+            if v is not None and not _is_int(v, 1):
+                bad(name, "None or an int >= 1")
+        if not _is_real(self.learning_rate) or self.learning_rate < 0:
+            bad("learning_rate", "a number >= 0")
+        if not _is_int(self.warmup_steps, 0):
+            bad("warmup_steps", "an int >= 0")
+        if not _is_real(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "a number in [0, 1)")
+        if self.lr_scheduler_type not in SCHEDULER_NAMES:
+            bad("lr_scheduler_type", f"one of {list(SCHEDULER_NAMES)}")
+        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+            bad("weight_decay", "a number >= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            v = getattr(self, name)
+            if not _is_real(v) or not 0 <= v < 1:
+                bad(name, "a number in [0, 1)")
+        if not _is_real(self.adam_epsilon) or self.adam_epsilon <= 0:
+            bad("adam_epsilon", "a number > 0")
+        if self.max_grad_norm is not None and (not _is_real(self.max_grad_norm)
+                                               or self.max_grad_norm <= 0):
+            bad("max_grad_norm", "None (no clipping) or a number > 0")
+        if not _is_int(self.seed, 0):
+            bad("seed", "an int >= 0")
+        if self.early_stopping_patience is not None and self.eval_steps is None:
+            raise ValueError("TrainingArguments: early_stopping_patience needs evaluations; "
+                             "set eval_steps too")
+        if not isinstance(self.metric_for_best_model, str) or not self.metric_for_best_model:
+            bad("metric_for_best_model", "a metric name such as 'eval_loss'")
+        if self.device is not None:
+            backend.device(self.device)              # raises a clear DeviceError
+        self.output_dir = str(self.output_dir)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """Where training stands; saved in every checkpoint's ``trainer_state.json``.
+
+    ``epoch`` is the current epoch, ``batch_in_epoch`` the number of micro-batches of it already
+    consumed. ``should_stop`` is not saved: a callback sets it to end training after the step.
+    """
+
+    global_step: int = 0
+    max_steps: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens_seen: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    patience_counter: int = 0
+    log_loss_sum: float = 0.0
+    log_loss_count: int = 0
+    last_eval: dict | None = None
+    history: list = dataclasses.field(default_factory=list)
+    should_stop: bool = False
+
+    _NOT_SAVED = ("should_stop",)
+
+    def to_dict(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self._NOT_SAVED}
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and k not in cls._NOT_SAVED})
+
+
+class TrainerCallback:
+    """Hooks into the loop; override the ones you need. Set ``state.should_stop = True`` to end
+    training after the current step. ``trainer`` gives access to model, optimizer, args."""
+
+    def on_train_begin(self, trainer, state):
+        pass
+
+    def on_step_end(self, trainer, state, logs=None):
+        pass
+
+    def on_evaluate(self, trainer, state, metrics):
+        pass
+
+    def on_save(self, trainer, state, path):
+        pass
+
+    def on_train_end(self, trainer, state):
+        pass
+
+
+class EarlyStoppingCallback(TrainerCallback):
+    """Stop when ``metric`` has not improved for ``patience`` evaluations in a row.
+
+    The counter lives in ``state.patience_counter`` so it survives a resume.
+    """
+
+    def __init__(self, patience, metric="eval_loss", greater_is_better=False, threshold=0.0):
+        self.patience, self.metric = patience, metric
+        self.greater_is_better, self.threshold = greater_is_better, threshold
+
+    def on_evaluate(self, trainer, state, metrics):
+        value = metrics.get(self.metric)
+        if value is None:
+            raise KeyError(f"EarlyStoppingCallback: metric {self.metric!r} is not among the "
+                           f"evaluation metrics {sorted(metrics)}")
+        best = state.best_metric
+        improved = best is None or (value > best + self.threshold if self.greater_is_better
+                                    else value < best - self.threshold)
+        if improved:
+            state.patience_counter = 0
+        else:
+            state.patience_counter += 1
+            if state.patience_counter >= self.patience:
+                state.should_stop = True
+
+
+def _count_tokens(batch):
+    if isinstance(batch, dict):
+        t = next((batch[k] for k in _TOKEN_KEYS if k in batch), None)
+    elif isinstance(batch, (tuple, list)) and batch:
+        t = batch[0]
+    else:
+        t = batch
+    return int(np.prod(t.shape)) if isinstance(t, Tensor) and t.dtype.kind in "iu" else 0
+
+
+def _extract_loss(out):
+    loss = getattr(out, "loss", None)
+    if loss is None and isinstance(out, Tensor) and out.ndim == 0:
+        loss = out
+    if loss is None and isinstance(out, (tuple, list)) and out:
+        loss = out[-1]
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        raise TypeError(
+            "Trainer: the model did not return a loss (got "
+            f"{type(out).__name__}). The default loss expects the model to return a 0-d loss "
+            "Tensor, (logits, loss) or an object with .loss when called with the batch "
+            "(dict -> model(**batch), tuple -> model(*batch)); include the targets/labels in "
+            "the batch or pass compute_loss(model, batch) -> loss to the Trainer")
+    return loss
+
+
+def default_compute_loss(model, batch):
+    """``model(**batch)`` (dict) or ``model(*batch)`` (tuple), then take the loss from the result."""
+    if isinstance(batch, dict):
+        out = model(**batch)
+    elif isinstance(batch, (tuple, list)):
+        out = model(*batch)
+    else:
+        raise TypeError(f"Trainer: a batch must be a dict or a tuple, got {type(batch).__name__}; "
+                        "write a data_collator that returns one, or pass compute_loss")
+    return _extract_loss(out)
+
+
+@contextlib.contextmanager
+def _on_device(dev):
+    """Make ``dev`` the default device (where collated batches are created) for a while."""
+    prev = backend.get_default_device()
+    if dev is not None:
+        backend.set_default_device(dev)
+    try:
+        yield
+    finally:
+        backend.set_default_device(prev)
+
+
+def _atomic_write_text(path, text):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train ``model`` on ``train_dataset`` with ``args`` (see the module docstring).
+
+    ``optimizers=(optimizer, scheduler)`` replaces the default AdamW (decay on ``ndim >= 2``
+    parameters only) and the ``args.lr_scheduler_type`` schedule. ``compute_metrics(model,
+    eval_dataloader) -> dict`` adds metrics to :meth:`evaluate` (called in eval mode, without
+    gradients; keys get the ``eval_`` prefix). ``callbacks`` are :class:`TrainerCallback`
+    objects.
+    """
+
+    def __init__(self, model, args, train_dataset=None, eval_dataset=None, data_collator=None,
+                 compute_loss=None, compute_metrics=None, callbacks=None,
+                 optimizers=(None, None)):
+        if not isinstance(args, TrainingArguments):
+            raise TypeError(f"Trainer: args must be a TrainingArguments, got "
+                            f"{type(args).__name__}")
+        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if ds is not None and not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
+                raise TypeError(f"Trainer: {name} must support len() and [i] (a Dataset or a "
+                                f"list of examples), got {type(ds).__name__}")
+        if args.early_stopping_patience is not None and eval_dataset is None:
+            raise ValueError("Trainer: early_stopping_patience needs an eval_dataset")
+        self.model = model
+        self.args = args
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.data_collator = data_collator if data_collator is not None else default_collate
+        self.compute_loss = compute_loss if compute_loss is not None else default_compute_loss
+        self.compute_metrics = compute_metrics
+        self.callbacks = list(callbacks or [])
+        if args.early_stopping_patience is not None:
+            self.callbacks.append(EarlyStoppingCallback(args.early_stopping_patience,
+                                                        args.metric_for_best_model,
+                                                        args.greater_is_better))
+        self.optimizer, self.lr_scheduler = optimizers
+        self.state = TrainerState()
+        self.output_dir = Path(args.output_dir)
+        self.checkpoints = CheckpointManager(args.output_dir, keep_last=args.save_total_limit,
+                                             metric=args.metric_for_best_model,
+                                             greater_is_better=args.greater_is_better)
+        if args.device is not None:
+            model.to(args.device)
+
+    # -- building blocks ---------------------------------------------------------------------
+    @property
+    def device(self):
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else backend.get_default_device()
+
+    def get_train_dataloader(self):
+        if self.train_dataset is None:
+            raise ValueError("Trainer.train needs a train_dataset")
+        return DataLoader(self.train_dataset, self.args.per_device_train_batch_size,
+                          shuffle=True, seed=self.args.seed,
+                          drop_last=self.args.dataloader_drop_last, collate_fn=self.data_collator)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        ds = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if ds is None:
+            raise ValueError("Trainer.evaluate needs an eval_dataset (given to the Trainer or "
+                             "to evaluate())")
+        return DataLoader(ds, self.args.per_device_eval_batch_size, shuffle=False,
+                          collate_fn=self.data_collator)
+
+    def create_optimizer(self):
+        """AdamW with two groups: weight decay on matrices, none on biases/norm weights."""
+        if self.optimizer is None:
+            a = self.args
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            decay = [p for p in params if p.ndim >= 2]
+            no_decay = [p for p in params if p.ndim < 2]
+            groups = [g for g in ({"params": decay, "weight_decay": a.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+            self.optimizer = AdamW(groups, lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2),
+                                   eps=a.adam_epsilon, weight_decay=a.weight_decay)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps):
+        if self.lr_scheduler is None:
+            a = self.args
+            warmup = a.warmup_steps if a.warmup_steps > 0 else math.ceil(a.warmup_ratio
+                                                                          * num_training_steps)
+            self.lr_scheduler = get_scheduler(a.lr_scheduler_type, self.optimizer,
+                                              num_warmup_steps=warmup,
+                                              num_training_steps=num_training_steps)
+        return self.lr_scheduler
+
+    def _call(self, hook, *args, **kwargs):
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, self.state, *args, **kwargs)
+
+    # -- history -----------------------------------------------------------------------------
+    def _log(self, entry):
+        self.state.history.append(entry)
+        self.save_history()
+
+    def save_history(self):
+        """Write ``history.json`` and ``history.csv`` into ``output_dir`` (atomically)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        history = self.state.history
+        _atomic_write_text(self.output_dir / "history.json",
+                           json.dumps(history, indent=2, ensure_ascii=False))
+        columns = []
+        for entry in history:
+            columns += [k for k in entry if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        _atomic_write_text(self.output_dir / "history.csv", buf.getvalue())
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _is_lm(self):
+        flag = getattr(self.model, "is_language_model", None)
+        return bool(flag) if flag is not None else \
+            getattr(self.model, "model_type", None) in _LM_TYPES
+
+    def evaluate(self, eval_dataset=None):
+        """Mean eval loss (weighted by batch size), perplexity for language models, plus
+        ``compute_metrics``. Logged to the history when called during training."""
+        with _on_device(self.args.device):
+            return self._evaluate(eval_dataset)
+
+    def _evaluate(self, eval_dataset=None):
+        loader = self.get_eval_dataloader(eval_dataset)
+        was_training = self.model.training
+        self.model.eval()
+        total, count = None, 0
+        try:
+            with no_grad():
+                for batch in loader:
+                    loss = self.compute_loss(self.model, batch)
+                    n = _batch_size(batch)
+                    part = loss.detach() * float(n)
+                    total = part if total is None else total + part
+                    count += n
+                extra = self.compute_metrics(self.model, loader) if self.compute_metrics else {}
+        finally:
+            self.model.train(was_training)
+        eval_loss = total.item() / count
+        metrics = {"eval_loss": eval_loss}
+        if self._is_lm():
+            metrics["eval_perplexity"] = math.exp(eval_loss) if eval_loss < 700 else math.inf
+        for k, v in (extra or {}).items():
+            metrics[k if k.startswith("eval_") else f"eval_{k}"] = v
+        return metrics
+
+    def _evaluate_during_training(self, epoch_progress):
+        metrics = self.evaluate()
+        s = self.state
+        self._log({"step": s.global_step, "epoch": epoch_progress, **metrics})
+        self._call("on_evaluate", metrics)       # early stopping compares with the old best
+        name = self.args.metric_for_best_model
+        value = metrics.get(name)
+        if value is not None:
+            better = s.best_metric is None or (value > s.best_metric if self.args.greater_is_better
+                                               else value < s.best_metric)
+            if better:
+                s.best_metric, s.best_step = value, s.global_step
+        s.last_eval = {"step": s.global_step, **metrics}
+        return metrics
+
+    # -- saving ------------------------------------------------------------------------------
+    def _save(self):
+        s = self.state
+        metrics = None
+        if s.last_eval is not None and s.last_eval.get("step") == s.global_step:
+            metrics = {k: v for k, v in s.last_eval.items() if k != "step"}
+        path = self.checkpoints.save(self.model, self.optimizer, self.lr_scheduler,
+                                     trainer_state=s.to_dict(), metrics=metrics,
+                                     step=s.global_step)
+        self._call("on_save", path)
+        return path
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None):
+        """Train; ``resume_from_checkpoint``: ``True`` (the newest valid checkpoint in
+        ``output_dir``) or a checkpoint path. Returns the :class:`TrainerState`.
+
+        With ``args.device`` set, batches are created on that device (it is the default
+        device while training runs)."""
+        with _on_device(self.args.device):
+            return self._train(resume_from_checkpoint)
+
+    def _train(self, resume_from_checkpoint=None):
+        args = self.args
+        self.model.train()
+        loader = self.get_train_dataloader()
+        n_batches = len(loader)
+        if n_batches == 0:
+            raise ValueError(f"Trainer: the training set ({len(self.train_dataset)} examples) "
+                             f"gives no batch of {args.per_device_train_batch_size} "
+                             "(dataloader_drop_last=True); use a smaller batch size")
+        gas = args.gradient_accumulation_steps
+        steps_per_epoch = -(-n_batches // gas)
+        if args.max_steps > 0:
+            total_steps = args.max_steps
+            n_epochs = -(-total_steps // steps_per_epoch)
+        else:
+            total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+            n_epochs = math.ceil(args.num_train_epochs)
+        self.create_optimizer()
+        self.create_scheduler(total_steps)
+
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            path = resume_from_checkpoint
+            if path is True:
+                path = self.checkpoints.latest()
+                if path is None:
+                    raise ValueError(f"Trainer.train(resume_from_checkpoint=True): no valid "
+                                     f"checkpoint in {self.output_dir}")
+            ts = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler)
+            self.state = TrainerState.from_dict(ts)
+        else:
+            backend.manual_seed(args.seed)
+            self.state = TrainerState()
+        s = self.state
+        s.max_steps, s.should_stop = total_steps, False
+        self._call("on_train_begin")
+
+        bar = _progress(total_steps, s.global_step, args.disable_tqdm)
+        t0, tokens0 = time.perf_counter(), s.tokens_seen
+        bs = loader.batch_size
+        try:
+            while s.epoch < n_epochs and s.global_step < total_steps and not s.should_stop:
+                order = loader.order(s.epoch)
+                stop = len(order) - len(order) % bs if loader.drop_last else len(order)
+                chunks = [order[i:i + bs] for i in range(0, stop, bs)]
+                while s.batch_in_epoch < len(chunks) and s.global_step < total_steps:
+                    group = min(gas, len(chunks) - s.batch_in_epoch)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    step_loss = None
+                    for j in range(group):
+                        idx = chunks[s.batch_in_epoch + j]
+                        batch = loader.collate_fn([loader.dataset[int(i)] for i in idx])
+                        loss = self.compute_loss(self.model, batch)
+                        (loss / float(group)).backward()
+                        d = loss.detach()
+                        step_loss = d if step_loss is None else step_loss + d
+                        s.tokens_seen += _count_tokens(batch)
+                    s.batch_in_epoch += group
+                    grad_norm = None
+                    if args.max_grad_norm is not None:
+                        grad_norm = clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad()
+                    s.global_step += 1
+                    loss_value = step_loss.item() / group
+                    s.log_loss_sum += loss_value
+                    s.log_loss_count += 1
+                    epoch_progress = s.epoch + s.batch_in_epoch / len(chunks)
+                    logs = None
+                    if s.global_step % args.logging_steps == 0 or s.global_step == total_steps:
+                        logs = {"step": s.global_step, "epoch": epoch_progress,
+                                "loss": s.log_loss_sum / s.log_loss_count, "learning_rate": lr,
+                                "tokens_seen": s.tokens_seen}
+                        if grad_norm is not None:
+                            logs["grad_norm"] = grad_norm.item()
+                        s.log_loss_sum, s.log_loss_count = 0.0, 0
+                        self._log(logs)
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}",
+                                    tok_s=f"{(s.tokens_seen - tokens0) / elapsed:.0f}")
+                    self._call("on_step_end", logs=logs)
+                    if args.eval_steps is not None and self.eval_dataset is not None \
+                            and s.global_step % args.eval_steps == 0:
+                        self._evaluate_during_training(epoch_progress)
+                    if args.save_steps is not None and s.global_step % args.save_steps == 0:
+                        self._save()
+                    if s.should_stop:
+                        break
+                if s.batch_in_epoch >= len(chunks):
+                    s.epoch += 1
+                    s.batch_in_epoch = 0
+            if s.last_eval is None or s.last_eval.get("step") != s.global_step:
+                if self.eval_dataset is not None and args.eval_steps is not None:
+                    self._evaluate_during_training(s.epoch + s.batch_in_epoch / n_batches)
+            if args.save_steps is None or s.global_step % args.save_steps != 0:
+                self._save()
+        finally:
+            bar.close()
+        self.save_history()
+        self._call("on_train_end")
+        return s
+
+
+def _batch_size(batch):
+    first = next(iter(batch.values())) if isinstance(batch, dict) else \
+        (batch[0] if isinstance(batch, (tuple, list)) else batch)
+    return first.shape[0] if hasattr(first, "shape") and first.shape else len(first)
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, initial, disable):
+    if disable:
+        return _NoBar()
+    from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is wanted
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
