@@ -15,6 +15,6 @@ from .autograd import (Function, GradcheckError, Tensor, arange, concatenate, de
 from .autograd.ops import (abs, clip, exp, log, matmul, maximum, mean, minimum, reshape, sigmoid,
                            sqrt, squeeze, sum, tanh, transpose, unsqueeze, var, swapaxes, relu)
 
-from . import data, datasets, functional, models, nn, optim, training  # noqa: E402  (mm.nn ...)
+from . import data, datasets, functional, metrics, models, nn, optim, training  # noqa: E402
 
 __version__ = "0.1.0"
