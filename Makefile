@@ -1,5 +1,5 @@
 # minillm — the two commands a newcomer needs:
-#   make demo   trains a small model (creates .venv on first use)
+#   make demo   pretrains a small GPT on Chinese text, fine-tunes it for sentiment (runs/demo/)
 #   make test   runs the whole test suite twice: on the CPU and on the strict stand-in device
 # Needs only python3 >= 3.10 (and PyPI for the first install).
 

@@ -3,7 +3,11 @@
 Subcommands:
 
 ``minillm info``   versions, the devices usable here, the default dtype, whether CuPy is installed.
-``minillm demo``   trains a 2-layer MLP with Adam on a seeded synthetic task and prints its accuracy.
+``minillm demo``   pretrains a small character-level GPT on Chinese text (People's Daily), fine-tunes
+                  it as a sentiment classifier (chinese_reviews), compares it with an LSTM baseline
+                  and leaves the tokenizer, models, histories, plots and ``report.md`` in
+                  ``runs/demo/`` (see :mod:`minillm.demo`). ``--fast`` (or ``MINILLM_FAST=1``) runs
+                  it at tiny sizes in seconds; ``--mlp`` runs the old 2-layer MLP demo on spirals.
 """
 from __future__ import annotations
 
@@ -106,19 +110,46 @@ def run_demo(steps=300, device=None, seed=0, hidden=64, lr=1e-2, batch_size=128,
     }
 
 
-def cmd_demo(args):
+def cmd_demo_mlp(args):
     dev = mm.device(args.device)  # a bad or missing device fails here, before any work
+    steps = args.steps if args.steps is not None else 300
     print(f"minillm {mm.__version__} demo: 2-layer MLP (2 -> {args.hidden} -> 3), Adam lr={args.lr}, "
-          f"3-class spirals (600 points, 80/20 split), {args.steps} steps, seed {args.seed}, device {dev}")
-    m = run_demo(steps=args.steps, device=dev, seed=args.seed, hidden=args.hidden,
-                 lr=args.lr)
+          f"3-class spirals (600 points, 80/20 split), {steps} steps, seed {args.seed}, device {dev}")
+    m = run_demo(steps=steps, device=dev, seed=args.seed, hidden=args.hidden, lr=args.lr)
     print(f"final batch loss: {m['loss']:.4f}")
     print(f"train accuracy: {m['train_accuracy']:.3f}")
     print(f"test accuracy: {m['test_accuracy']:.3f} (chance: 0.333)")
     return 0
 
 
+def cmd_demo(args, argv=None):
+    if args.mlp:
+        return cmd_demo_mlp(args)
+    from minillm import demo
+
+    dev = mm.device(args.device)  # a bad or missing device fails here, before any work
+    fast = args.fast or demo.is_fast_env()
+    make = demo.DemoConfig.fast_config if fast else demo.DemoConfig
+    kw = {"output_dir": args.output_dir, "device": str(dev), "seed": args.seed,
+          "progress": not args.no_progress}
+    if args.pretrain_steps is not None:
+        kw["pretrain_steps"] = args.pretrain_steps
+    if args.finetune_steps is not None:
+        kw["finetune_steps"] = args.finetune_steps
+    cfg = make(**kw)
+    print(f"minillm {mm.__version__} demo: pretrain a character GPT on People's Daily, fine-tune "
+          f"it for sentiment (chinese_reviews), LSTM baseline; device {dev}, seed {args.seed}"
+          f"{', fast mode' if fast else ''}; output in {cfg.output_dir}", flush=True)
+    demo.run_demo(cfg, command=demo.command_line(argv))
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------
+def _dataset_error():
+    from minillm.datasets.base import DatasetError  # noqa: PLC0415
+    return DatasetError
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="minillm", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"minillm {mm.__version__}")
@@ -127,13 +158,27 @@ def build_parser():
     s = sub.add_parser("info", help="versions, devices and defaults of this installation")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("demo", help="train a small MLP on a synthetic task and print its accuracy")
-    s.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    s = sub.add_parser("demo", help="pretrain a small GPT on Chinese text and fine-tune it for "
+                                     "sentiment (--mlp: the old MLP demo)")
+    s.add_argument("--output-dir", default="runs/demo",
+                   help="where the tokenizer, models, histories, plots and report.md go "
+                        "(default runs/demo)")
     s.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N or fake (default: the default device, cpu)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
-    s.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
+    s.add_argument("--fast", action="store_true",
+                   help="tiny sizes and a few steps: runs in seconds (also MINILLM_FAST=1)")
+    s.add_argument("--pretrain-steps", type=int, default=None,
+                   help="GPT pretraining steps (default 1500; 8 with --fast)")
+    s.add_argument("--finetune-steps", type=int, default=None,
+                   help="classifier training steps, GPT and LSTM (default 400; 6 with --fast)")
+    s.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    g = s.add_argument_group("the old MLP demo (--mlp)")
+    g.add_argument("--mlp", action="store_true",
+                   help="train the 2-layer MLP on 3-class spirals instead (seconds)")
+    g.add_argument("--steps", type=int, default=None, help="MLP training steps (default 300)")
+    g.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
+    g.add_argument("--lr", type=float, default=1e-2, help="MLP Adam learning rate (default 0.01)")
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -145,10 +190,18 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "steps", 1) < 1:
-        parser.error("--steps must be at least 1")
+    for name in ("steps", "pretrain_steps", "finetune_steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "steps", None) is not None and not getattr(args, "mlp", True):
+        parser.error("--steps belongs to the MLP demo: use --mlp --steps N, or "
+                     "--pretrain-steps / --finetune-steps for the GPT demo")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if args.func is cmd_demo:
+            return cmd_demo(args, argv)
         return args.func(args)
-    except mm.backend.DeviceError as e:
+    except (mm.backend.DeviceError, _dataset_error()) as e:
         print(f"minillm: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 - the README opens with `make demo` / `make test`, and its Quick tour code runs;
 - setup.cfg / pyproject.toml declare the metadata, dependencies, extras and the console script;
 - every third-party module the tests import is declared as a dependency;
-- `python -m minillm info` and `python -m minillm demo` run, on the test device.
+- `python -m minillm info` and `python -m minillm demo --mlp` run, on the test device (the GPT demo,
+  `minillm demo`, is tested in test_demo.py).
 """
 import ast
 import configparser
@@ -220,8 +221,8 @@ def test_cli_without_command_prints_help(capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_cli_demo_subprocess():
-    out = _run("demo", "--steps", "30", "--device", DEVICE)
+def test_cli_demo_mlp_subprocess():
+    out = _run("demo", "--mlp", "--steps", "30", "--device", DEVICE)
     assert out.returncode == 0, out.stderr
     m = re.search(r"^test accuracy: (\d\.\d+)", out.stdout, flags=re.M)
     assert m, out.stdout
@@ -229,7 +230,7 @@ def test_cli_demo_subprocess():
 
 
 def test_demo_learns_the_task():
-    """The default demo (300 Adam steps) separates the three spirals well above chance (1/3)."""
+    """The default MLP demo (300 Adam steps) separates the three spirals well above chance (1/3)."""
     m = cli.run_demo(device=DEVICE, progress=False)
     assert m["steps"] == 300 and m["device"] == str(mm.device(DEVICE))
     assert m["train_accuracy"] > 0.9, m
@@ -243,7 +244,8 @@ def test_demo_is_deterministic():
     assert a == b
 
 
-@pytest.mark.parametrize("argv", [["demo", "--device", "nonsense"], ["demo", "--device", "cuda:99"]])
+@pytest.mark.parametrize("argv", [["demo", "--device", "nonsense"], ["demo", "--device", "cuda:99"],
+                                  ["demo", "--mlp", "--device", "nonsense"]])
 def test_cli_demo_bad_device_is_a_clear_error(argv, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -252,7 +254,7 @@ def test_cli_demo_bad_device_is_a_clear_error(argv, capsys):
 
 def test_cli_demo_rejects_zero_steps(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["demo", "--steps", "0"])
+        cli.main(["demo", "--mlp", "--steps", "0"])
     assert e.value.code == 2
 
 
