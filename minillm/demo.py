@@ -380,9 +380,7 @@ def run_demo(cfg=None, command=None):
     cfg = dataclasses.replace(cfg, device=str(dev))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prev_device = backend.get_default_device()
-    backend.set_default_device(dev)
-    try:
+    with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
         _log(f"== 1. tokenizer: People's Daily (peoples_daily_text), device {dev}")
         train_text = "\n".join(datasets.load("peoples_daily_text", split="train"))
@@ -420,8 +418,6 @@ def run_demo(cfg=None, command=None):
         classifiers["LSTM (from scratch)"] = train_classifier(
             lstm, "lstm-classifier", cfg, train, val, test, collator, lstm_steps, cfg.lstm_lr,
             "LSTM sentiment baseline")
-    finally:
-        backend.set_default_device(prev_device)
 
     results = {"version": __version__, "device": str(dev), "config": dataclasses.asdict(cfg),
                "vocab_size": tok.vocab_size, "n_train": len(train), "n_val": len(val),

@@ -181,7 +181,7 @@ class CrossEntropy(Function):
         return loss.reshape(t.shape)
 
     def backward(self, g):
-        xp, p = self.xp, self.p
+        p = self.p
         if self.reduction == "mean":
             coef = (g / self.count) * self.valid
         elif self.reduction == "sum":

@@ -8,7 +8,7 @@ import pytest
 
 import minillm as mm
 from minillm import backend
-from minillm.backend import ImplicitConversionError, StrictArray, strict_numpy
+from minillm.backend import StrictArray, strict_numpy
 
 
 @pytest.mark.parametrize("conversion", [

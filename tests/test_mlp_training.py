@@ -1,6 +1,5 @@
 """A 2-layer MLP trained with Adam on a fixed synthetic task reaches a fixed accuracy."""
 import numpy as np
-import pytest
 
 import minillm as mm
 import minillm.functional as F

@@ -14,6 +14,7 @@ device (seeded together by :func:`manual_seed`) and the scatter-add helper.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -23,7 +24,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
-    "get_default_dtype", "set_default_dtype", "manual_seed", "generator", "to_host", "to_device",
+    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device",
     "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
@@ -188,6 +189,18 @@ def set_default_device(spec):
     return _default_device
 
 
+@contextlib.contextmanager
+def default_device_as(spec):
+    """``with default_device_as("fake"):`` new tensors and modules go there; restored after."""
+    prev = _default_device
+    if spec is not None:
+        set_default_device(spec)
+    try:
+        yield get_default_device()
+    finally:
+        set_default_device(prev)
+
+
 def device_of(array):
     """The device an array lives on."""
     if isinstance(array, np.ndarray):
@@ -257,6 +270,18 @@ _default_dtype = np.dtype(np.float32)
 
 def get_default_dtype():
     return _default_dtype
+
+
+@contextlib.contextmanager
+def default_dtype_as(dtype):
+    """``with default_dtype_as(np.float64):`` new parameters use ``dtype``; restored after."""
+    prev = _default_dtype
+    if dtype is not None:
+        set_default_dtype(dtype)
+    try:
+        yield get_default_dtype()
+    finally:
+        set_default_dtype(prev)
 
 
 def set_default_dtype(dtype):

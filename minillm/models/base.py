@@ -11,7 +11,6 @@ continue from a cache (GPT's keys/values, an LSTM's hidden state) implement
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -69,28 +68,6 @@ class Config:
         if missing:
             raise ValueError(f"{cls.__name__}: missing required config keys {missing}")
         return cls(**d)
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype):
-    prev = backend.get_default_dtype()
-    if dtype is not None:
-        backend.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        backend.set_default_dtype(prev)
-
-
-@contextlib.contextmanager
-def _default_device(dev):
-    prev = backend.get_default_device()
-    if dev is not None:
-        backend.set_default_device(dev)
-    try:
-        yield
-    finally:
-        backend.set_default_device(prev)
 
 
 class PreTrainedModel(Module):
@@ -163,7 +140,7 @@ class PreTrainedModel(Module):
         if dtype is None:
             floats = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
             dtype = floats[0] if floats else None
-        with _default_dtype(dtype), _default_device(device):
+        with backend.default_dtype_as(dtype), backend.default_device_as(device):
             model = cls(config)
         model.load_state_dict({k: (a.astype(dtype) if dtype is not None and a.dtype.kind == "f"
                                    else a) for k, a in arrays.items()})

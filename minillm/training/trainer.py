@@ -30,7 +30,6 @@ CPU, ends with bit-identical parameters to an uninterrupted run.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -279,18 +278,6 @@ def default_compute_loss(model, batch):
     return _extract_loss(out)
 
 
-@contextlib.contextmanager
-def _on_device(dev):
-    """Make ``dev`` the default device (where collated batches are created) for a while."""
-    prev = backend.get_default_device()
-    if dev is not None:
-        backend.set_default_device(dev)
-    try:
-        yield
-    finally:
-        backend.set_default_device(prev)
-
-
 def _atomic_write_text(path, text):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -422,7 +409,7 @@ class Trainer:
     def evaluate(self, eval_dataset=None):
         """Mean eval loss (weighted by batch size), perplexity for language models, plus
         ``compute_metrics``. Logged to the history when called during training."""
-        with _on_device(self.args.device):
+        with backend.default_device_as(self.args.device):
             return self._evaluate(eval_dataset)
 
     def _evaluate(self, eval_dataset=None):
@@ -483,7 +470,7 @@ class Trainer:
 
         With ``args.device`` set, batches are created on that device (it is the default
         device while training runs)."""
-        with _on_device(self.args.device):
+        with backend.default_device_as(self.args.device):
             return self._train(resume_from_checkpoint)
 
     def _train(self, resume_from_checkpoint=None):
