@@ -117,3 +117,17 @@ def test_erfc_matches_math_erfc():
     ref32 = np.array([math.erfc(float(v)) for v in x32])
     tiny = ref32 < 1e-30                      # below float32's normal range
     np.testing.assert_allclose(got32[~tiny], ref32[~tiny], rtol=1e-5, atol=0)
+
+
+@pytest.mark.gpu
+def test_cuda_generator_state_round_trip_and_seeding():
+    g = backend.generator("cuda")
+    mm.manual_seed(5)
+    a = backend.to_host(g.random((6,)))
+    state = g.get_state()
+    b = backend.to_host(g.normal((6,)))
+    g.set_state(state)
+    np.testing.assert_array_equal(backend.to_host(g.normal((6,))), b)
+    mm.manual_seed(5)
+    np.testing.assert_array_equal(backend.to_host(g.random((6,))), a)
+    assert not np.array_equal(backend.to_host(g.random((6,))), a)   # the stream moves on

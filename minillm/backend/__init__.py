@@ -296,7 +296,12 @@ def set_default_dtype(dtype):
 
 # -- random numbers ---------------------------------------------------------------------
 class Generator:
-    """Random numbers for one device. cpu and fake draw the same stream for the same seed."""
+    """Random numbers for one device. cpu and fake draw the same stream for the same seed.
+
+    On CUDA every draw comes from a fresh cuRAND stream seeded by ``(seed, counter)``
+    (counter = number of draws so far), so the state is two integers: saving and restoring
+    it continues the exact sequence, which makes resumed GPU runs reproducible too.
+    """
 
     def __init__(self, dev, seed):
         self.device = dev
@@ -304,11 +309,15 @@ class Generator:
 
     def seed(self, seed):
         self._seed = int(seed)
-        if self.device.type == "cuda":
-            with self.device:
-                self._g = self.device.xp.random.RandomState(self._seed)
-        else:
+        self._counter = 0
+        if self.device.type != "cuda":
             self._g = np.random.Generator(np.random.PCG64(self._seed))
+
+    def _cuda(self):
+        """The cuRAND stream for the next draw (seed and counter mixed by a SeedSequence)."""
+        key = int(np.random.SeedSequence([self._seed, self._counter]).generate_state(1)[0])
+        self._counter += 1
+        return self.device.xp.random.RandomState(key)
 
     def _out(self, a):
         return strict_numpy.asarray(a) if self.device.type == "fake" else a
@@ -318,7 +327,7 @@ class Generator:
         dtype = np.dtype(dtype or _default_dtype)
         if self.device.type == "cuda":
             with self.device:
-                return self._g.random_sample(shape, dtype=dtype)
+                return self._cuda().random_sample(shape, dtype=dtype)
         return self._out(self._g.random(shape, dtype=dtype))
 
     def normal(self, shape, dtype=None):
@@ -326,27 +335,30 @@ class Generator:
         dtype = np.dtype(dtype or _default_dtype)
         if self.device.type == "cuda":
             with self.device:
-                return self._g.standard_normal(shape, dtype=dtype)
+                return self._cuda().standard_normal(shape, dtype=dtype)
         return self._out(self._g.standard_normal(shape, dtype=dtype))
 
     def integers(self, low, high, shape, dtype=np.int64):
         """Uniform integers in [low, high)."""
         if self.device.type == "cuda":
             with self.device:
-                return self._g.randint(low, high, size=shape, dtype=dtype)
+                return self._cuda().randint(low, high, size=shape, dtype=dtype)
         return self._out(self._g.integers(low, high, size=shape, dtype=dtype))
 
     def get_state(self):
-        """A JSON-serialisable state (cpu/fake), or the generator itself on CUDA."""
+        """A JSON-serialisable state that :meth:`set_state` restores exactly (every device)."""
         if self.device.type == "cuda":
-            return {"seed": self._seed, "cuda_state": None}
+            return {"seed": self._seed, "counter": self._counter}
         return {"seed": self._seed, "bit_generator": self._g.bit_generator.state}
 
     def set_state(self, state):
-        if self.device.type == "cuda" or "bit_generator" not in state:
-            self.seed(state["seed"])
-        else:
+        if self.device.type == "cuda":
+            self._seed, self._counter = int(state["seed"]), int(state.get("counter", 0))
+        elif "bit_generator" in state:
+            self._seed = int(state["seed"])
             self._g.bit_generator.state = state["bit_generator"]
+        else:
+            self.seed(state["seed"])
 
 
 _seed = int(os.environ.get("MINILLM_SEED", "0"))

@@ -17,9 +17,9 @@ target, fsyncs every file, and renames the directory into place, so a crash in t
 save leaves no partial checkpoint. :func:`load_checkpoint` first checks every file against the
 manifest and raises :class:`CheckpointError` naming the bad file before anything is changed.
 
-On CPU (and the ``fake`` test device) the generators' full bit-generator state is saved, so a
-resumed run is bit-identical to an uninterrupted one. On CUDA only the seed is recorded (CuPy
-offers no portable state): a resumed GPU run is reproducible but not identical.
+Every device generator's state is saved (the bit-generator state on CPU and the ``fake``
+test device; seed and draw counter on CUDA), so a resumed run draws the same random numbers as
+an uninterrupted one; on CPU the result is bit-identical.
 """
 from __future__ import annotations
 
