@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._fileio import sha256_file
+
 ENV_DATA = "MINILLM_DATA"
 ENV_CACHE = "MINILLM_CACHE"
 ENV_OFFLINE = "MINILLM_OFFLINE"
@@ -74,15 +76,6 @@ def candidate_paths(rf):
 
 
 _verified = {}
-
-
-def sha256_file(path):
-    """Hex sha256 of a file, streamed in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check(path, rf, in_cache):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .._fileio import replace_directory
 from ..autograd import Tensor, no_grad, tensor
 from ..nn import Module
 
@@ -103,13 +103,7 @@ class PreTrainedModel(Module):
             arrays = {k: v.numpy() for k, v in self.state_dict().items()}
             with open(tmp / WEIGHTS_NAME, "wb") as f:
                 np.savez(f, **arrays)
-            old = None
-            if directory.exists():
-                old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

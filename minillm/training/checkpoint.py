@@ -23,7 +23,6 @@ an uninterrupted one; on CPU the result is bit-identical.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .._fileio import fsync_dir, replace_directory, sha256_file
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
            "CheckpointManager", "MANIFEST_NAME", "CHECKPOINT_PREFIX"]
@@ -93,23 +93,6 @@ def _write_npz(path, arrays):
         f.flush()
         os.fsync(f.fileno())
 
-
-def _fsync_dir(path):
-    if os.name != "posix":           # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _rng_devices(model):
@@ -184,20 +167,11 @@ def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_st
         _write_json(tmp / TRAINER_STATE_NAME, {"global_step": step, **trainer_state})
         files.append(TRAINER_STATE_NAME)
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step,
-                    "files": {name: {"sha256": _sha256(tmp / name),
+                    "files": {name: {"sha256": sha256_file(tmp / name),
                                      "size": (tmp / name).stat().st_size} for name in files}}
         _write_json(tmp / MANIFEST_NAME, manifest)
-        _fsync_dir(tmp)
-        old = None
-        if final.exists():
-            old = directory / f".{final.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        _fsync_dir(directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(tmp)
+        replace_directory(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -237,7 +211,7 @@ def verify_checkpoint(directory):
         if size != info.get("size"):
             raise CheckpointError(f"checkpoint file {path} is truncated or altered: "
                                   f"{size} bytes, the manifest says {info.get('size')}")
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != info.get("sha256"):
             raise CheckpointError(f"checkpoint file {path} is corrupt: sha256 {digest} does not "
                                   f"match the manifest's {info.get('sha256')}")
