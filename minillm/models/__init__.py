@@ -7,6 +7,9 @@
     bert       BERT, BertForPreTraining (MLM + NSP), BertForMaskedLM
     plm        the permutation-LM objective (XLNet's two-stream attention) on BERT
     seq2seq    Seq2SeqTransformer (encoder-decoder, greedy and beam search)
+    heads      task heads on a GPT or BERT body: ModelForSequenceClassification,
+               ModelForTokenClassification (BIO Viterbi decoding), ModelForQuestionAnswering
+    auto       MODEL_TYPES, model_class, load_model (any saved model by its model_type)
 """
 from .base import CONFIG_NAME, WEIGHTS_NAME, Config, PreTrainedModel, sample_next
 from .bert import BERT, BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
@@ -15,9 +18,18 @@ from .gpt import GPT, GPTConfig
 from .lstm_lm import LSTMLM, LSTMLMConfig
 from .ngram import NGramLM
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from .heads import (ModelForQuestionAnswering, ModelForSequenceClassification,
+                    ModelForTokenClassification, QuestionAnsweringConfig,
+                    SequenceClassificationConfig, TokenClassificationConfig, bio_transition_mask,
+                    bio_viterbi)
+from .auto import MODEL_TYPES, load_model, model_class
 from . import plm
 
 __all__ = ["Config", "PreTrainedModel", "sample_next", "CONFIG_NAME", "WEIGHTS_NAME", "NGramLM",
            "FeedForwardLM", "FeedForwardLMConfig", "LSTMLM", "LSTMLMConfig", "GPT", "GPTConfig",
            "BERT", "BertModel", "BertConfig", "BertForPreTraining", "BertForMaskedLM",
-           "Seq2SeqTransformer", "Seq2SeqConfig", "plm"]
+           "Seq2SeqTransformer", "Seq2SeqConfig", "plm",
+           "ModelForSequenceClassification", "SequenceClassificationConfig",
+           "ModelForTokenClassification", "TokenClassificationConfig",
+           "ModelForQuestionAnswering", "QuestionAnsweringConfig", "bio_viterbi",
+           "bio_transition_mask", "MODEL_TYPES", "model_class", "load_model"]

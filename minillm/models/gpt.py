@@ -193,11 +193,21 @@ class GPT(PreTrainedModel):
             return logits
         return logits, F.cross_entropy(logits, targets)
 
-    def _logits(self, ids, positions, cache):
+    def hidden_states(self, ids):
+        """The final hidden states ``ln_f(x_L)``, shape ``(B, T, n_embd)``, for ``ids`` (B, T)
+        at positions ``0..T-1`` (no cache): what the LM head reads, and what task heads
+        (:mod:`minillm.models.heads`) put their classifiers on."""
+        t = self._check_ids(ids)
+        return self._hidden_states(ids, arange(t, device=ids.device), cache=None)
+
+    def _hidden_states(self, ids, positions, cache):
         x = self.drop(self.wte(ids) + self.wpe(positions))
         for i, block in enumerate(self.h):
             x = block(x, cache, i)
-        x = self.ln_f(x)
+        return self.ln_f(x)
+
+    def _logits(self, ids, positions, cache):
+        x = self._hidden_states(ids, positions, cache)
         return F.linear(x, self.wte.weight.T)            # tied head: logits = x wte^T
 
     # -- generation with a KV cache --------------------------------------------------------
