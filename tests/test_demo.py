@@ -53,7 +53,9 @@ def test_fast_demo_leaves_the_documented_files(fast_run):
     # the saved artefacts load back: tokenizer, pretrained GPT
     tok = CharTokenizer.load(out / "tokenizer.json")
     assert tok.vocab_size == results["vocab_size"]
-    gpt = GPT.from_pretrained(out / "gpt-pretrained", device=DEVICE)
+    gpt = GPT.from_pretrained(out / "pretrained", device=DEVICE)
+    assert CharTokenizer.load(out / "pretrained" / "tokenizer.json").get_vocab() == tok.get_vocab()
+    assert tok.cls_id is not None and tok.sep_id is not None and tok.mask_id is not None
     assert gpt.config.vocab_size == tok.vocab_size
     history = json.loads((out / "gpt-classifier" / "history.json").read_text(encoding="utf-8"))
     assert any("eval_accuracy" in e for e in history)

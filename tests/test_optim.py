@@ -397,6 +397,12 @@ SCHEDULES = [
      lambda s: _cos_factor(s, 5, 20)),
     ("cosine-1.5-cycles", lambda o: optim.get_cosine_schedule_with_warmup(o, 3, 20, 1.5),
      lambda s: _cos_factor(s, 3, 20, 1.5)),
+    # nanoGPT's schedule: warmup, then cosine from lr down to lr / 10 (never below)
+    ("cosine_with_min_lr", lambda o: optim.get_cosine_with_min_lr_schedule_with_warmup(
+        o, 5, 20, min_lr_rate=0.1), lambda s: s / 5 if s < 5 else 0.1 + 0.9 * _cos_factor(s, 5, 20)),
+    ("get_scheduler-cosine_with_min_lr", lambda o: optim.get_scheduler(
+        "cosine_with_min_lr", o, 2, 10, scheduler_specific_kwargs={"min_lr_rate": 0.25}),
+     lambda s: s / 2 if s < 2 else 0.25 + 0.75 * _cos_factor(s, 2, 10)),
     ("get_scheduler-linear", lambda o: optim.get_scheduler("linear", o, 4, 16),
      lambda s: s / 4 if s < 4 else max(0.0, (16 - s) / 12)),
     ("get_scheduler-cosine", lambda o: optim.get_scheduler("cosine", o, num_warmup_steps=2,
@@ -615,6 +621,11 @@ ERRORS = [
     (lambda: optim.get_scheduler("constant", optim.SGD([_p()], lr=0.1), 10), ValueError,
      "constant_with_warmup"),
     (lambda: optim.get_scheduler("step", optim.SGD([_p()], lr=0.1)), ValueError, "step_size"),
+    (lambda: optim.get_scheduler("cosine_with_min_lr", optim.SGD([_p()], lr=0.1), 1, 10),
+     ValueError, "exactly one of min_lr_rate"),
+    (lambda: optim.get_cosine_with_min_lr_schedule_with_warmup(optim.SGD([_p()], lr=0.1), 1, 10,
+                                                               min_lr_rate=1.5),
+     ValueError, r"min_lr_rate must be a number in \[0, 1\]"),
     (lambda: optim.get_linear_schedule_with_warmup(optim.SGD([_p()], lr=0.1), -1, 10),
      ValueError, "num_warmup_steps must be an integer >= 0"),
     (lambda: optim.clip_grad_norm_([_p()], -1.0), ValueError, "max_norm"),
@@ -634,7 +645,7 @@ def test_exports():
                  "clip_grad_value_", "lr_scheduler", "LambdaLR", "StepLR", "ConstantLR",
                  "get_constant_schedule", "get_constant_schedule_with_warmup",
                  "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
-                 "get_scheduler"):
+                 "get_cosine_with_min_lr_schedule_with_warmup", "get_scheduler"):
         assert hasattr(optim, name), name
     assert optim.lr_scheduler.get_scheduler is optim.get_scheduler
 

@@ -16,6 +16,7 @@ from .adam import Adam, AdamW
 from .clip import clip_grad_norm_, clip_grad_value_
 from .lr_scheduler import (ConstantLR, LambdaLR, LRScheduler, StepLR, get_constant_schedule,
                            get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                           get_cosine_with_min_lr_schedule_with_warmup,
                            get_linear_schedule_with_warmup, get_scheduler)
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
@@ -24,4 +25,5 @@ from .sgd import SGD
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm_", "clip_grad_value_",
            "lr_scheduler", "LRScheduler", "LambdaLR", "StepLR", "ConstantLR",
            "get_constant_schedule", "get_constant_schedule_with_warmup",
-           "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup", "get_scheduler"]
+           "get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup",
+           "get_cosine_with_min_lr_schedule_with_warmup", "get_scheduler"]

@@ -29,7 +29,8 @@ from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "ConstantLR", "get_constant_schedule",
            "get_constant_schedule_with_warmup", "get_linear_schedule_with_warmup",
-           "get_cosine_schedule_with_warmup", "get_scheduler", "SCHEDULER_NAMES"]
+           "get_cosine_schedule_with_warmup",
+           "get_cosine_with_min_lr_schedule_with_warmup", "get_scheduler", "SCHEDULER_NAMES"]
 
 
 def _check_int(name, value, low=0):
@@ -211,6 +212,16 @@ def _cosine_with_warmup_lambda(current_step, *, num_warmup_steps, num_training_s
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
 
 
+def _cosine_with_min_lr_lambda(current_step, *, num_warmup_steps, num_training_steps,
+                               num_cycles, min_lr_rate):
+    if current_step < num_warmup_steps:
+        return float(current_step) / float(max(1, num_warmup_steps))
+    progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps
+                                                                  - num_warmup_steps))
+    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+    return factor * (1.0 - min_lr_rate) + min_lr_rate
+
+
 def get_constant_schedule(optimizer, last_epoch=-1):
     """Constant learning rate: ``factor(s) = 1``."""
     return LambdaLR(optimizer, _constant_lambda, last_epoch=last_epoch)
@@ -253,7 +264,39 @@ def get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
                     last_epoch=last_epoch)
 
 
-SCHEDULER_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "step")
+def get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps,
+                                                num_cycles=0.5, min_lr_rate=None, min_lr=None,
+                                                last_epoch=-1):
+    """Linear warmup, then cosine decay from the initial lr down to a floor (nanoGPT's
+    schedule: ``min_lr = lr / 10``). Give the floor as ``min_lr_rate`` (a fraction of the
+    initial lr) or ``min_lr`` (absolute; every group must then share one initial lr).
+
+    ``factor(s) = s / W`` for ``s < W``; otherwise with ``p = (s - W) / (T - W)``:
+    ``factor(s) = ½ (1 + cos(π · num_cycles · 2 · p)) · (1 - r) + r`` with ``r = min_lr_rate``.
+    """
+    w = _check_int("num_warmup_steps", num_warmup_steps)
+    t = _check_int("num_training_steps", num_training_steps)
+    if (min_lr_rate is None) == (min_lr is None):
+        raise ValueError("cosine_with_min_lr needs exactly one of min_lr_rate (a fraction of the "
+                         "initial lr) and min_lr (an absolute lr)")
+    if min_lr is not None:
+        lrs = {g.get("initial_lr", g["lr"]) for g in optimizer.param_groups}
+        if len(lrs) != 1 or not next(iter(lrs)) > 0:
+            raise ValueError(f"min_lr needs one positive initial lr shared by all parameter "
+                             f"groups (got {sorted(lrs)}); give min_lr_rate instead")
+        min_lr_rate = float(min_lr) / next(iter(lrs))
+    if isinstance(min_lr_rate, bool) or not isinstance(min_lr_rate, numbers.Real) \
+            or not 0 <= min_lr_rate <= 1:
+        raise ValueError(f"min_lr_rate must be a number in [0, 1], got {min_lr_rate!r}")
+    return LambdaLR(optimizer, functools.partial(_cosine_with_min_lr_lambda, num_warmup_steps=w,
+                                                 num_training_steps=t,
+                                                 num_cycles=float(num_cycles),
+                                                 min_lr_rate=float(min_lr_rate)),
+                    last_epoch=last_epoch)
+
+
+SCHEDULER_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr",
+                   "step")
 
 
 def get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=None,
@@ -262,7 +305,8 @@ def get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=None,
 
     ``"constant"``, ``"constant_with_warmup"`` (needs ``num_warmup_steps``), ``"linear"``
     and ``"cosine"`` (need ``num_training_steps``; ``scheduler_specific_kwargs`` may give
-    ``num_cycles``), and ``"step"`` (:class:`StepLR`; ``scheduler_specific_kwargs`` gives
+    ``num_cycles``), ``"cosine_with_min_lr"`` (``scheduler_specific_kwargs`` gives
+    ``min_lr_rate`` or ``min_lr``), and ``"step"`` (:class:`StepLR`; ``scheduler_specific_kwargs`` gives
     ``step_size`` and optionally ``gamma``).
     """
     name = getattr(name, "value", name)          # accept enum members, as transformers does
@@ -292,5 +336,8 @@ def get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=None,
     if name == "linear":
         return get_linear_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps,
                                                **kwargs)
+    if name == "cosine_with_min_lr":
+        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps,
+                                                           num_training_steps, **kwargs)
     return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_steps,
                                            **kwargs)

@@ -88,6 +88,7 @@ class TrainingArguments:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     lr_scheduler_type: str = "linear"
+    lr_scheduler_kwargs: dict | None = None
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -134,6 +135,8 @@ class TrainingArguments:
             bad("warmup_ratio", "a number in [0, 1)")
         if self.lr_scheduler_type not in SCHEDULER_NAMES:
             bad("lr_scheduler_type", f"one of {list(SCHEDULER_NAMES)}")
+        if self.lr_scheduler_kwargs is not None and not isinstance(self.lr_scheduler_kwargs, dict):
+            bad("lr_scheduler_kwargs", "None or a dict such as {'min_lr_rate': 0.1}")
         if not _is_real(self.weight_decay) or self.weight_decay < 0:
             bad("weight_decay", "a number >= 0")
         for name in ("adam_beta1", "adam_beta2"):
@@ -371,7 +374,8 @@ class Trainer:
                                                                           * num_training_steps)
             self.lr_scheduler = get_scheduler(a.lr_scheduler_type, self.optimizer,
                                               num_warmup_steps=warmup,
-                                              num_training_steps=num_training_steps)
+                                              num_training_steps=num_training_steps,
+                                              scheduler_specific_kwargs=a.lr_scheduler_kwargs)
         return self.lr_scheduler
 
     def _call(self, hook, *args, **kwargs):

@@ -1,0 +1,973 @@
+"""Quality benchmarks: published recipes re-run with minillm, compared with their anchors.
+
+Each benchmark is a function that returns a JSON-able dict (settings, measured numbers, the
+published anchor, wall times, minillm version, device) and, given ``output_dir``, writes
+``results.json`` (atomically, UTF-8) and a PNG plot there. All take ``device=None, seed=...,
+fast=False, progress=True, output_dir=None, log=print``: ``fast=True`` shrinks everything
+(tiny model, a few steps) so the tests run the real code path in seconds; ``progress`` shows
+tqdm bars with the running loss; every message goes through ``log`` (``None``: silent).
+
+* :func:`shakespeare_gpt` - nanoGPT's CPU recipe for the character-level GPT on
+  tinyshakespeare (4 layers, 4 heads, 128 dims, block 64, batch 12, 2,000 iterations).
+* :func:`ptb_lstm` - the "small" LSTM of Zaremba, Sutskever & Vinyals (2014) on PTB words.
+* :func:`ptb_ngram` - interpolated Kneser-Ney n-grams on PTB (orders 3, 4, 5).
+* :func:`sentiment` - the ``chinese_reviews`` table: bag-of-n-grams naive Bayes and
+  logistic regression, the demo's LSTM and its pretrained-then-fine-tuned GPT.
+
+:data:`BENCHMARKS` maps each name to ``(fn, description)``; :func:`format_result` turns a
+result into a short summary with the anchor.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..autograd import no_grad, tensor
+from ..data.batching import ContiguousStream, random_windows
+from ..models import GPT, LSTMLM, GPTConfig, NGramLM
+from ..models.lstm_lm import LSTMLMConfig
+from ..nn import Linear, Module, init
+from ..optim import SGD, Adam, clip_grad_norm_
+
+__all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+           "ptb_lstm", "ptb_ngram", "sentiment", "nanogpt_lr", "zaremba_lr",
+           "zaremba_init_", "build_word_vocab", "lstm_perplexity", "BagOfNGrams", "SparseCounts",
+           "MultinomialNB", "train_bow_logreg", "markdown_table"]
+
+
+# -- shared helpers -------------------------------------------------------------------------
+def _logger(log):
+    return log if log is not None else (lambda *a, **k: None)
+
+
+def _jsonable(obj):
+    """NumPy scalars and arrays -> Python numbers and lists (``json.dump(default=...)``)."""
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _write_json(path, obj):
+    """Write ``obj`` as UTF-8 JSON atomically: a temporary file, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, default=_jsonable)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _finish(result, output_dir, plot, log):
+    """Write ``results.json`` (and the plot, ``plot(path)``) into ``output_dir``."""
+    if output_dir is None:
+        return result
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if plot is not None:
+        png = out / f"{result['benchmark'].replace('-', '_')}.png"
+        plot(png)
+        result["plot"] = str(png)
+    _write_json(out / "results.json", result)
+    _logger(log)(f"results: {out / 'results.json'}")
+    return result
+
+
+def _header(name, dev, seed, fast, settings, anchor):
+    from .. import __version__
+    return {"benchmark": name, "version": __version__, "device": str(dev), "seed": seed,
+            "fast": bool(fast), "settings": settings, "anchor": anchor}
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, desc, progress):
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is wanted
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+
+@contextlib.contextmanager
+def _on(device):
+    """Run on ``device`` (default: the current default device) in float32."""
+    dev = backend.device(device)
+    with backend.default_device_as(dev), backend.default_dtype_as(np.float32):
+        yield dev
+
+
+def _set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _plot_lines(path, series, title, xlabel, ylabel, logy=False):
+    """A simple line plot: ``series`` is ``[(label, xs, ys, style)]``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for label, xs, ys, style in series:
+        ax.plot(xs, ys, style, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# == 1. nanoGPT's Shakespeare character GPT ===================================================
+SHAKESPEARE_ANCHOR = {"nanoGPT (20 batches)": 1.88, "PyTorch same recipe, 2-core": 1.90,
+                      "target": "<= 1.90"}
+
+
+def nanogpt_lr(it, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4):
+    """nanoGPT's ``get_lr``: linear warmup, then cosine decay to ``min_lr``, then ``min_lr``.
+
+        it <  warmup_iters:       lr * (it + 1) / (warmup_iters + 1)
+        it >  lr_decay_iters:     min_lr
+        otherwise:                min_lr + 0.5 (1 + cos(pi r)) (lr - min_lr),
+                                  r = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    """
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def _estimate_loss(model, data, n_batches, block_size, batch_size, rng):
+    """Mean loss over ``n_batches`` random windows of ``data`` (nanoGPT's estimate_loss)."""
+    model.eval()
+    total = None
+    with no_grad():
+        for _ in range(n_batches):
+            x, y = random_windows(data, block_size, batch_size, rng=rng)
+            _, loss = model(x, y)
+            total = loss if total is None else total + loss
+    model.train()
+    return total.item() / n_batches
+
+
+def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_dir=None,
+                    log=print, max_iters=2000, eval_interval=250, eval_iters=20,
+                    final_eval_batches=200, sample_chars=200, bias=False):
+    """nanoGPT's ``train_shakespeare_char`` on CPU settings, with minillm.
+
+    Vocabulary: the sorted characters of the whole text (65); train/val: the first 90% / the
+    rest. ``GPTConfig(65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
+    bias=False)`` (nanoGPT's ``train.py`` default, which its Shakespeare config keeps), batches of 12 random windows, ``max_iters`` AdamW steps (lr 1e-3, betas
+    (0.9, 0.99), weight decay 0.1 on 2-D weights), :func:`nanogpt_lr` (100 warmup iterations,
+    cosine to 1e-4 at 2,000), gradient norm clipped at 1.0. Every ``eval_interval``
+    iterations the loss on ``eval_iters`` random batches (nanoGPT's estimate_loss); at the end
+    the mean over ``final_eval_batches`` batches of each split.
+
+    nanoGPT evaluates at iteration 2000 *before* taking a 2001st step; here 2000 steps are
+    taken and the final evaluation follows, which is the same point of training. Pass
+    ``bias=True`` for GPT-2's layout with biases.
+
+    Returns keys: ``val_loss``, ``train_loss`` (final, ``final_eval_batches`` batches),
+    ``val_loss_20`` (the last periodic estimate), ``eval_history``, ``train_seconds``
+    (excluding evaluations), ``eval_seconds``, ``total_seconds``, ``ms_per_iter``,
+    ``tokens_per_second``, ``parameters``, ``sample``, plus the common ``benchmark``,
+    ``version``, ``device``, ``seed``, ``fast``, ``settings``, ``anchor``.
+    """
+    from .. import datasets
+
+    say = _logger(log)
+    t_start = time.perf_counter()
+    s = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dropout=0.0,
+             bias=bias, max_iters=max_iters, learning_rate=1e-3, betas=(0.9, 0.99),
+             weight_decay=0.1, warmup_iters=100, lr_decay_iters=2000, min_lr=1e-4,
+             grad_clip=1.0, eval_interval=eval_interval, eval_iters=eval_iters,
+             final_eval_batches=final_eval_batches, sample_chars=sample_chars,
+             sample_temperature=1.0, sample_top_k=None, log_interval=10)
+    if fast:
+        s.update(block_size=16, batch_size=4, n_layer=1, n_head=2, n_embd=16, max_iters=6,
+                 warmup_iters=2, lr_decay_iters=6, eval_interval=3, eval_iters=2,
+                 final_eval_batches=3, sample_chars=20, log_interval=2)
+    text = datasets.load("tinyshakespeare", split="all")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+
+    def encode(t):
+        return np.fromiter((stoi[c] for c in t), dtype=np.int64, count=len(t))
+
+    train_np = encode(datasets.load("tinyshakespeare", split="train"))
+    val_np = encode(datasets.load("tinyshakespeare", split="validation"))
+    s.update(vocab_size=len(chars), train_chars=len(train_np), val_chars=len(val_np))
+
+    with _on(device) as dev:
+        train_ids = tensor(train_np, dtype=np.int64, device=dev)
+        val_ids = tensor(val_np, dtype=np.int64, device=dev)
+        backend.manual_seed(seed)
+        cfg = GPTConfig(vocab_size=len(chars), block_size=s["block_size"], n_layer=s["n_layer"],
+                        n_head=s["n_head"], n_embd=s["n_embd"], dropout=s["dropout"],
+                        bias=s["bias"])
+        model = GPT(cfg).to(dev)
+        n_params = model.num_parameters()
+        opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
+        rng = np.random.default_rng(seed)                    # training batch offsets
+        eval_rng = np.random.default_rng([seed, 1])          # periodic estimates
+        say(f"shakespeare-gpt: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, "
+            f"block {s['block_size']}, {n_params:,} parameters, vocab {len(chars)}; "
+            f"{s['max_iters']} iterations of {s['batch_size']} windows on {dev}")
+
+        def lr_at(it):
+            return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["lr_decay_iters"],
+                              s["min_lr"])
+
+        def evaluate(it, n):
+            tr = _estimate_loss(model, train_ids, n, s["block_size"], s["batch_size"], eval_rng)
+            va = _estimate_loss(model, val_ids, n, s["block_size"], s["batch_size"], eval_rng)
+            eval_history.append({"iter": it, "train_loss": tr, "val_loss": va})
+            history.append({"step": it, "eval_loss": va, "eval_train_loss": tr})
+            say(f"step {it}: train loss {tr:.4f}, val loss {va:.4f}")
+            return va
+
+        history, eval_history = [], []
+        train_seconds = eval_seconds = 0.0
+        bar = _bar(s["max_iters"], "shakespeare-gpt", progress)
+        loss = None
+        model.train()
+        try:
+            for it in range(s["max_iters"]):
+                if it % s["eval_interval"] == 0:
+                    t0 = time.perf_counter()
+                    evaluate(it, s["eval_iters"])
+                    eval_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                lr = lr_at(it)
+                _set_lr(opt, lr)
+                x, y = random_windows(train_ids, s["block_size"], s["batch_size"], rng=rng)
+                _, loss = model(x, y)
+                opt.zero_grad()
+                loss.backward()
+                clip_grad_norm_(model.parameters(), s["grad_clip"])
+                opt.step()
+                if it % s["log_interval"] == 0 or (it + 1) % s["eval_interval"] == 0 \
+                        or it == s["max_iters"] - 1:
+                    # loss.item() syncs the device (as nanoGPT's logging does), so the
+                    # clock read below includes the queued GPU work before every evaluation
+                    lossf = loss.item()
+                    history.append({"step": it, "loss": lossf, "learning_rate": lr})
+                    bar.set_postfix(loss=f"{lossf:.4f}", lr=f"{lr:.2e}")
+                train_seconds += time.perf_counter() - t0
+                bar.update()
+        finally:
+            bar.close()
+        t0 = time.perf_counter()
+        val_loss_periodic = evaluate(s["max_iters"], s["eval_iters"])
+        final_rng = np.random.default_rng([seed, 2])
+        train_loss = _estimate_loss(model, train_ids, s["final_eval_batches"], s["block_size"],
+                                    s["batch_size"], final_rng)
+        val_loss = _estimate_loss(model, val_ids, s["final_eval_batches"], s["block_size"],
+                                  s["batch_size"], final_rng)
+        eval_seconds += time.perf_counter() - t0
+        start = tensor(np.array([[stoi["\n"]]], dtype=np.int64), device=dev)
+        gen = model.generate(start, s["sample_chars"], temperature=s["sample_temperature"],
+                             top_k=s["sample_top_k"], seed=seed)
+        sample = "".join(chars[i] for i in gen.numpy()[0].tolist())
+
+    tokens = s["max_iters"] * s["batch_size"] * s["block_size"]
+    result = _header("shakespeare-gpt", dev, seed, fast, s, SHAKESPEARE_ANCHOR)
+    result.update(
+        val_loss=val_loss, train_loss=train_loss, val_loss_20=val_loss_periodic,
+        eval_history=eval_history, history=history, parameters=int(n_params),
+        train_seconds=train_seconds, eval_seconds=eval_seconds,
+        ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),
+        tokens_per_second=tokens / train_seconds if train_seconds > 0 else float("nan"),
+        sample=sample)
+    result["total_seconds"] = time.perf_counter() - t_start
+    say(f"final: val loss {val_loss:.4f}, train loss {train_loss:.4f} "
+        f"({s['final_eval_batches']} batches each); {result['ms_per_iter']:.1f} ms/iter, "
+        f"{train_seconds:.1f} s training")
+    say("sample:\n" + sample)
+
+    def plot(path):
+        from ..training import plot_history
+        plot_history(history, path, title="nanoGPT Shakespeare (char) recipe, minillm")
+
+    return _finish(result, output_dir, plot, log)
+
+
+# == 2. Zaremba et al. (2014) small LSTM on PTB ===============================================
+PTB_LSTM_ANCHOR = {"Zaremba et al. 2014 small": 114.5, "target": "<= 115"}
+
+
+def zaremba_lr(epoch, learning_rate=1.0, lr_decay=0.5, max_epoch=4):
+    """The learning rate of (0-based) ``epoch``: ``learning_rate`` for the first
+    ``max_epoch`` epochs, then multiplied by ``lr_decay`` each epoch:
+    ``learning_rate * lr_decay ** max(epoch + 1 - max_epoch, 0)`` (their ``ptb_word_lm``)."""
+    return learning_rate * lr_decay ** max(epoch + 1 - max_epoch, 0)
+
+
+def zaremba_init_(model, init_scale=0.1):
+    """Their init: every parameter (embedding, LSTM weights and biases, softmax weight and
+    bias) drawn from U(-init_scale, init_scale). Returns ``model``.
+
+    (minillm's LSTM has one bias per layer where their cell has one per input and recurrent
+    projection; each is U(-0.1, 0.1) either way.)"""
+    for p in model.parameters():
+        init.uniform_(p, -init_scale, init_scale)
+    return model
+
+
+def build_word_vocab(tokens):
+    """``{word: id}`` by decreasing frequency, ties alphabetical (their ``_build_vocab``)."""
+    counts = collections.Counter(tokens)
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    return {w: i for i, w in enumerate(words)}
+
+
+def _map_words(tokens, vocab, what):
+    missing = sorted({w for w in tokens if w not in vocab})
+    if missing:
+        raise ValueError(f"ptb_lstm: {len(missing)} {what} words are not in the training "
+                         f"vocabulary (e.g. {missing[:5]}); PTB should have none")
+    return np.fromiter((vocab[w] for w in tokens), dtype=np.int64, count=len(tokens))
+
+
+def lstm_perplexity(model, ids, batch_size=1, bptt=20, device=None):
+    """Perplexity of ``model`` (an :class:`LSTMLM`) on the token ids ``ids``, the state carried
+    from window to window; returns ``(perplexity, mean loss, tokens scored)``.
+
+    The stream is cut into ``batch_size`` rows (the tail that does not fill a row is
+    dropped, as in their reader) and every next token of a row is scored.
+    """
+    stream = ContiguousStream(ids, batch_size, bptt, device=device, drop_last=False)
+    was = model.training
+    model.eval()
+    total, count, state = None, 0, None
+    try:
+        with no_grad():
+            for x, y in stream:
+                logits, state = model(x, state, return_state=True)
+                part = F.cross_entropy(logits, y, reduction="sum")
+                total = part if total is None else total + part
+                count += y.shape[0] * y.shape[1]
+    finally:
+        model.train(was)
+    loss = total.item() / count
+    return math.exp(loss), loss, count
+
+
+def ptb_lstm(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,
+             epochs=13, valid_batch_size=20, test_batch_size=1):
+    """Zaremba, Sutskever & Vinyals (2014), "small" configuration, on PTB words.
+
+    Vocabulary: the 10,000 words of the training tokens (``<eos>`` ends each sentence).
+    ``LSTMLM(10000, embed_dim=200, hidden_size=200, num_layers=2, dropout=0)``, every
+    parameter drawn from U(-0.1, 0.1). Batches of 20 rows walked 20 steps at a time with the
+    state carried over and detached (truncated BPTT); SGD, lr 1.0 for 4 epochs then halved
+    each epoch (:func:`zaremba_lr`), 13 epochs, global gradient norm clipped at 5.
+
+    Reports train and validation perplexity per epoch (validation with batches of
+    ``valid_batch_size``, as their script does), the final test perplexity (batch
+    ``test_batch_size``; theirs is 1 row and 1 step, here 1 row in windows of 20 with the
+    state carried: the same numbers), epoch times. ``epochs`` shortens the run.
+
+    Returns keys: ``test_perplexity``, ``valid_perplexity``, ``train_perplexity`` (last
+    epoch), ``epochs`` (a list of ``{epoch, lr, train_perplexity, valid_perplexity,
+    seconds}``), ``train_seconds``, ``test_eval_seconds``, ``total_seconds``,
+    ``ms_per_step``, ``parameters``, plus the common keys (see :func:`shakespeare_gpt`).
+    """
+    from .. import datasets
+
+    say = _logger(log)
+    t_start = time.perf_counter()
+    s = dict(vocab_size=10000, embed_dim=200, hidden_size=200, num_layers=2, dropout=0.0,
+             init_scale=0.1, batch_size=20, bptt=20, learning_rate=1.0, lr_decay=0.5,
+             max_epoch=4, epochs=epochs, max_grad_norm=5.0, valid_batch_size=valid_batch_size,
+             test_batch_size=test_batch_size, log_interval=50)
+    train_tok = datasets.load("ptb", split="train")
+    valid_tok = datasets.load("ptb", split="validation")
+    test_tok = datasets.load("ptb", split="test")
+    vocab = build_word_vocab(train_tok)     # from the whole training set, also when fast
+    if fast:
+        s.update(embed_dim=16, hidden_size=16, batch_size=4, bptt=10, epochs=1,
+                 valid_batch_size=min(valid_batch_size, 4), log_interval=10)
+        train_tok, valid_tok, test_tok = train_tok[:3000], valid_tok[:600], test_tok[:400]
+    s.update(vocab_size=len(vocab), train_tokens=len(train_tok), valid_tokens=len(valid_tok),
+             test_tokens=len(test_tok))
+    train_ids = _map_words(train_tok, vocab, "training")
+    valid_ids = _map_words(valid_tok, vocab, "validation")
+    test_ids = _map_words(test_tok, vocab, "test")
+
+    with _on(device) as dev:
+        backend.manual_seed(seed)
+        cfg = LSTMLMConfig(vocab_size=len(vocab), embed_dim=s["embed_dim"],
+                           hidden_size=s["hidden_size"], num_layers=s["num_layers"],
+                           dropout=s["dropout"], tie_weights=False)
+        model = zaremba_init_(LSTMLM(cfg).to(dev), s["init_scale"])
+        n_params = model.num_parameters()
+        opt = SGD(model.parameters(), lr=s["learning_rate"])
+        stream = ContiguousStream(train_ids, s["batch_size"], s["bptt"], device=dev)
+        say(f"ptb-lstm: {s['num_layers']} x LSTM({s['hidden_size']}), vocab {len(vocab)}, "
+            f"{n_params:,} parameters; {s['epochs']} epochs of {len(stream)} steps "
+            f"(batch {s['batch_size']}, bptt {s['bptt']}) on {dev}")
+        history, per_epoch = [], []
+        train_seconds, step = 0.0, 0
+        for epoch in range(s["epochs"]):
+            lr = zaremba_lr(epoch, s["learning_rate"], s["lr_decay"], s["max_epoch"])
+            _set_lr(opt, lr)
+            model.train()
+            state, total, count = None, None, 0
+            bar = _bar(len(stream), f"ptb-lstm epoch {epoch + 1}/{s['epochs']}", progress)
+            t0 = time.perf_counter()
+            try:
+                for i, (x, y) in enumerate(stream):
+                    logits, state = model(x, state, return_state=True)
+                    loss = F.cross_entropy(logits, y)      # mean over the B x T tokens
+                    # Zaremba et al. backpropagate sum over time / batch size, i.e. the
+                    # per-token mean times num_steps (20): the gradient whose norm they clip
+                    # at 5. Back-propagating loss * T keeps that threshold meaning the same.
+                    opt.zero_grad()
+                    (loss * y.shape[1]).backward()
+                    clip_grad_norm_(model.parameters(), s["max_grad_norm"])
+                    opt.step()
+                    state = model.detach_state(state)
+                    n_tok = y.shape[0] * y.shape[1]
+                    part = loss.detach() * n_tok
+                    total = part if total is None else total + part
+                    count += n_tok
+                    if i % s["log_interval"] == 0:
+                        lossf = loss.item()
+                        history.append({"step": step, "loss": lossf, "learning_rate": lr})
+                        bar.set_postfix(loss=f"{lossf:.3f}", ppl=f"{math.exp(lossf):.1f}",
+                                        lr=f"{lr:g}")
+                    step += 1
+                    bar.update()
+                train_loss = total.item() / count      # (syncs the device before timing)
+            finally:
+                bar.close()
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            valid_ppl, valid_loss, _ = lstm_perplexity(model, valid_ids, s["valid_batch_size"],
+                                                       s["bptt"], dev)
+            history.append({"step": step, "eval_loss": valid_loss})
+            per_epoch.append({"epoch": epoch + 1, "lr": lr,
+                              "train_perplexity": math.exp(train_loss),
+                              "valid_perplexity": valid_ppl, "seconds": seconds})
+            say(f"epoch {epoch + 1}: lr {lr:g}, train perplexity {math.exp(train_loss):.2f}, "
+                f"valid perplexity {valid_ppl:.2f}, {seconds:.1f} s")
+        t0 = time.perf_counter()
+        test_ppl, test_loss, test_count = lstm_perplexity(model, test_ids, s["test_batch_size"],
+                                                          s["bptt"], dev)
+        test_seconds = time.perf_counter() - t0
+    say(f"test perplexity {test_ppl:.2f} ({test_count:,} tokens, {test_seconds:.1f} s)")
+
+    result = _header("ptb-lstm", dev, seed, fast, s, PTB_LSTM_ANCHOR)
+    result.update(
+        test_perplexity=test_ppl, test_loss=test_loss, test_tokens_scored=test_count,
+        valid_perplexity=per_epoch[-1]["valid_perplexity"],
+        train_perplexity=per_epoch[-1]["train_perplexity"], epochs=per_epoch,
+        history=history, parameters=int(n_params), train_seconds=train_seconds,
+        test_eval_seconds=test_seconds, steps=step,
+        ms_per_step=1000.0 * train_seconds / max(1, step))
+    result["total_seconds"] = time.perf_counter() - t_start
+
+    def plot(path):
+        ep = [e["epoch"] for e in per_epoch]
+        _plot_lines(path, [("train", ep, [e["train_perplexity"] for e in per_epoch], "o-"),
+                           ("valid", ep, [e["valid_perplexity"] for e in per_epoch], "o-")],
+                    "Zaremba small LSTM on PTB, minillm", "epoch", "perplexity", logy=True)
+
+    return _finish(result, output_dir, plot, log)
+
+
+# == 3. Kneser-Ney n-grams on PTB =============================================================
+PTB_NGRAM_ANCHOR = {"Mikolov (interpolated KN 5-gram)": 141.2}
+
+
+def ptb_ngram(order=5, orders=(3, 4, 5), device=None, seed=0, fast=False, progress=True,
+              output_dir=None, log=print, discount=0.75):
+    """:class:`NGramLM` with interpolated Kneser-Ney (one discount, ``discount``) on PTB.
+
+    Fitted on the training sentences (each ends with ``</s>``, the LSTM's ``<eos>``, which is
+    predicted and counted like a word); perplexity on the validation and test sentences.
+    Every order in ``orders`` (plus ``order``) is fitted; ``order`` is the headline.
+    ``device`` and ``seed`` are accepted for a uniform interface (counting is NumPy on the
+    host and deterministic). ``fast``: the first 2,000 training sentences.
+
+    Returns keys: ``order``, ``test_perplexity``, ``valid_perplexity`` (for ``order``),
+    ``orders`` (a list of ``{order, valid_perplexity, test_perplexity, fit_seconds,
+    eval_seconds}``), ``vocab_size``, ``total_seconds``, plus the common keys.
+    """
+    from .. import datasets
+
+    say = _logger(log)
+    t_start = time.perf_counter()
+    all_orders = sorted(set(orders) | {order})
+    train = [s.split() for s in datasets.load("ptb", split="train", lines=True)]
+    valid = [s.split() for s in datasets.load("ptb", split="validation", lines=True)]
+    test = [s.split() for s in datasets.load("ptb", split="test", lines=True)]
+    if fast:
+        train = train[:2000]
+    settings = dict(order=order, orders=all_orders, smoothing="kneser_ney", discount=discount,
+                    train_sentences=len(train), valid_sentences=len(valid),
+                    test_sentences=len(test), train_tokens=sum(len(s) + 1 for s in train))
+    rows = []
+    bar = _bar(len(all_orders), "ptb-ngram", progress)
+    try:
+        for n in all_orders:
+            t0 = time.perf_counter()
+            lm = NGramLM(n, smoothing="kneser_ney", discount=discount).fit(train)
+            fit_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            valid_ppl, test_ppl = lm.perplexity(valid), lm.perplexity(test)
+            eval_seconds = time.perf_counter() - t0
+            rows.append({"order": n, "valid_perplexity": valid_ppl, "test_perplexity": test_ppl,
+                         "fit_seconds": fit_seconds, "eval_seconds": eval_seconds})
+            say(f"{n}-gram KN: valid perplexity {valid_ppl:.1f}, test perplexity "
+                f"{test_ppl:.1f} (fit {fit_seconds:.1f} s, eval {eval_seconds:.1f} s)")
+            bar.set_postfix(order=n, test_ppl=f"{test_ppl:.1f}")
+            bar.update()
+    finally:
+        bar.close()
+    head = next(r for r in rows if r["order"] == order)
+    result = _header("ptb-ngram", backend.device("cpu"), seed, fast, settings, PTB_NGRAM_ANCHOR)
+    result.update(order=order, test_perplexity=head["test_perplexity"],
+                  valid_perplexity=head["valid_perplexity"], orders=rows,
+                  vocab_size=lm.V, total_seconds=time.perf_counter() - t_start)
+
+    def plot(path):
+        xs = [r["order"] for r in rows]
+        _plot_lines(path, [("valid", xs, [r["valid_perplexity"] for r in rows], "o-"),
+                           ("test", xs, [r["test_perplexity"] for r in rows], "o-")],
+                    "Interpolated Kneser-Ney on PTB, minillm", "order n", "perplexity")
+
+    return _finish(result, output_dir, plot, log)
+
+
+# == 4. sentiment on chinese_reviews ==========================================================
+class SparseCounts(NamedTuple):
+    """Rows of feature counts in CSR form: row ``i`` has features
+    ``indices[indptr[i]:indptr[i+1]]`` with counts ``values[...]``."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    n_features: int
+
+    @property
+    def n_rows(self):
+        return len(self.indptr) - 1
+
+    def rows(self, idx):
+        """The rows ``idx`` as a new :class:`SparseCounts`."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = self.indptr[idx + 1] - self.indptr[idx]
+        take = np.concatenate([np.arange(self.indptr[i], self.indptr[i + 1]) for i in idx]) \
+            if len(idx) else np.zeros(0, dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return SparseCounts(indptr, self.indices[take], self.values[take], self.n_features)
+
+    def dense(self, binary=False, dtype=np.float32):
+        """A dense ``(n_rows, n_features)`` array (counts, or 0/1 with ``binary``)."""
+        out = np.zeros((self.n_rows, self.n_features), dtype=dtype)
+        row = np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
+        out[row, self.indices] = 1 if binary else self.values
+        return out
+
+
+class BagOfNGrams:
+    """Character n-gram counts (default unigrams and bigrams) over a vocabulary of the
+    n-grams seen at least ``min_count`` times in the texts given to :meth:`fit`."""
+
+    def __init__(self, ns=(1, 2), min_count=2):
+        self.ns, self.min_count = tuple(ns), int(min_count)
+        self.vocab = None
+
+    def ngrams(self, text):
+        """The character n-grams of ``text`` in order, all orders in ``ns``."""
+        return [text[i:i + n] for n in self.ns for i in range(len(text) - n + 1)]
+
+    def fit(self, texts):
+        counts = collections.Counter(g for t in texts for g in self.ngrams(t))
+        self.vocab = {g: i for i, g in enumerate(sorted(g for g, c in counts.items()
+                                                        if c >= self.min_count))}
+        return self
+
+    def transform(self, texts):
+        """:class:`SparseCounts` of ``texts`` (n-grams outside the vocabulary are dropped)."""
+        if self.vocab is None:
+            raise RuntimeError("BagOfNGrams: call fit(texts) first")
+        indptr, indices, values = [0], [], []
+        for t in texts:
+            c = collections.Counter(self.vocab[g] for g in self.ngrams(t) if g in self.vocab)
+            keys = sorted(c)
+            indices += keys
+            values += [c[k] for k in keys]
+            indptr.append(len(indices))
+        return SparseCounts(np.array(indptr, dtype=np.int64), np.array(indices, dtype=np.int64),
+                            np.array(values, dtype=np.float64), len(self.vocab))
+
+
+class MultinomialNB:
+    """Multinomial naive Bayes with add-``alpha`` (Laplace for 1) smoothing::
+
+        log P(c | x) = log P(c) + sum_f x_f log P(f | c) - log Z
+        P(c) = N_c / N,   P(f | c) = (count(f, c) + alpha) / (sum_f' count(f', c) + alpha |F|)
+    """
+
+    def __init__(self, alpha=1.0):
+        self.alpha = float(alpha)
+
+    def fit(self, X, y, n_classes=None):
+        y = np.asarray(y, dtype=np.int64)
+        k = int(n_classes or y.max() + 1)
+        row = np.repeat(np.arange(X.n_rows), np.diff(X.indptr))
+        counts = np.zeros((k, X.n_features))
+        np.add.at(counts, (y[row], X.indices), X.values)
+        self.class_log_prior_ = np.log(np.bincount(y, minlength=k) / len(y))
+        smoothed = counts + self.alpha
+        self.feature_log_prob_ = np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
+        return self
+
+    def joint_log_likelihood(self, X):
+        """``log P(c) + sum_f x_f log P(f | c)``, shape ``(n_rows, n_classes)``."""
+        per_entry = X.values[:, None] * self.feature_log_prob_.T[X.indices]     # (nnz, k)
+        row = np.repeat(np.arange(X.n_rows), np.diff(X.indptr))
+        out = np.zeros((X.n_rows, len(self.class_log_prior_)))
+        np.add.at(out, row, per_entry)
+        return out + self.class_log_prior_
+
+    def predict_log_proba(self, X):
+        jll = self.joint_log_likelihood(X)
+        m = jll.max(axis=1, keepdims=True)
+        return jll - (m + np.log(np.exp(jll - m).sum(axis=1, keepdims=True)))
+
+    def predict(self, X):
+        return self.joint_log_likelihood(X).argmax(axis=1)
+
+    @property
+    def num_parameters(self):
+        return int(self.feature_log_prob_.size + self.class_log_prior_.size)
+
+
+class _LogReg(Module):
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.linear = Linear(n_features, n_classes)
+        init.zeros_(self.linear.weight)
+        init.zeros_(self.linear.bias)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def _bow_batches(X, y, batch_size, binary, device, order):
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        rows = X.rows(idx)
+        x = rows.dense(binary=binary) if binary else np.log1p(rows.dense())
+        yield (tensor(x, device=device), tensor(np.asarray(y)[idx], dtype=np.int64,
+                                                 device=device))
+
+
+def _bow_eval(model, X, y, batch_size, binary, device):
+    correct, total = 0, None
+    model.eval()
+    with no_grad():
+        for x, t in _bow_batches(X, y, batch_size, binary, device, np.arange(X.n_rows)):
+            logits = model(x)
+            part = F.cross_entropy(logits, t, reduction="sum")
+            total = part if total is None else total + part
+            correct += int((logits.numpy().argmax(axis=-1) == t.numpy()).sum())
+    model.train()
+    return correct / max(1, X.n_rows), total.item() / max(1, X.n_rows)
+
+
+def train_bow_logreg(X_train, y_train, X_val, y_val, epochs=5, batch_size=64, lr=1e-3,
+                     weight_decay=1e-4, binary=True, device=None, seed=0, progress=False):
+    """Logistic regression ``softmax(x W + b)`` on bag-of-n-gram features (0/1 with
+    ``binary``, else ``log(1 + count)``), trained with minillm (``Linear``, cross-entropy,
+    Adam with L2 ``weight_decay``), weights starting at 0. After each epoch the validation
+    accuracy is measured; the weights of the best epoch are kept.
+
+    Returns ``(model, info)``; ``info`` has ``best_epoch``, ``val_accuracy``, ``epochs``
+    (``[{epoch, train_loss, val_loss, val_accuracy}]``), ``history`` and ``train_seconds``.
+    """
+    dev = backend.device(device)
+    backend.manual_seed(seed)
+    model = _LogReg(X_train.n_features, int(max(np.max(y_train), np.max(y_val))) + 1).to(dev)
+    opt = Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    best, best_state, rows, history, step = -1.0, None, [], [], 0
+    seconds = 0.0
+    n_batches = -(-X_train.n_rows // batch_size)
+    for epoch in range(1, epochs + 1):
+        bar = _bar(n_batches, f"bow logreg epoch {epoch}/{epochs}", progress)
+        t0 = time.perf_counter()
+        total, count = None, 0
+        try:
+            for x, t in _bow_batches(X_train, y_train, batch_size, binary, dev,
+                                     rng.permutation(X_train.n_rows)):
+                loss = F.cross_entropy(model(x), t)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                part = loss.detach() * t.shape[0]
+                total = part if total is None else total + part
+                count += t.shape[0]
+                step += 1
+                bar.update()
+            train_loss = total.item() / count
+        finally:
+            bar.close()
+        seconds += time.perf_counter() - t0
+        val_acc, val_loss = _bow_eval(model, X_val, y_val, 256, binary, dev)
+        history += [{"step": step, "loss": train_loss}, {"step": step, "eval_loss": val_loss}]
+        rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                     "val_accuracy": val_acc})
+        if val_acc > best:
+            best, best_epoch = val_acc, epoch
+            best_state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    model.load_state_dict({k: tensor(v, device=dev) for k, v in best_state.items()})
+    return model, {"best_epoch": best_epoch, "val_accuracy": best, "epochs": rows,
+                   "history": history, "train_seconds": seconds}
+
+
+def markdown_table(rows):
+    """The sentiment rows as a Markdown table."""
+    lines = ["| model | test accuracy | validation accuracy | train time (s) | parameters |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['test_accuracy']:.4f} | {r['val_accuracy']:.4f} | "
+                     f"{r['train_seconds']:.1f} | {r['parameters']:,} |")
+    return "\n".join(lines)
+
+
+class _LineWriter(io.TextIOBase):
+    """A text stream that hands each complete line to ``log`` (to route run_demo's prints)."""
+
+    def __init__(self, log):
+        self.log, self.buf = log, ""
+        self.stdout = sys.stdout          # where a print-based log really writes
+
+    def write(self, s):
+        self.buf += s
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            with contextlib.redirect_stdout(self.stdout):
+                self.log(line)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+DEMO_MODELS = ("GPT (pretrained) + mean-pool head", "LSTM (from scratch)")
+
+
+def sentiment(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,
+              include_demo=True, min_count=2, logreg_epochs=5, logreg_lr=1e-3,
+              logreg_weight_decay=1e-4, logreg_binary=True):
+    """The sentiment table on ``chinese_reviews`` (train / validation / test splits).
+
+    (a) Bag of character unigrams + bigrams (n-grams seen ``min_count`` times in the
+    training split; full texts): multinomial naive Bayes (Laplace smoothing) and a logistic
+    regression trained with minillm (:func:`train_bow_logreg`, epoch chosen by validation
+    accuracy). (b), (c) with ``include_demo``: the demo's LSTM from scratch and its GPT
+    pretrained on People's Daily then fine-tuned (:func:`minillm.demo.run_demo`, written to
+    ``output_dir/demo``; a temporary folder when ``output_dir`` is None).
+
+    Returns keys: ``rows`` (``[{model, test_accuracy, val_accuracy, train_seconds,
+    parameters}]``), ``table`` (Markdown), ``n_train``/``n_val``/``n_test``,
+    ``n_features``, ``logreg`` (per-epoch validation numbers), ``demo`` (run_demo's
+    results, or None), ``total_seconds``, plus the common keys.
+    """
+    from .. import datasets
+
+    say = _logger(log)
+    t_start = time.perf_counter()
+    splits = {sp: datasets.load("chinese_reviews", split=sp)
+              for sp in ("train", "validation", "test")}
+    texts = {sp: [ex["text"] for ex in d] for sp, d in splits.items()}
+    labels = {sp: np.array([ex["label"] for ex in d], dtype=np.int64) for sp, d in splits.items()}
+    if fast:
+        for sp, n in (("train", 600), ("validation", 200), ("test", 200)):
+            texts[sp], labels[sp] = texts[sp][:n], labels[sp][:n]
+        logreg_epochs = min(logreg_epochs, 2)
+    settings = dict(features="character unigrams + bigrams", min_count=min_count,
+                    nb_alpha=1.0, logreg_epochs=logreg_epochs, logreg_lr=logreg_lr,
+                    logreg_weight_decay=logreg_weight_decay, logreg_batch_size=64,
+                    logreg_features="binary" if logreg_binary else "log(1 + count)",
+                    include_demo=include_demo)
+    rows = []
+    bow = BagOfNGrams((1, 2), min_count).fit(texts["train"])
+    X = {sp: bow.transform(texts[sp]) for sp in texts}
+    say(f"sentiment: {len(texts['train'])} train, {len(texts['validation'])} validation, "
+        f"{len(texts['test'])} test reviews; {len(bow.vocab):,} n-gram features")
+
+    t0 = time.perf_counter()
+    nb = MultinomialNB(alpha=1.0).fit(X["train"], labels["train"], n_classes=2)
+    nb_seconds = time.perf_counter() - t0
+    nb_val = float((nb.predict(X["validation"]) == labels["validation"]).mean())
+    nb_test = float((nb.predict(X["test"]) == labels["test"]).mean())
+    rows.append({"model": "naive Bayes (char 1+2-grams)", "test_accuracy": nb_test,
+                 "val_accuracy": nb_val, "train_seconds": nb_seconds,
+                 "parameters": nb.num_parameters})
+    say(f"naive Bayes: validation {nb_val:.4f}, test {nb_test:.4f}")
+
+    with _on(device) as dev:
+        lr_model, info = train_bow_logreg(X["train"], labels["train"], X["validation"],
+                                          labels["validation"], epochs=logreg_epochs,
+                                          lr=logreg_lr, weight_decay=logreg_weight_decay,
+                                          binary=logreg_binary, device=dev, seed=seed,
+                                          progress=progress)
+        lr_test, _ = _bow_eval(lr_model, X["test"], labels["test"], 256, logreg_binary, dev)
+    rows.append({"model": "logistic regression (char 1+2-grams)", "test_accuracy": lr_test,
+                 "val_accuracy": info["val_accuracy"], "train_seconds": info["train_seconds"],
+                 "parameters": int(sum(p.size for p in lr_model.parameters()))})
+    say(f"logistic regression: best epoch {info['best_epoch']}, validation "
+        f"{info['val_accuracy']:.4f}, test {lr_test:.4f}")
+
+    demo_results = None
+    if include_demo:
+        from .. import demo
+        with contextlib.ExitStack() as stack:
+            if output_dir is not None:
+                demo_dir = str(Path(output_dir) / "demo")
+            else:
+                demo_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="minillm-"))
+            kw = dict(output_dir=demo_dir, device=str(backend.device(device)), seed=seed,
+                      progress=progress)
+            cfg = demo.DemoConfig.fast_config(**kw) if fast else demo.DemoConfig(**kw)
+            with contextlib.redirect_stdout(_LineWriter(say)):
+                demo_results = demo.run_demo(cfg, command="minillm bench sentiment"
+                                             + (" --fast" if fast else ""))
+        for name in DEMO_MODELS:
+            c = demo_results["classifiers"][name]
+            rows.append({"model": name, "test_accuracy": c["test_accuracy"],
+                         "val_accuracy": c["val_accuracy"], "train_seconds": c["train_seconds"],
+                         "parameters": c["parameters"]})
+        settings["demo_config"] = demo_results.get("config")
+
+    result = _header("sentiment", backend.device(device), seed, fast, settings,
+                     {"note": "no published number: the chinese_reviews split is minillm's own "
+                              "(seeded 80/10/10); the bag-of-n-grams rows are the reference"})
+    result.update(rows=rows, table=markdown_table(rows), n_train=len(texts["train"]),
+                  n_val=len(texts["validation"]), n_test=len(texts["test"]),
+                  n_features=len(bow.vocab), logreg=info["epochs"],
+                  logreg_best_epoch=info["best_epoch"], demo=demo_results)
+    result["total_seconds"] = time.perf_counter() - t_start
+    say(result["table"])
+
+    def plot(path):
+        ep = [r["epoch"] for r in info["epochs"]]
+        _plot_lines(path, [("train loss", ep, [r["train_loss"] for r in info["epochs"]], "o-"),
+                           ("validation loss", ep, [r["val_loss"] for r in info["epochs"]],
+                            "o-")],
+                    "Bag-of-n-grams logistic regression (chinese_reviews)", "epoch", "loss")
+
+    return _finish(result, output_dir, plot, log)
+
+
+# == registry and summaries ===================================================================
+class Benchmark(NamedTuple):
+    """A registered benchmark: the function and a one-line description."""
+
+    fn: Callable
+    description: str
+
+
+BENCHMARKS = {
+    "shakespeare-gpt": Benchmark(shakespeare_gpt, "nanoGPT's CPU recipe: char GPT 4x4x128 on "
+                                 "tinyshakespeare, 2000 iters (anchor val loss 1.88)"),
+    "ptb-lstm": Benchmark(ptb_lstm, "Zaremba et al. 2014 small LSTM on PTB words, 13 epochs "
+                          "(anchor test perplexity 114.5)"),
+    "ptb-ngram": Benchmark(ptb_ngram, "interpolated Kneser-Ney 3/4/5-grams on PTB (anchor "
+                           "KN5 test perplexity 141.2)"),
+    "sentiment": Benchmark(sentiment, "chinese_reviews: naive Bayes, BoW logistic regression, "
+                           "LSTM, pretrained+fine-tuned GPT"),
+}
+
+
+def run_benchmark(name, **kwargs):
+    """Run the benchmark ``name`` (a key of :data:`BENCHMARKS`) with ``kwargs``."""
+    if name not in BENCHMARKS:
+        raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name].fn(**kwargs)
+
+
+def _anchor_text(anchor):
+    return "; ".join(f"{k}: {v}" for k, v in anchor.items())
+
+
+def format_result(name, result):
+    """A short human-readable summary of ``result`` (from benchmark ``name``) with its anchor."""
+    fast = " [fast mode: not comparable]" if result.get("fast") else ""
+    head = f"{name} (minillm {result.get('version')}, {result.get('device')}){fast}"
+    if name == "shakespeare-gpt":
+        s = result["settings"]
+        lines = [head,
+                 f"  val loss {result['val_loss']:.4f} (mean of {s['final_eval_batches']} "
+                 f"batches; last {s['eval_iters']}-batch estimate {result['val_loss_20']:.4f}), "
+                 f"train loss {result['train_loss']:.4f}",
+                 f"  {result['ms_per_iter']:.1f} ms/iter, {result['tokens_per_second']:,.0f} "
+                 f"tokens/s, training {result['train_seconds']:.1f} s, total "
+                 f"{result['total_seconds']:.1f} s"]
+    elif name == "ptb-lstm":
+        lines = [head,
+                 f"  test perplexity {result['test_perplexity']:.2f}, valid "
+                 f"{result['valid_perplexity']:.2f}, train {result['train_perplexity']:.2f} "
+                 f"after {len(result['epochs'])} epochs",
+                 f"  {result['ms_per_step']:.1f} ms/step, training {result['train_seconds']:.1f}"
+                 f" s, total {result['total_seconds']:.1f} s"]
+    elif name == "ptb-ngram":
+        lines = [head, "  order  valid ppl  test ppl  fit (s)"]
+        lines += [f"  {r['order']:>5}  {r['valid_perplexity']:>9.1f}  {r['test_perplexity']:>8.1f}"
+                  f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
+    elif name == "sentiment":
+        lines = [head, result["table"]]
+    else:
+        raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    lines.append(f"  anchor: {_anchor_text(result['anchor'])}")
+    return "\n".join(lines)

@@ -1,0 +1,941 @@
+"""Task recipes behind ``minillm pretrain``, ``finetune``, ``evaluate`` and ``generate``.
+
+The tutorial's loop, one function per step, for three fine-tuning tasks on built-in
+datasets or on your own files::
+
+    data (load_task_data) -> features (encode_*) -> model (build_task_model)
+        -> Trainer -> metrics (evaluate_features) -> run directory
+
+* ``classification``: text -> label (TSV/CSV files, or e.g. ``chinese_reviews``, ``sst2``,
+  ``clinc150``); accuracy and macro/weighted F1.
+* ``ner``: words -> BIO tags (CoNLL files, or ``peoples_daily_ner``, ``wnut17``);
+  entity-level precision/recall/F1 (conlleval semantics), decoded with a BIO-constrained
+  Viterbi so a predicted ``I-X`` never follows ``O``.
+* ``qa``: extractive question answering (SQuAD-format JSON, or ``cmrc2018``,
+  ``squad_v1.1``); exact match and F1 (character-level for Chinese, as CMRC 2018 scores).
+
+A fine-tuning run directory holds ``config.json`` (the settings and the command),
+``tokenizer.json``, ``model/`` (the fine-tuned model: ``config.json``, ``model.npz``,
+``tokenizer.json``, ``task.json``; load it with :func:`load_task_model`),
+``checkpoint-N/`` (the Trainer's), ``history.json``/``history.csv``, ``loss.png``,
+``metrics.json`` and, for classification, ``confusion_matrix.png``.
+
+Without ``model`` a small model is trained from scratch (a 2-layer BERT-style encoder by
+default; ``model_type="gpt"`` for a causal one) with a character tokenizer built from the
+training texts. With ``model`` the body, and its ``tokenizer.json``, come from a minillm
+model directory (e.g. ``runs/demo/pretrained``, written by ``minillm demo``/``pretrain``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, datasets, metrics
+from .autograd import no_grad
+from .data import CharTokenizer, Collator, Tokenizer, WordPieceTokenizer
+from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
+from .models import BERT, GPT, BertConfig, GPTConfig
+from .training import Trainer, TrainingArguments, plot_history
+
+__all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", "evaluate",
+           "load_task_data", "load_task_model", "build_tokenizer", "encode_classification",
+           "encode_ner", "encode_qa", "evaluate_features", "atomic_write_json", "is_fast_env",
+           "TaskError"]
+
+TASKS = ("classification", "ner", "qa")
+MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
+TASK_FILE = "task.json"
+TOKENIZER_FILE = "tokenizer.json"
+# special tokens every tokenizer built here carries ([CLS] q [SEP] c [SEP] for QA and BERT)
+SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]",
+            "bos": "<bos>", "eos": "<eos>"}
+
+
+class TaskError(ValueError):
+    """A task, dataset, file or model that does not fit the requested run."""
+
+
+def is_fast_env():
+    """True when ``MINILLM_FAST`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get("MINILLM_FAST", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as UTF-8 JSON through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _log(log, msg):
+    if log is not None:
+        log(msg)
+
+
+# =============================================================================================
+# configs
+# =============================================================================================
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Every knob of :func:`finetune` (the CLI flags have the same names, with dashes)."""
+
+    task: str
+    output_dir: str = "runs/finetune"
+    # data: a built-in dataset, or files
+    dataset: str | None = None
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    text_column: str = "text"          # TSV/CSV: a header name or a 0-based index ("0")
+    label_column: str = "label"
+    no_header: bool = False            # TSV/CSV without a header line (columns by index)
+    token_column: int = 0              # CoNLL
+    tag_column: int = -1
+    validation_fraction: float = 0.1   # carved from train when no validation data is given
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    # model
+    model: str | None = None           # a minillm model directory to start from
+    model_type: str = "bert"           # from scratch: "bert" or "gpt"
+    tokenizer: str = "char"            # from scratch: "char" or "wordpiece"
+    vocab_size: int = 8000             # wordpiece vocabulary size
+    min_freq: int = 1                  # char tokenizer: keep characters seen this often
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 128
+    max_length: int | None = None      # None: 128, capped by the model's positions
+    pooling: str = "auto"
+    dropout: float = 0.1
+    # QA windows
+    doc_stride: int = 32
+    max_query_length: int = 32
+    max_answer_length: int = 30
+    # training
+    num_train_epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float | None = None  # None: 5e-4 from scratch, 1e-4 from a pretrained model
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_scheduler_type: str = "linear"
+    max_grad_norm: float = 1.0
+    eval_steps: int | None = None      # None: once per epoch
+    save_total_limit: int = 2
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise TaskError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if (self.dataset is None) == (self.train is None):
+            raise TaskError("give either a built-in dataset (--dataset NAME) or your own "
+                            "training file (--train FILE), not both and not neither")
+        if self.dataset is not None and (self.validation or self.test):
+            raise TaskError("--validation/--test files go with --train FILE; a built-in "
+                            "dataset brings its own splits")
+        if self.model_type not in ("bert", "gpt"):
+            raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
+        if self.tokenizer not in ("char", "wordpiece"):
+            raise TaskError(f"tokenizer must be 'char' or 'wordpiece', got {self.tokenizer!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise TaskError(f"validation_fraction must be in (0, 1), got "
+                            f"{self.validation_fraction}")
+        for name in ("n_layer", "n_head", "n_embd", "batch_size", "eval_batch_size", "min_freq",
+                     "vocab_size", "max_answer_length", "max_query_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TaskError(f"{name} must be an int >= 1, got {v!r}")
+        for name in ("max_length", "max_steps", "max_train_examples", "max_eval_examples",
+                     "eval_steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise TaskError(f"{name} must be None or an int >= 1, got {v!r}")
+        if self.doc_stride < 0:
+            raise TaskError(f"doc_stride must be >= 0, got {self.doc_stride}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise TaskError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.device is not None:
+            backend.device(self.device)       # a clear DeviceError now, not after loading data
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Every knob of :func:`pretrain`: a character (or BPE) GPT on a text corpus."""
+
+    output_dir: str = "runs/pretrain"
+    dataset: str | None = "tinyshakespeare"  # peoples_daily_text, tinyshakespeare, ptb
+    train: str | None = None                 # your own UTF-8 text file instead
+    validation: str | None = None            # default: the dataset's split / last 10% of train
+    tokenizer: str = "char"                  # "char" or "bpe"
+    vocab_size: int = 512                    # BPE only
+    min_freq: int = 1
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    max_steps: int = 2000
+    batch_size: int = 12
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = 0.1                # cosine decay ends at learning_rate * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_steps: int = 250
+    eval_batches: int = 20
+    save_steps: int | None = 500
+    save_total_limit: int = 2
+    prompt: str = "\n"
+    sample_tokens: int = 200
+    top_k: int | None = None
+    seed: int = 1337
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if (self.dataset is None) == (self.train is None):
+            raise TaskError("give either a built-in text dataset (--dataset NAME) or your own "
+                            "text file (--train FILE), not both and not neither")
+        if self.dataset is not None and self.dataset not in TEXT_DATASETS:
+            raise TaskError(f"pretrain reads a text corpus; dataset must be one of "
+                            f"{', '.join(TEXT_DATASETS)}, got {self.dataset!r}")
+        if self.tokenizer not in ("char", "bpe"):
+            raise TaskError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "max_steps", "batch_size",
+                     "eval_steps", "eval_batches", "min_freq", "vocab_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise TaskError(f"{name} must be an int >= 1, got {v!r}")
+        if not 0 < self.min_lr_ratio <= 1:
+            raise TaskError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
+        if self.device is not None:
+            backend.device(self.device)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# =============================================================================================
+# data
+# =============================================================================================
+TEXT_DATASETS = ("peoples_daily_text", "tinyshakespeare", "ptb")
+
+
+def _column(spec, no_header):
+    """A column given on the command line: a digit string is an index, else a header name."""
+    if isinstance(spec, int):
+        return spec
+    spec = str(spec)
+    if spec.lstrip("-").isdigit():
+        return int(spec)
+    if no_header:
+        raise TaskError(f"column {spec!r} is a name but the file has no header (--no-header); "
+                        "give a 0-based column index")
+    return spec
+
+
+def _load_file(path, task, cfg, label_names=None):
+    """One user file for ``task``, by extension: .tsv/.txt, .csv; .conll/.bio/.txt; .json."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {p}")
+    ext = p.suffix.lower()
+    if task == "classification":
+        kw = dict(text_col=_column(cfg.text_column, cfg.no_header),
+                  label_col=_column(cfg.label_column, cfg.no_header),
+                  header=not cfg.no_header, label_names=label_names)
+        if ext == ".csv":
+            return datasets.load_csv(p, **kw)
+        if ext in (".tsv", ".txt", ".tab"):
+            return datasets.load_tsv(p, **kw)
+        raise TaskError(f"{p}: a classification file is .tsv (tab-separated) or .csv, got "
+                        f"{ext or 'no extension'}")
+    if task == "ner":
+        if ext == ".json":
+            raise TaskError(f"{p}: an NER file is CoNLL text (one 'token tag' per line, a blank "
+                            "line between sentences), not JSON")
+        return datasets.load_conll(p, token_col=cfg.token_column, tag_col=cfg.tag_column,
+                                   label_names=label_names)
+    if ext != ".json":
+        raise TaskError(f"{p}: a QA file is SQuAD-format JSON (.json), got {ext or 'no extension'}")
+    ds = datasets.load_squad(p)
+    datasets.qa.fix_answer_starts(ds.examples)   # a misplaced answer_start is repaired
+    return ds
+
+
+def _carve(ds, fraction, seed):
+    """Split a Dataset into (train, validation): a seeded random ``fraction`` for
+    validation; QA examples are kept together by context (whole paragraphs move)."""
+    ex = ds.examples
+    keys = [e.get("context", i) for i, e in enumerate(ex)]
+    uniq = list(dict.fromkeys(keys))
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(fraction * len(uniq))))
+    if n_val >= len(uniq):
+        raise TaskError(f"{ds.name}: too few examples ({len(ex)}) to carve a validation set; "
+                        "give a --validation file")
+    val_keys = {uniq[i] for i in rng.permutation(len(uniq))[:n_val]}
+    tr = [e for e, k in zip(ex, keys) if k not in val_keys]
+    va = [e for e, k in zip(ex, keys) if k in val_keys]
+    return (datasets.Dataset(tr, ds.label_names, ds.name, "train", ds.meta),
+            datasets.Dataset(va, ds.label_names, ds.name, "validation", ds.meta))
+
+
+def _limit(ds, n):
+    if n is None or ds is None or len(ds) <= n:
+        return ds
+    return datasets.Dataset(ds.examples[:n], ds.label_names, ds.name, ds.split, ds.meta)
+
+
+def _check_task_fields(ds, task, where):
+    need = {"classification": ("text", "label"), "ner": ("tokens", "tags"),
+            "qa": ("context", "question", "answers")}[task]
+    if not len(ds):
+        raise TaskError(f"{where} has no examples")
+    missing = [k for k in need if k not in ds[0]]
+    if missing:
+        raise TaskError(f"{where} does not look like {task} data: its examples lack "
+                        f"{missing} (fields: {sorted(ds[0])})")
+    if task == "classification" and any(e["label"] is None for e in ds.examples):
+        raise TaskError(f"{where} has unlabelled examples (e.g. GLUE's hidden test labels); "
+                        "it cannot be used for training or evaluation")
+
+
+def load_task_data(cfg, log=print):
+    """``{"train", "validation", "test"?}`` Datasets and ``label_names`` for ``cfg``.
+
+    A built-in dataset uses its own splits (QA sets have train/test only: validation is
+    carved from train by paragraph); files are read by extension. Without a validation
+    file, ``validation_fraction`` of the training examples is held out (seeded).
+    """
+    task = cfg.task
+    splits = {}
+    if cfg.dataset is not None:
+        spec = datasets.get_spec(cfg.dataset)
+        kw = {"fix_answer_starts": True} if "fix_answer_starts" in spec.options() else {}
+        for s in ("train", "validation", "test"):
+            if s in spec.splits:
+                splits[s] = datasets.load(cfg.dataset, split=s, **kw)
+        if not isinstance(splits.get("train"), datasets.Dataset):
+            raise TaskError(f"dataset {cfg.dataset!r} ({spec.task}) is not a labelled dataset "
+                            f"for {task}")
+        name = cfg.dataset
+    else:
+        splits["train"] = _load_file(cfg.train, task, cfg)
+        names = splits["train"].label_names
+        if cfg.validation:
+            splits["validation"] = _load_file(cfg.validation, task, cfg, names)
+        if cfg.test:
+            splits["test"] = _load_file(cfg.test, task, cfg, names)
+        name = Path(cfg.train).name
+    for s, ds in splits.items():
+        _check_task_fields(ds, task, f"{name} ({s})")
+    if task == "classification" and cfg.dataset == "sst2" and "test" in splits:
+        del splits["test"]                        # GLUE hides SST-2's test labels
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = _carve(splits["train"], cfg.validation_fraction,
+                                                       cfg.seed)
+        _log(log, f"validation: {len(splits['validation'])} examples held out from the "
+                  f"training data ({cfg.validation_fraction:.0%}, seed {cfg.seed})")
+    splits["train"] = _limit(splits["train"], cfg.max_train_examples)
+    for s in ("validation", "test"):
+        splits[s] = _limit(splits.get(s), cfg.max_eval_examples)
+    if splits.get("test") is None:
+        splits.pop("test", None)
+    return splits, splits["train"].label_names
+
+
+def _placeable(ds, split, log):
+    """QA examples whose first answer sits at its ``answer_start`` (after the repair done on
+    loading); the others cannot give answer positions for training and are reported."""
+    ok = [e for e in ds.examples
+          if datasets.qa.answer_ok(e["context"], e["answers"]["text"][0],
+                                   e["answers"]["answer_start"][0])]
+    if len(ok) < len(ds):
+        _log(log, f"{split}: {len(ds) - len(ok)} of {len(ds)} questions skipped for training "
+                  "(their answer text does not occur in the context)")
+    if not ok:
+        raise TaskError(f"{split}: no question has its answer in the context")
+    return datasets.Dataset(ok, ds.label_names, ds.name, ds.split, ds.meta)
+
+
+def _lang(examples):
+    """'zh' when contexts are mostly CJK characters (CMRC scoring), else 'en'."""
+    text = "".join(e["context"][:200] for e in examples[:50])
+    cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return "zh" if text and cjk / len(text) > 0.3 else "en"
+
+
+# =============================================================================================
+# tokenizer and features
+# =============================================================================================
+def _texts_for_tokenizer(task, ds):
+    if task == "classification":
+        return [e["text"] for e in ds]
+    if task == "ner":
+        return [" ".join(e["tokens"]) for e in ds]
+    return [e["context"] for e in ds] + [e["question"] for e in ds]
+
+
+def build_tokenizer(task, train, kind="char", min_freq=1, vocab_size=8000):
+    """A tokenizer trained on the training texts, with [PAD] [UNK] [CLS] [SEP] [MASK]."""
+    texts = [t for t in _texts_for_tokenizer(task, train) if t]
+    if kind == "char":
+        return CharTokenizer.train(texts, min_freq=min_freq, special_tokens=SPECIALS)
+    return WordPieceTokenizer.train(texts, vocab_size=vocab_size)
+
+
+def _with_specials(tok, ids, max_length):
+    room = max_length - tok.num_special_tokens_to_add()
+    return tok.build_inputs_with_special_tokens(list(ids)[:room])
+
+
+def encode_classification(ds, tok, max_length):
+    """``[{"input_ids", "labels"}]``: ``[CLS] text [SEP]`` cut to ``max_length``."""
+    return [{"input_ids": _with_specials(tok, tok.encode(e["text"]), max_length),
+             "labels": int(e["label"])} for e in ds]
+
+
+def encode_ner(ds, tok, label_names, max_length):
+    """Token-classification features (first sub-token of each word carries its tag)."""
+    return token_classification_features(ds.examples, tok, label_names, max_length=max_length)
+
+
+def encode_qa(ds, tok, max_length, stride, max_query_length, with_answers=True):
+    """QA windows (see :func:`minillm.data.prepare_qa_features`); without answers for
+    evaluation (their positions are not needed, and an unplaced answer is no error there)."""
+    ex = ds.examples if with_answers else [
+        {k: v for k, v in e.items() if k != "answers"} for e in ds.examples]
+    room = max_length - max_query_length - 3
+    stride = min(stride, max(0, room - 1))
+    return prepare_qa_features(ex, tok, max_length=max_length, stride=stride,
+                               max_query_length=max_query_length)
+
+
+MODEL_FIELDS = ("input_ids", "token_type_ids", "labels", "start_positions", "end_positions")
+
+
+def _model_inputs(features):
+    """Features without the bookkeeping fields (offsets, word ids, example ids)."""
+    return [{k: f[k] for k in MODEL_FIELDS if k in f} for f in features]
+
+
+# =============================================================================================
+# models
+# =============================================================================================
+def _heads():
+    from .models import heads  # noqa: PLC0415  (heads import the bodies)
+    return heads
+
+
+def _head_class(task):
+    h = _heads()
+    return {"classification": h.ModelForSequenceClassification,
+            "ner": h.ModelForTokenClassification,
+            "qa": h.ModelForQuestionAnswering}[task]
+
+
+def _body_positions(body):
+    c = body.config
+    return getattr(c, "block_size", None) or getattr(c, "max_position_embeddings")
+
+
+def _load_body(path, log=print):
+    """The GPT/BERT body of a minillm model directory (a head model gives its body)."""
+    from .models import auto  # noqa: PLC0415
+    model = auto.load_model(path)
+    if isinstance(model, (GPT, BERT)):
+        return model
+    for attr in ("base", "bert"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, (GPT, BERT)):
+            _log(log, f"using the {type(inner).__name__} body of the {model.model_type} model "
+                      f"in {path}")
+            return inner
+    raise TaskError(f"{path} holds a {model.model_type!r} model; fine-tuning starts from a GPT "
+                    "or BERT model directory (e.g. runs/demo/pretrained)")
+
+
+def load_tokenizer(directory):
+    """``tokenizer.json`` of a model directory, with a clear error when it is missing."""
+    p = Path(directory) / TOKENIZER_FILE
+    if not p.is_file():
+        raise TaskError(f"{directory} has no {TOKENIZER_FILE}: a model directory used for "
+                        "fine-tuning or generation needs its tokenizer (minillm demo / pretrain "
+                        "write it next to config.json and model.npz)")
+    return Tokenizer.load(p)
+
+
+def build_task_model(cfg, tok, label_names, log=print):
+    """The head model for ``cfg.task``: on a loaded body (``cfg.model``) or a fresh one."""
+    task = cfg.task
+    if cfg.model is not None:
+        body = _load_body(cfg.model, log)
+        vocab = body.config.vocab_size
+        if tok.vocab_size > vocab:
+            raise TaskError(f"the tokenizer in {cfg.model} has {tok.vocab_size} tokens but the "
+                            f"model's vocabulary is {vocab}")
+    else:
+        limit = cfg.max_length or 128
+        if cfg.model_type == "gpt":
+            body = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=limit,
+                                 n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                 dropout=cfg.dropout))
+        else:
+            body = BERT(BertConfig(vocab_size=tok.vocab_size, hidden_size=cfg.n_embd,
+                                   num_hidden_layers=cfg.n_layer,
+                                   num_attention_heads=cfg.n_head,
+                                   intermediate_size=4 * cfg.n_embd,
+                                   max_position_embeddings=limit,
+                                   hidden_dropout_prob=cfg.dropout,
+                                   hidden_act="gelu_new",     # tanh GELU: ~6x cheaper on CPU
+                                   attention_probs_dropout_prob=cfg.dropout))
+    kw = {}
+    if task == "classification":
+        kw = dict(num_labels=len(label_names), label_names=list(label_names),
+                  pooling=cfg.pooling)
+    elif task == "ner":
+        kw = dict(num_labels=len(label_names), label_names=list(label_names))
+    model = _head_class(task).from_base(body, **kw)
+    return model
+
+
+def _resolve_max_length(cfg, body_positions):
+    if cfg.max_length is None:
+        return min(128, body_positions)
+    if cfg.max_length > body_positions:
+        raise TaskError(f"max_length={cfg.max_length} exceeds the model's {body_positions} "
+                        "positions; lower --max-length")
+    return cfg.max_length
+
+
+def save_task_model(model, tok, task_info, directory):
+    """``model/``: the head model (config.json + model.npz), tokenizer.json and task.json."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tok.save(directory / TOKENIZER_FILE)
+    atomic_write_json(directory / TASK_FILE, task_info)
+    return directory
+
+
+def load_task_model(path, device=None):
+    """``(model, tokenizer, task_info)`` from a fine-tuned model directory (or a run
+    directory holding ``model/``)."""
+    from .models import auto  # noqa: PLC0415
+    p = Path(path)
+    if not (p / TASK_FILE).is_file() and (p / "model" / TASK_FILE).is_file():
+        p = p / "model"
+    if not (p / TASK_FILE).is_file():
+        raise TaskError(f"{path} is not a fine-tuned model directory (no {TASK_FILE}); give the "
+                        "run directory of `minillm finetune` or its model/ folder")
+    with open(p / TASK_FILE, encoding="utf-8") as f:
+        info = json.load(f)
+    model = auto.load_model(p, device=device)
+    return model, load_tokenizer(p), info
+
+
+# =============================================================================================
+# evaluation
+# =============================================================================================
+def _batches(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _logits_host(x):
+    return x.numpy().astype(np.float64)
+
+
+def evaluate_features(model, task, ds, features, collator, info, batch_size=64):
+    """The task's metrics of ``model`` on ``ds`` (encoded as ``features``), plus the
+    predictions. Runs in eval mode without gradients."""
+    was = model.training
+    model.eval()
+    try:
+        with no_grad():
+            if task == "classification":
+                return _eval_classification(model, ds, features, collator, info, batch_size)
+            if task == "ner":
+                return _eval_ner(model, ds, features, collator, info, batch_size)
+            return _eval_qa(model, ds, features, collator, info, batch_size)
+    finally:
+        model.train(was)
+
+
+def _run(model, feats, collator, batch_size):
+    for chunk in _batches(feats, batch_size):
+        batch = collator(_model_inputs(chunk))
+        batch.pop("labels", None)
+        batch.pop("start_positions", None)
+        batch.pop("end_positions", None)
+        yield chunk, batch, model(**batch)
+
+
+def _eval_classification(model, ds, feats, collator, info, batch_size):
+    preds = []
+    for _, _, logits in _run(model, feats, collator, batch_size):
+        preds.append(_logits_host(logits).argmax(axis=-1))
+    pred = np.concatenate(preds).astype(np.int64)
+    gold = np.array([f["labels"] for f in feats], dtype=np.int64)
+    labels = list(range(len(info["label_names"])))
+    macro = metrics.precision_recall_f1(gold, pred, average="macro", labels=labels)
+    weighted = metrics.precision_recall_f1(gold, pred, average="weighted", labels=labels)
+    out = {"accuracy": float(metrics.accuracy(gold, pred)), "macro_f1": float(macro[2]),
+           "weighted_f1": float(weighted[2]), "examples": int(len(gold))}
+    return out, {"gold": gold.tolist(), "pred": pred.tolist()}
+
+
+def _eval_ner(model, ds, feats, collator, info, batch_size):
+    heads = _heads()
+    names = info["label_names"]
+    gold_tags, pred_tags = [], []
+    k = 0
+    for chunk, _, logits in _run(model, feats, collator, batch_size):
+        scores = _logits_host(logits)
+        for row, f in zip(scores, chunk):
+            words = ds[k]["tokens"]
+            first = {}
+            for pos, w in enumerate(f["word_ids"]):
+                if w is not None and w not in first:
+                    first[w] = pos
+            order = sorted(first)
+            z = row[[first[w] for w in order]]
+            z = z - z.max(axis=-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            ids = heads.bio_viterbi(logp, names) if len(order) else []
+            tags = ["O"] * len(words)          # words cut off by max_length are predicted O
+            for w, i in zip(order, ids):
+                tags[w] = names[i]
+            gold_tags.append(list(ds[k]["tags"]))
+            pred_tags.append(tags)
+            k += 1
+    r = metrics.ner_f1(gold_tags, pred_tags)
+    out = {"precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
+           "per_type": r["per_type"], "sentences": len(gold_tags)}
+    return out, {"gold": gold_tags, "pred": pred_tags}
+
+
+def _eval_qa(model, ds, feats, collator, info, batch_size):
+    starts, ends = [], []
+    for chunk, _, out in _run(model, feats, collator, batch_size):
+        s, e = (_logits_host(out[0]), _logits_host(out[1]))
+        for j, f in enumerate(chunk):
+            n = len(f["input_ids"])
+            starts.append(s[j, :n])
+            ends.append(e[j, :n])
+    preds = postprocess_qa(ds.examples, feats, starts, ends,
+                           max_answer_length=info.get("max_answer_length", 30))
+    refs = {e.get("id", i): e["answers"]["text"] for i, e in enumerate(ds.examples)}
+    lang = info.get("lang") or _lang(ds.examples)
+    scores = metrics.qa_scores(preds, refs, lang=lang)
+    return ({"exact_match": scores["exact_match"], "f1": scores["f1"], "lang": lang,
+             "questions": len(refs), "windows": len(feats)}, {"pred": preds})
+
+
+def _features(task, ds, tok, info, with_answers):
+    if task == "classification":
+        return encode_classification(ds, tok, info["max_length"])
+    if task == "ner":
+        return encode_ner(ds, tok, info["label_names"], info["max_length"])
+    return encode_qa(ds, tok, info["max_length"], info["doc_stride"], info["max_query_length"],
+                     with_answers=with_answers)
+
+
+# =============================================================================================
+# finetune
+# =============================================================================================
+def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
+    """Fine-tune (or train from scratch) a model for ``cfg.task``; returns the results dict
+    (also ``metrics.json`` in the run directory)."""
+    from . import __version__
+
+    t_start = time.perf_counter()
+    dev = backend.device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(dev))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
+                                            "finetune": cfg.to_dict()})
+    task = cfg.task
+    splits, label_names = load_task_data(cfg, log)
+    _log(log, "data: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items())
+         + (f"; {len(label_names)} labels" if label_names else ""))
+    with backend.default_device_as(dev):
+        backend.manual_seed(cfg.seed)
+        if cfg.model is not None:
+            tok = load_tokenizer(cfg.model)
+        else:
+            tok = build_tokenizer(task, splits["train"], cfg.tokenizer, cfg.min_freq,
+                                  cfg.vocab_size)
+        if task == "qa" and (tok.cls_id is None or tok.sep_id is None):
+            raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
+                            f"of {cfg.model} has no [CLS]/[SEP] tokens")
+        tok.save(out / TOKENIZER_FILE)
+        model = build_task_model(cfg, tok, label_names, log).to(dev)
+        max_length = _resolve_max_length(cfg, _body_positions(model.base))
+        info = {"task": task, "label_names": label_names, "max_length": max_length,
+                "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length,
+                "max_answer_length": cfg.max_answer_length, "base_model": cfg.model,
+                "dataset": cfg.dataset or cfg.train}
+        if task == "qa":
+            info["lang"] = _lang(splits["train"].examples)
+        if task == "qa":
+            splits["train"] = _placeable(splits["train"], "train", log)
+        train_feats = _features(task, splits["train"], tok, info, with_answers=True)
+        eval_feats = {s: _features(task, splits[s], tok, info, with_answers=False)
+                      for s in ("validation", "test") if s in splits}
+        collator = Collator(pad_id=tok.pad_id, device=dev)
+        _log(log, f"model: {type(model).__name__} on a {type(model.base).__name__} body"
+                  f"{' from ' + cfg.model if cfg.model else ' from scratch'}, "
+                  f"{model.num_parameters():,} parameters; tokenizer {type(tok).__name__} "
+                  f"({tok.vocab_size} tokens); max_length {max_length}; "
+                  f"{len(train_feats)} training features")
+
+        def compute_metrics(m, loader):
+            r, _ = evaluate_features(m, task, splits["validation"], eval_feats["validation"],
+                                     collator, info, cfg.eval_batch_size)
+            return {k: v for k, v in r.items() if isinstance(v, float)}
+
+        steps_per_epoch = max(1, math.ceil(len(train_feats) / cfg.batch_size))
+        lr = cfg.learning_rate or (1e-4 if cfg.model else 5e-4)
+        eval_steps = cfg.eval_steps or steps_per_epoch
+        args = TrainingArguments(
+            str(out), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=lr,
+            warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler_type,
+            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+            eval_steps=eval_steps, save_steps=eval_steps,
+            logging_steps=max(1, min(50, steps_per_epoch // 5)),
+            save_total_limit=cfg.save_total_limit,
+            early_stopping_patience=cfg.early_stopping_patience,
+            metric_for_best_model=f"eval_{MAIN_METRIC[task]}", greater_is_better=True,
+            seed=cfg.seed, device=str(dev), disable_tqdm=not cfg.progress)
+        # the Trainer's eval loss needs targets: QA evaluates its loss on windows with answer
+        # positions (the metrics use the answer-free windows and all reference answers)
+        loss_feats = eval_feats["validation"] if task != "qa" else _features(
+            task, _placeable(splits["validation"], "validation", None), tok, info, True)
+        trainer = Trainer(model, args, train_dataset=_model_inputs(train_feats),
+                          eval_dataset=_model_inputs(loss_feats),
+                          data_collator=collator, compute_metrics=compute_metrics)
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        train_seconds = time.perf_counter() - t0
+        save_task_model(model, tok, info, out / "model")
+        results = {"task": task, "command": command, "minillm": __version__,
+                   "device": str(dev), "train_seconds": train_seconds,
+                   "steps": trainer.state.global_step, "parameters": model.num_parameters(),
+                   "train_examples": len(splits["train"]), "train_features": len(train_feats)}
+        for s, feats in eval_feats.items():
+            r, pred = evaluate_features(model, task, splits[s], feats, collator, info,
+                                        cfg.eval_batch_size)
+            results[s] = r
+            if task == "classification" and s == "test":
+                _confusion_plot(pred, label_names, out / "confusion_matrix.png")
+    plot_history(trainer.state.history, out / "loss.png",
+                 title=f"minillm finetune --task {task} ({info['dataset']})")
+    results["total_seconds"] = time.perf_counter() - t_start
+    atomic_write_json(out / "metrics.json", results)
+    _log(log, summary_line(results))
+    return results
+
+
+def _confusion_plot(pred, label_names, path):
+    if len(label_names) > 30:                 # unreadable; the numbers are in metrics.json
+        return
+    cm = metrics.confusion_matrix(pred["gold"], pred["pred"], labels=list(range(len(label_names))))
+    metrics.plot_confusion_matrix(cm, label_names, path)
+
+
+def summary_line(results):
+    """One line per evaluated split with the task's headline metrics."""
+    keys = {"classification": ("accuracy", "macro_f1"), "ner": ("precision", "recall", "f1"),
+            "qa": ("exact_match", "f1")}[results["task"]]
+    parts = []
+    for s in ("validation", "test"):
+        if s in results:
+            parts.append(f"{s}: " + ", ".join(f"{k} {results[s][k]:.4f}" for k in keys))
+    return "; ".join(parts)
+
+
+# =============================================================================================
+# evaluate
+# =============================================================================================
+def evaluate(model_path, dataset=None, split="test", file=None, device=None, batch_size=64,
+             max_examples=None, text_column="text", label_column="label", no_header=False,
+             token_column=0, tag_column=-1, log=print):
+    """Metrics of a fine-tuned model (``minillm finetune``'s run directory or its ``model/``)
+    on a built-in dataset's ``split`` or on a ``file``; returns the metrics dict."""
+    if (dataset is None) == (file is None):
+        raise TaskError("evaluate needs either a built-in dataset (--dataset NAME) or a file "
+                        "(--file FILE)")
+    dev = backend.device(device)
+    with backend.default_device_as(dev):
+        model, tok, info = load_task_model(model_path, device=dev)
+        task = info["task"]
+        if dataset is not None:
+            spec = datasets.get_spec(dataset)
+            kw = {"fix_answer_starts": True} if "fix_answer_starts" in spec.options() else {}
+            ds = datasets.load(dataset, split=split, **kw)
+            where = f"{dataset} ({split})"
+            if not isinstance(ds, datasets.Dataset):
+                raise TaskError(f"dataset {dataset!r} is not a labelled dataset for {task}")
+        else:
+            shim = dataclasses.make_dataclass("_Cols", [])
+            shim.text_column, shim.label_column, shim.no_header = text_column, label_column, \
+                no_header
+            shim.token_column, shim.tag_column = token_column, tag_column
+            ds = _load_file(file, task, shim, info.get("label_names"))
+            where = str(file)
+        _check_task_fields(ds, task, where)
+        if task in ("classification", "ner") and ds.label_names != info["label_names"]:
+            raise TaskError(f"{where} has labels {ds.label_names}, the model was trained on "
+                            f"{info['label_names']}")
+        ds = _limit(ds, max_examples)
+        feats = _features(task, ds, tok, info, with_answers=False)
+        collator = Collator(pad_id=tok.pad_id, device=dev)
+        r, _ = evaluate_features(model, task, ds, feats, collator, info, batch_size)
+    r = {"task": task, "data": where, **r}
+    return r
+
+
+# =============================================================================================
+# pretrain
+# =============================================================================================
+class _Windows:
+    """``n`` fixed random windows ``{"ids", "targets"}`` of ``block`` tokens from ``stream``."""
+
+    def __init__(self, stream, block, n, seed):
+        if len(stream) < block + 2:
+            raise TaskError(f"the text has {len(stream)} tokens, fewer than block_size + 2 = "
+                            f"{block + 2}; use more text or a smaller --block-size")
+        self.stream, self.block = stream, block
+        self.starts = np.random.default_rng(seed).integers(0, len(stream) - block - 1, size=n)
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        s = int(self.starts[i])
+        return {"ids": self.stream[s:s + self.block], "targets": self.stream[s + 1:s + 1 + self.block]}
+
+
+def _corpus(cfg, log):
+    if cfg.dataset is not None:
+        spec = datasets.get_spec(cfg.dataset)
+
+        def text_of(split):
+            x = datasets.load(cfg.dataset, split=split)
+            if isinstance(x, str):
+                return x
+            if cfg.dataset == "ptb":                     # word tokens with <eos>
+                return " ".join(x).replace(" <eos> ", "\n").replace(" <eos>", "\n")
+            return "\n".join(x)
+        train = text_of("train")
+        val = text_of("validation") if "validation" in spec.splits else None
+    else:
+        train = datasets.load_text(cfg.train)
+        val = datasets.load_text(cfg.validation) if cfg.validation else None
+    if val is None:
+        cut = int(len(train) * 0.9)
+        train, val = train[:cut], train[cut:]
+        _log(log, "validation: the last 10% of the training text")
+    if not train.strip():
+        raise TaskError("the training text is empty")
+    return train, val
+
+
+def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
+    """Pretrain a GPT on a text corpus with the Trainer (cosine LR with warmup, AdamW,
+    gradient clipping); writes ``model/`` (with ``tokenizer.json``), history, plots and a
+    sample; returns the results dict (also ``results.json``)."""
+    from . import __version__
+    from .data import BPETokenizer
+
+    t_start = time.perf_counter()
+    dev = backend.device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(dev))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
+                                            "pretrain": cfg.to_dict()})
+    train_text, val_text = _corpus(cfg, log)
+    with backend.default_device_as(dev):
+        backend.manual_seed(cfg.seed)
+        if cfg.tokenizer == "char":
+            tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=SPECIALS)
+        else:
+            tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size)
+        tok.save(out / TOKENIZER_FILE)
+        train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
+        val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
+                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                              dropout=cfg.dropout)).to(dev)
+        train = _Windows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size, cfg.seed)
+        val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size, cfg.seed + 1)
+        args = TrainingArguments(
+            str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio},
+            warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta2=0.99,
+            max_grad_norm=cfg.max_grad_norm, eval_steps=cfg.eval_steps,
+            save_steps=cfg.save_steps, logging_steps=max(1, min(50, cfg.max_steps // 40)),
+            save_total_limit=cfg.save_total_limit, seed=cfg.seed, device=str(dev),
+            disable_tqdm=not cfg.progress)
+        trainer = Trainer(model, args, train_dataset=train, eval_dataset=val)
+        _log(log, f"GPT {cfg.n_layer}x{cfg.n_head}x{cfg.n_embd}, block {cfg.block_size}, "
+                  f"{model.num_parameters():,} parameters; {type(tok).__name__} "
+                  f"({tok.vocab_size} tokens); {len(train_ids):,} training tokens; "
+                  f"{cfg.max_steps} steps of {cfg.batch_size}")
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        seconds = time.perf_counter() - t0
+        val_loss = trainer.evaluate()["eval_loss"]
+        prompt = tok.encode(cfg.prompt) or [tok.unk_id]
+        ids = model.generate(np.array([prompt], dtype=np.int64), cfg.sample_tokens,
+                             top_k=cfg.top_k, seed=cfg.seed)
+        sample = tok.decode(ids.numpy()[0].tolist())
+        model.save_pretrained(out / "model")
+        tok.save(out / "model" / TOKENIZER_FILE)
+    plot_history(trainer.state.history, out / "loss.png",
+                 title=f"minillm pretrain ({cfg.dataset or cfg.train})")
+    (out / "sample.txt").write_text(sample, encoding="utf-8")
+    results = {"command": command, "minillm": __version__, "device": str(dev),
+               "val_loss": val_loss, "val_batches": cfg.eval_batches,
+               "train_seconds": seconds, "total_seconds": time.perf_counter() - t_start,
+               "steps": trainer.state.global_step, "parameters": model.num_parameters(),
+               "train_tokens": int(len(train_ids)), "vocab_size": tok.vocab_size,
+               "sample": sample}
+    atomic_write_json(out / "results.json", results)
+    _log(log, f"validation loss {val_loss:.4f} over {cfg.eval_batches} batches; "
+              f"{seconds:.1f} s training; model in {out / 'model'}")
+    return results
+
