@@ -32,6 +32,7 @@ import json
 import math
 import os
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -807,11 +808,10 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
             if not isinstance(ds, datasets.Dataset):
                 raise TaskError(f"dataset {dataset!r} is not a labelled dataset for {task}")
         else:
-            shim = dataclasses.make_dataclass("_Cols", [])
-            shim.text_column, shim.label_column, shim.no_header = text_column, label_column, \
-                no_header
-            shim.token_column, shim.tag_column = token_column, tag_column
-            ds = _load_file(file, task, shim, info.get("label_names"))
+            columns = types.SimpleNamespace(text_column=text_column, label_column=label_column,
+                                            no_header=no_header, token_column=token_column,
+                                            tag_column=tag_column)
+            ds = _load_file(file, task, columns, info.get("label_names"))
             where = str(file)
         _check_task_fields(ds, task, where)
         if task in ("classification", "ner") and ds.label_names != info["label_names"]:
