@@ -4,12 +4,16 @@ No minillm imports: any layer may use it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_file", "fsync_dir", "replace_directory"]
+__all__ = ["sha256_file", "fsync_dir", "replace_directory", "atomic_write_text",
+           "atomic_write_json", "json_default"]
 
 
 def sha256_file(path):
@@ -49,3 +53,37 @@ def replace_directory(tmp, final):
     fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) through a temporary file in the same folder, fsync it, then
+    rename it over ``path``: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def json_default(obj):
+    """``json.dump``'s ``default`` for NumPy scalars/arrays and paths."""
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):      # NumPy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def atomic_write_json(path, obj):
+    """:func:`atomic_write_text` of ``obj`` as indented UTF-8 JSON (non-ASCII kept)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False,
+                                              default=json_default))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 import types
 from pathlib import Path
@@ -38,8 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, datasets, metrics
+from ._fileio import atomic_write_json
 from .autograd import no_grad
 from .data import CharTokenizer, Collator, Tokenizer, WordPieceTokenizer
+from .demo import is_fast_env
 from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
 from .models import BERT, GPT, BertConfig, GPTConfig
 from .training import Trainer, TrainingArguments, plot_history
@@ -60,32 +61,6 @@ SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mas
 
 class TaskError(ValueError):
     """A task, dataset, file or model that does not fit the requested run."""
-
-
-def is_fast_env():
-    """True when ``MINILLM_FAST`` is set to a true value (1, true, yes, on)."""
-    return os.environ.get("MINILLM_FAST", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def atomic_write_json(path, obj):
-    """Write ``obj`` as UTF-8 JSON through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _log(log, msg):

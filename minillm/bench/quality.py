@@ -22,9 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .. import backend
+from .._fileio import atomic_write_json
 from .. import functional as F
 from ..autograd import no_grad, tensor
 from ..data.batching import ContiguousStream, random_windows
@@ -41,6 +40,7 @@ from ..models import GPT, LSTMLM, GPTConfig, NGramLM
 from ..models.lstm_lm import LSTMLMConfig
 from ..nn import Linear, Module, init
 from ..optim import SGD, Adam, clip_grad_norm_
+from ..training.trainer import progress_bar
 
 __all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "nanogpt_lr", "zaremba_lr",
@@ -53,39 +53,6 @@ def _logger(log):
     return log if log is not None else (lambda *a, **k: None)
 
 
-def _jsonable(obj):
-    """NumPy scalars and arrays -> Python numbers and lists (``json.dump(default=...)``)."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def _write_json(path, obj):
-    """Write ``obj`` as UTF-8 JSON atomically: a temporary file, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _finish(result, output_dir, plot, log):
     """Write ``results.json`` (and the plot, ``plot(path)``) into ``output_dir``."""
     if output_dir is None:
@@ -96,7 +63,7 @@ def _finish(result, output_dir, plot, log):
         png = out / f"{result['benchmark'].replace('-', '_')}.png"
         plot(png)
         result["plot"] = str(png)
-    _write_json(out / "results.json", result)
+    atomic_write_json(out / "results.json", result)
     _logger(log)(f"results: {out / 'results.json'}")
     return result
 
@@ -107,22 +74,8 @@ def _header(name, dev, seed, fast, settings, anchor):
             "fast": bool(fast), "settings": settings, "anchor": anchor}
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total, desc, progress):
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is wanted
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, disable=not progress)
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .._fileio import atomic_write_text
 from ..autograd import Tensor, no_grad
 from ..data import DataLoader, default_collate
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
@@ -281,16 +282,6 @@ def default_compute_loss(model, batch):
     return _extract_loss(out)
 
 
-def _atomic_write_text(path, text):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Train ``model`` on ``train_dataset`` with ``args`` (see the module docstring).
 
@@ -393,7 +384,7 @@ class Trainer:
         """Write ``history.json`` and ``history.csv`` into ``output_dir`` (atomically)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         history = self.state.history
-        _atomic_write_text(self.output_dir / "history.json",
+        atomic_write_text(self.output_dir / "history.json",
                            json.dumps(history, indent=2, ensure_ascii=False))
         columns = []
         for entry in history:
@@ -402,7 +393,7 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
-        _atomic_write_text(self.output_dir / "history.csv", buf.getvalue())
+        atomic_write_text(self.output_dir / "history.csv", buf.getvalue())
 
     # -- evaluation --------------------------------------------------------------------------
     def _is_lm(self):
@@ -513,7 +504,7 @@ class Trainer:
         s.max_steps, s.should_stop = total_steps, False
         self._call("on_train_begin")
 
-        bar = _progress(total_steps, s.global_step, args.disable_tqdm)
+        bar = progress_bar(total_steps, "train", initial=s.global_step, disable=args.disable_tqdm)
         t0, tokens0 = time.perf_counter(), s.tokens_seen
         bs = loader.batch_size
         try:
@@ -598,8 +589,9 @@ class _NoBar:
         pass
 
 
-def _progress(total, initial, disable):
+def progress_bar(total, desc="train", initial=0, disable=False):
+    """A tqdm bar (``tqdm.auto``), or a silent stand-in when ``disable``."""
     if disable:
         return _NoBar()
     from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is wanted
-    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True)
