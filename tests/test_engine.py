@@ -46,10 +46,13 @@ def _chain_backward_seconds(n):
 @pytest.mark.parametrize("measure,small,big", [(_fanout_backward_seconds, 2000, 8000),
                                                (_chain_backward_seconds, 2500, 10000)])
 def test_backward_is_linear_not_quadratic(measure, small, big, float64):
-    """4x the nodes must cost well under 16x the time (what a quadratic engine would take)."""
-    t_small = min(measure(small) for _ in range(3))
-    t_big = min(measure(big) for _ in range(3))
-    assert t_big / t_small < 9.0, f"backward time ratio {t_big / t_small:.1f} for 4x the graph"
+    """4x the nodes must cost well under 16x the time (what a quadratic engine would take).
+
+    Best of 5 runs each, and a bound of 12x: linear is 4x, quadratic 16x; the margin absorbs
+    the timing noise of a loaded 2-core machine (9x flaked there under three other jobs)."""
+    t_small = min(measure(small) for _ in range(5))
+    t_big = min(measure(big) for _ in range(5))
+    assert t_big / t_small < 12.0, f"backward time ratio {t_big / t_small:.1f} for 4x the graph"
 
 
 def test_grad_accumulates_over_uses_and_calls(float64):
