@@ -40,7 +40,7 @@ from . import backend, datasets, metrics
 from ._fileio import atomic_write_json
 from .autograd import no_grad
 from .data import CharTokenizer, Collator, Tokenizer, WordPieceTokenizer
-from .demo import is_fast_env
+from .demo import _Windows, is_fast_env
 from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
 from .models import BERT, GPT, BertConfig, GPTConfig
 from .training import Trainer, TrainingArguments, plot_history
@@ -71,6 +71,17 @@ def _log(log, msg):
 # =============================================================================================
 # configs
 # =============================================================================================
+def _require_ints(cfg, names, allow_none=False):
+    """Each field in ``names`` is an int >= 1 (or None when ``allow_none``)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if allow_none and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TaskError(f"{name} must be {'None or ' if allow_none else ''}an int >= 1, "
+                            f"got {v!r}")
+
+
 @dataclasses.dataclass
 class FinetuneConfig:
     """Every knob of :func:`finetune` (the CLI flags have the same names, with dashes)."""
@@ -139,16 +150,10 @@ class FinetuneConfig:
         if not 0 < self.validation_fraction < 1:
             raise TaskError(f"validation_fraction must be in (0, 1), got "
                             f"{self.validation_fraction}")
-        for name in ("n_layer", "n_head", "n_embd", "batch_size", "eval_batch_size", "min_freq",
-                     "vocab_size", "max_answer_length", "max_query_length"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise TaskError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("max_length", "max_steps", "max_train_examples", "max_eval_examples",
-                     "eval_steps"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise TaskError(f"{name} must be None or an int >= 1, got {v!r}")
+        _require_ints(self, ("n_layer", "n_head", "n_embd", "batch_size", "eval_batch_size",
+                             "min_freq", "vocab_size", "max_answer_length", "max_query_length"))
+        _require_ints(self, ("max_length", "max_steps", "max_train_examples",
+                             "max_eval_examples", "eval_steps"), allow_none=True)
         if self.doc_stride < 0:
             raise TaskError(f"doc_stride must be >= 0, got {self.doc_stride}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -203,11 +208,8 @@ class PretrainConfig:
                             f"{', '.join(TEXT_DATASETS)}, got {self.dataset!r}")
         if self.tokenizer not in ("char", "bpe"):
             raise TaskError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "max_steps", "batch_size",
-                     "eval_steps", "eval_batches", "min_freq", "vocab_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise TaskError(f"{name} must be an int >= 1, got {v!r}")
+        _require_ints(self, ("n_layer", "n_head", "n_embd", "block_size", "max_steps",
+                             "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
         if not 0 < self.min_lr_ratio <= 1:
             raise TaskError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
         if self.device is not None:
@@ -803,24 +805,6 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
 # =============================================================================================
 # pretrain
 # =============================================================================================
-class _Windows:
-    """``n`` fixed random windows ``{"ids", "targets"}`` of ``block`` tokens from ``stream``."""
-
-    def __init__(self, stream, block, n, seed):
-        if len(stream) < block + 2:
-            raise TaskError(f"the text has {len(stream)} tokens, fewer than block_size + 2 = "
-                            f"{block + 2}; use more text or a smaller --block-size")
-        self.stream, self.block = stream, block
-        self.starts = np.random.default_rng(seed).integers(0, len(stream) - block - 1, size=n)
-
-    def __len__(self):
-        return len(self.starts)
-
-    def __getitem__(self, i):
-        s = int(self.starts[i])
-        return {"ids": self.stream[s:s + self.block], "targets": self.stream[s + 1:s + 1 + self.block]}
-
-
 def _corpus(cfg, log):
     if cfg.dataset is not None:
         spec = datasets.get_spec(cfg.dataset)
@@ -870,6 +854,11 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         tok.save(out / TOKENIZER_FILE)
         train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
         val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
+        for name, ids in (("training", train_ids), ("validation", val_ids)):
+            if len(ids) < cfg.block_size + 2:
+                raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
+                                f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
+                                "--block-size")
         model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
                               n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                               dropout=cfg.dropout)).to(dev)
