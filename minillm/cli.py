@@ -48,6 +48,10 @@ def cmd_info(args):
     print(f"default device: {mm.get_default_device()}")
     print(f"default dtype: {np.dtype(mm.get_default_dtype()).name}")
     print(f"cupy: {cupy}")
+    alloc = mm.backend.host_memory.host_allocator_status()
+    print("host allocator: " + (f"glibc tuned (mmap threshold {alloc['mmap_threshold'] >> 20} MiB, "
+                                f"trim threshold {alloc['trim_threshold'] >> 20} MiB)"
+                                if alloc["tuned"] else f"defaults ({alloc['reason']})"))
     print(f"MINILLM_DATA: {os.environ.get('MINILLM_DATA', '(not set)')}")
     return 0
 
@@ -520,22 +524,60 @@ def cmd_datasets(args):
 
 
 # -- bench ----------------------------------------------------------------------------------
+# options of the speed benchmarks, and which of them each benchmark takes
+BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops"),
+                       "sizes": ("lstm",), "steps": ("gpt", "lstm", "ops"),
+                       "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops")}
+
+
+def _bench_speed_kwargs(args):
+    """The speed options given for benchmark ``args.name``; an option it does not take, a
+    bad count or a bad --sizes list is a CLIError."""
+    kw = {}
+    for dest, takers in BENCH_SPEED_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if args.name not in takers:
+            where = ("the speed benchmarks" if len(takers) == 3
+                     else "bench " + " and ".join(takers))
+            raise CLIError(f"--{dest} does not apply to bench {args.name}: it is an option of "
+                           f"{where}")
+        kw[dest] = value
+    if "repeats" in kw and kw["repeats"] < 1:
+        raise CLIError("--repeats must be at least 1")
+    if "warmup" in kw and kw["warmup"] < 0:
+        raise CLIError("--warmup must be at least 0")
+    if "sizes" in kw:
+        from minillm.bench import speed  # noqa: PLC0415
+        sizes = [x.strip() for x in str(kw["sizes"]).split(",") if x.strip()]
+        bad = [x for x in sizes if x not in speed.LSTM_SIZES]
+        if bad or not sizes:
+            raise CLIError(f"--sizes: expected a comma list of {', '.join(speed.LSTM_SIZES)}, got "
+                           f"{kw['sizes']!r}")
+        kw["sizes"] = sizes
+    return kw
+
+
 def cmd_bench(args):
-    from minillm.bench import quality  # noqa: PLC0415
-    fn = quality.BENCHMARKS[args.name][0]
+    from minillm.bench import quality, speed  # noqa: PLC0415
+    is_speed = args.name in speed.SPEED_BENCHMARKS
+    fn, description = (speed.SPEED_BENCHMARKS if is_speed else quality.BENCHMARKS)[args.name]
+    extra = _bench_speed_kwargs(args)
     out = args.output_dir or os.path.join("runs", "bench", args.name)
     kw = {"device": args.device, "seed": args.seed, "fast": _is_fast(args),
-          "progress": args.progress, "output_dir": out}
+          "progress": args.progress, "output_dir": out, **extra}
     if args.seed is None:
         del kw["seed"]
-    print(f"minillm {mm.__version__} bench {args.name}: {quality.BENCHMARKS[args.name][1]}; "
+    print(f"minillm {mm.__version__} bench {args.name}: {description}; "
           f"device {mm.device(args.device)}{', fast mode' if kw['fast'] else ''}; output in {out}",
           flush=True)
     result = fn(**kw)
     result["command"] = args._command
     from minillm.tasks import atomic_write_json  # noqa: PLC0415
     atomic_write_json(os.path.join(out, "results.json"), result)
-    print(quality.format_result(args.name, result))
+    print(speed.format_speed(args.name, result) if is_speed
+          else quality.format_result(args.name, result))
     if args.json:
         _print_json(result)
     return 0
@@ -672,19 +714,36 @@ def build_parser():
     add_common(s, None, device=False, fast=False)
 
     try:
-        from minillm.bench import quality  # noqa: PLC0415
-        names = list(quality.BENCHMARKS)
-        listing = "\n".join(f"  {n}: {quality.BENCHMARKS[n][1]}" for n in names)
+        from minillm.bench import quality, speed  # noqa: PLC0415
+        quality_names, speed_names = list(quality.BENCHMARKS), list(speed.SPEED_BENCHMARKS)
+        listing = ("Quality benchmarks (results in README, with these commands):\n"
+                   + "\n".join(f"  {n}: {quality.BENCHMARKS[n][1]}" for n in quality_names)
+                   + "\n\nSpeed benchmarks (ms/step, tokens/s, MFU; --compare torch adds a "
+                     "PyTorch eager reference started from the same weights):\n"
+                   + "\n".join(f"  {n}: {speed.SPEED_BENCHMARKS[n][1]}" for n in speed_names))
     except ImportError:                       # pragma: no cover - the package ships bench/
-        names, listing = [], ""
-    s = add("bench", cmd_bench, help="the quality benchmarks recorded in README",
-            description="Quality benchmarks (results in README, with these commands):\n" + listing)
+        quality_names, speed_names, listing = [], [], ""
+    s = add("bench", cmd_bench, help="the quality and speed benchmarks",
+            description=listing)
     s.formatter_class = argparse.RawDescriptionHelpFormatter
-    s.add_argument("name", choices=names, help="which benchmark")
+    s.add_argument("name", choices=quality_names + speed_names, help="which benchmark")
     s.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
     s.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no tqdm progress bars")
     s.add_argument("--json", action="store_true", help="also print the results as JSON")
+    g = s.add_argument_group("speed benchmarks (gpt, lstm, ops)")
+    g.add_argument("--compare", choices=["torch"], default=None,
+                   help="also time a PyTorch eager reference (same weights, same batches)")
+    g.add_argument("--size", choices=["cpu", "gpu"], default=None,
+                   help="gpt, ops: nanoGPT's configuration (default: gpu on CUDA, else cpu)")
+    g.add_argument("--sizes", default=None, metavar="small,medium",
+                   help="lstm: comma list of Zaremba sizes (default small,medium)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="timed steps per round (default 10; ops: 20 calls; 2 with --fast)")
+    g.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds, minillm and torch interleaved (default 5; 2 with --fast)")
+    g.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps before the rounds (default 3; 1 with --fast)")
     add_common(s, None)
     return p
 

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from . import backend
+from .backend import parallel
 from .autograd.function import Function
 from .autograd.ops import normalize_axis, relu, sigmoid, stable_sigmoid, tanh, unbroadcast
 from .autograd.tensor import Tensor
@@ -158,11 +159,21 @@ class CrossEntropy(Function):
         z2 = z.reshape(-1, c)
         t1 = t.reshape(-1)
         n = z2.shape[0]
-        m = z2.max(axis=1, keepdims=True)
-        p = xp.exp(z2 - m)
-        s = p.sum(axis=1, keepdims=True)
-        p /= s                                        # softmax probabilities, kept for backward
-        lse = (xp.log(s) + m)[:, 0]                  # log-sum-exp per row
+        p = xp.empty_like(z2)                         # softmax probabilities, kept for backward
+        lse = xp.empty(n, dtype=z2.dtype)            # log-sum-exp per row
+        ones = xp.ones(c, dtype=z2.dtype)
+
+        def kernel(_, a, b):
+            zb, pb, lb = z2[a:b], p[a:b], lse[a:b]
+            m = zb.max(axis=1)
+            xp.subtract(zb, m[:, None], out=pb)
+            xp.exp(pb, out=pb)
+            xp.matmul(pb, ones, out=lb)               # row sums (gemv)
+            pb *= (1.0 / lb)[:, None]
+            xp.log(lb, out=lb)
+            lb += m
+
+        _blocked(xp, z2, kernel)
         valid = t1 != ignore_index
         tt = xp.where(valid, t1, 0)
         rows = xp.arange(n)
@@ -181,7 +192,7 @@ class CrossEntropy(Function):
         return loss.reshape(t.shape)
 
     def backward(self, g):
-        p = self.p
+        xp, p = self.xp, self.p
         if self.reduction == "mean":
             coef = (g / self.count) * self.valid
         elif self.reduction == "sum":
@@ -189,7 +200,12 @@ class CrossEntropy(Function):
         else:
             coef = g.reshape(-1) * self.valid
         coef = coef.astype(p.dtype)
-        gz = p * coef[:, None]
+        gz = xp.empty_like(p)
+
+        def kernel(_, a, b):
+            xp.multiply(p[a:b], coef[a:b][:, None], out=gz[a:b])
+
+        _blocked(xp, p, kernel)
         hit = (1 - self.ls) * coef
         gz[self.rows, self.tt] -= hit                 # - onehot(target), by indexing
         if self.ls:
@@ -348,44 +364,76 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def _rows(x):
+    """A 2-D (rows, last dim) view of ``x`` for the blocked kernels (0-d -> (1, 1))."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+
+
+def _blocked(xp, x2, kernel):
+    """Run ``kernel(k, a, b)`` over row blocks of the 2-D ``x2`` (see backend.parallel)."""
+    parallel.run_blocks(kernel, parallel.plan_blocks(x2.shape[0], x2.shape[1], xp), x2.shape[1])
+
+
 class GELU(Function):
+    """GELU, forward and backward as fused, cache-blocked kernels.
+
+    tanh form: y = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)),
+    dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    exact form: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
+    """
+
     save_inputs = False
 
     def forward(self, x, approximate="none"):
         xp = self.xp
         self.x, self.approximate = x, approximate
-        if approximate == "tanh":
-            u = x * x                             # in place from here: fewer temporaries
-            u *= 0.044715 * _SQRT_2_OVER_PI
-            u += _SQRT_2_OVER_PI
-            u *= x                                # sqrt(2/pi) (x + 0.044715 x^3)
-            self.t = xp.tanh(u, out=u)
-            y = self.t + 1
-            y *= x
-            y *= 0.5
-            return y
-        self.cdf = 0.5 * backend.erfc(-x * _INV_SQRT_2)     # Phi(x), accurate in both tails
-        return x * self.cdf
+        if approximate != "tanh":
+            self.cdf = 0.5 * backend.erfc(-x * _INV_SQRT_2)     # Phi(x), accurate in both tails
+            return x * self.cdf
+        x2 = _rows(x)
+        y, t = xp.empty_like(x2), xp.empty_like(x2)
+        c1, c0 = 0.044715 * _SQRT_2_OVER_PI, _SQRT_2_OVER_PI
+
+        def kernel(_, a, b):
+            xb, tb, yb = x2[a:b], t[a:b], y[a:b]
+            xp.multiply(xb, xb, out=tb)
+            tb *= c1
+            tb += c0
+            tb *= xb                                  # sqrt(2/pi) (x + 0.044715 x^3)
+            xp.tanh(tb, out=tb)
+            xp.add(tb, 1.0, out=yb)
+            yb *= xb
+            yb *= 0.5
+
+        _blocked(xp, x2, kernel)
+        self.t = t
+        return y.reshape(x.shape)
 
     def backward(self, g):
         xp, x = self.xp, self.x
-        if self.approximate == "tanh":
-            t = self.t
-            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            d = x * x
-            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
-            d += _SQRT_2_OVER_PI
-            d *= x
-            sech2 = t * t
-            xp.subtract(1, sech2, out=sech2)
-            d *= sech2
-            d += t
-            d += 1
-            d *= 0.5
-            d *= g
-            return d
-        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-        return g * (self.cdf + x * pdf)
+        if self.approximate != "tanh":
+            pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+            return g * (self.cdf + x * pdf)
+        x2, t, g2 = _rows(x), self.t, _rows(g)
+        d = xp.empty_like(x2)
+        c1, c0 = 3 * 0.044715 * _SQRT_2_OVER_PI, _SQRT_2_OVER_PI
+
+        def kernel(_, a, b):
+            xb, tb, db = x2[a:b], t[a:b], d[a:b]
+            sech2 = tb * tb
+            xp.subtract(1.0, sech2, out=sech2)        # 1 - t^2
+            xp.multiply(xb, xb, out=db)
+            db *= c1
+            db += c0
+            db *= xb
+            db *= sech2
+            db += tb
+            db += 1.0
+            db *= 0.5
+            db *= g2[a:b]
+
+        _blocked(xp, x2, kernel)
+        return d.reshape(x.shape)
 
 
 def gelu(x, approximate="none"):
@@ -399,33 +447,75 @@ def gelu(x, approximate="none"):
 
 # -- layer norm -----------------------------------------------------------------------------------
 class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * w + b over the last ``nd`` axes.
+
+    The normalised axes are trailing, so the work is done on a 2-D (rows, N) view, in
+    cache-sized row blocks (:mod:`minillm.backend.parallel`); row means are matrix-vector
+    products (BLAS gemv: one pass, no temporary). Backward, with xhat = (x - mean) * rstd
+    and dxhat = g * w: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+    dw = sum over rows of g * xhat, db = sum over rows of g.
+    """
+
     save_inputs = False
 
     def forward(self, x, w=None, b=None, nd=1, eps=1e-5):
         xp = self.xp
-        axes = tuple(range(x.ndim - nd, x.ndim))
-        mu = x.mean(axis=axes, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        xhat = xc
-        xhat *= rstd
-        self.xhat, self.rstd, self.w, self.axes, self.has_b = xhat, rstd, w, axes, b is not None
-        y = xhat * w if w is not None else xhat.copy()
-        if b is not None:
-            y += b
-        return y
+        n = math.prod(x.shape[x.ndim - nd:])
+        x2 = x.reshape(-1, n)
+        wv = None if w is None else w.reshape(n)
+        bv = None if b is None else b.reshape(n)
+        xhat, y = xp.empty_like(x2), xp.empty_like(x2)
+        rstd = xp.empty(x2.shape[0], dtype=x.dtype)
+        ones = xp.full(n, 1.0 / n, dtype=x.dtype)
+
+        def kernel(_, a, b_):
+            xb, hb, yb, rb = x2[a:b_], xhat[a:b_], y[a:b_], rstd[a:b_]
+            xp.subtract(xb, (xb @ ones)[:, None], out=hb)
+            xp.multiply(hb, hb, out=yb)
+            xp.matmul(yb, ones, out=rb)               # biased variance
+            rb += eps
+            xp.sqrt(rb, out=rb)
+            xp.divide(1.0, rb, out=rb)
+            hb *= rb[:, None]
+            if wv is None:
+                yb[...] = hb
+            else:
+                xp.multiply(hb, wv, out=yb)
+            if bv is not None:
+                yb += bv
+
+        _blocked(xp, x2, kernel)
+        self.xhat, self.rstd, self.w, self.has_b = xhat, rstd, wv, b is not None
+        self.shape, self.nd = x.shape, nd
+        return y.reshape(x.shape)
 
     def backward(self, g):
-        xhat, rstd, w, axes = self.xhat, self.rstd, self.w, self.axes
-        lead = tuple(range(g.ndim - len(axes)))
-        gw = (g * xhat).sum(axis=lead) if w is not None else None
-        gb = g.sum(axis=lead) if self.has_b else None
-        dxhat = g * w if w is not None else g
-        gx = dxhat - dxhat.mean(axis=axes, keepdims=True)
-        gx -= xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
-        gx *= rstd
-        return gx, gw, gb
+        xp, xhat, rstd, w = self.xp, self.xhat, self.rstd, self.w
+        n = xhat.shape[1]
+        g2 = g.reshape(-1, n)
+        blocks = parallel.plan_blocks(g2.shape[0], n, xp)
+        gx = xp.empty_like(g2)
+        gw_parts = xp.empty((len(blocks), n), dtype=g.dtype) if w is not None else None
+        ones = xp.full(n, 1.0 / n, dtype=g.dtype)
+
+        def kernel(k, a, b):
+            gb, hb, ob = g2[a:b], xhat[a:b], gx[a:b]
+            dxhat = gb * w if w is not None else gb.copy()
+            if w is not None:
+                gw_parts[k] = xp.einsum("ij,ij->j", gb, hb)     # partial sums of g * xhat
+            m = dxhat @ ones
+            c = xp.einsum("ij,ij->i", dxhat, hb)
+            c *= 1.0 / n
+            xp.multiply(hb, c[:, None], out=ob)
+            ob += m[:, None]
+            xp.subtract(dxhat, ob, out=ob)
+            ob *= rstd[a:b][:, None]
+
+        parallel.run_blocks(kernel, blocks, n)
+        wshape = self.shape[len(self.shape) - self.nd:]
+        gw = None if w is None else gw_parts.sum(axis=0).reshape(wshape)
+        gb = g2.sum(axis=0).reshape(wshape) if self.has_b else None
+        return gx.reshape(self.shape), gw, gb
 
 
 def layer_norm(x, weight, bias, eps=1e-5, normalized_shape=None):
@@ -523,49 +613,84 @@ def embedding(ids, weight, padding_idx=None):
 
 
 # -- attention ------------------------------------------------------------------------------------
+_CAUSAL_BIAS = {}
+
+
+def _causal_bias(xp, L, S, dtype, dev):
+    """The additive causal mask (L, S): 0 where key j <= query i, -inf above the diagonal.
+
+    Built once per (device, L, S, dtype) and reused: adding it in place costs one pass over
+    the scores, where ``where(tril(ones))`` built two new arrays every call.
+    """
+    key = (str(dev), L, S, str(dtype))
+    bias = _CAUSAL_BIAS.get(key)
+    if bias is None:
+        if len(_CAUSAL_BIAS) > 64:
+            _CAUSAL_BIAS.clear()
+        bias = xp.triu(xp.full((L, S), -xp.inf, dtype=dtype), 1)
+        _CAUSAL_BIAS[key] = bias
+    return bias
+
+
+def _row_dot(xp, a, b):
+    """sum(a * b, axis=-1) without materialising the product (one pass over a and b)."""
+    return xp.einsum("...j,...j->...", a, b)
+
+
 class SDPA(Function):
-    """softmax(q k^T * scale + mask) v with the backward through the saved probabilities."""
+    """softmax(q k^T * scale + mask) v with the backward through the saved probabilities.
+
+    The scale is folded into q (L x E numbers instead of L x S scores), the causal mask is a
+    cached additive bias, and the softmax runs in place on the score buffer. Backward, with
+    P the (dropped-out) probabilities and dP = g v^T: dS = P * (dP - rowsum(dP * P)),
+    dq = dS k * scale, dk = dS^T (q * scale), dv = P^T g.
+    """
 
     save_inputs = False
 
     def forward(self, q, k, v, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
-                drop=None):
+                drop=None, dev=None):
         xp = self.xp
-        kt = xp.swapaxes(k, -1, -2)
-        s = q @ kt
-        s *= scale
+        qs = q * scale
+        s = qs @ xp.swapaxes(k, -1, -2)
         L, S = s.shape[-2], s.shape[-1]
         self.float_mask = None
         if is_causal:
-            s = xp.where(xp.tril(xp.ones((L, S), dtype=bool)), s, -xp.inf)
+            s += _causal_bias(xp, L, S, s.dtype, dev)
         if bool_mask is not None:
             s = xp.where(bool_mask, s, -xp.inf)
         if float_mask is not None:
             s = s + float_mask
             self.float_mask = float_mask.shape
         m = s.max(axis=-1, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)            # fully masked rows give zeros, not NaN
-        p = xp.exp(s - m)
+        if not is_causal or bool_mask is not None or float_mask is not None:
+            m = xp.where(xp.isfinite(m), m, 0)        # fully masked rows give zeros, not NaN
+        s -= m
+        p = xp.exp(s, out=s)
         den = p.sum(axis=-1, keepdims=True)
-        p /= xp.where(den == 0, 1, den)
+        if not is_causal or bool_mask is not None or float_mask is not None:
+            den = xp.where(den == 0, 1, den)
+        p *= 1 / den
         self.p, self.drop = p, drop
         pd = p * drop if drop is not None else p
-        self.q, self.k, self.v, self.pd, self.scale = q, k, v, pd, scale
+        self.qs, self.k, self.v, self.pd, self.scale = qs, k, v, pd, scale
+        self.q_shape = q.shape
         return pd @ v
 
     def backward(self, g):
         xp, p, pd = self.xp, self.p, self.pd
-        q, k, v = self.q, self.k, self.v
+        qs, k, v = self.qs, self.k, self.v
         gv = unbroadcast(xp.swapaxes(pd, -1, -2) @ g, v.shape)
-        dp = g @ xp.swapaxes(v, -1, -2)
+        ds = g @ xp.swapaxes(v, -1, -2)              # dP
         if self.drop is not None:
-            dp *= self.drop
-        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+            ds *= self.drop
+        ds -= _row_dot(xp, ds, p)[..., None]
+        ds *= p                                       # dS, the gradient of the scaled scores
         gmask = None if self.float_mask is None else unbroadcast(ds, self.float_mask)
-        ds *= self.scale
-        gq = unbroadcast(ds @ k, q.shape)
-        gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ q, k.shape)
-        return gq, gk, gv, gmask
+        gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ qs, k.shape)
+        gq = ds @ k
+        gq *= self.scale
+        return unbroadcast(gq, self.q_shape), gk, gv, gmask
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0,
@@ -609,7 +734,8 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
         r = backend.generator(q.device).random(shape, q.dtype)
         drop = (r >= dropout_p).astype(q.dtype) * (1.0 / (1.0 - dropout_p))
     if attn_mask is not None and attn_mask.dtype.kind == "f":
-        return SDPA.apply(q, k, v, attn_mask, is_causal=is_causal, scale=scale, drop=drop)
+        return SDPA.apply(q, k, v, attn_mask, is_causal=is_causal, scale=scale, drop=drop,
+                          dev=q.device)
     bool_mask = None if attn_mask is None else attn_mask.data
     return SDPA.apply(q, k, v, None, bool_mask=bool_mask, is_causal=is_causal, scale=scale,
-                      drop=drop)
+                      drop=drop, dev=q.device)

@@ -335,3 +335,50 @@ def test_bench_fast(tmp_path, name, data):
     assert rc == 0, err
     res = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert res["command"].startswith(f"minillm bench {name}")
+
+
+def test_bench_speed_gpt_fast(tmp_path):
+    rc, text, err = run("bench", "gpt", "--fast", "--device", DEVICE, "--output-dir", tmp_path,
+                        "--no-progress", "--steps", "1", "--repeats", "2", "--warmup", "0")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert res["command"].startswith("minillm bench gpt")
+    assert res["benchmark"] == "gpt" and res["fast"] is True and res["torch"] is None
+    assert res["settings"]["steps"] == 1 and res["settings"]["repeats"] == 2
+    assert len(res["minillm"]["ms_per_step_rounds"]) == 2
+    assert "bench gpt" in text and "ms/step" in text and "minillm" in text
+    assert (tmp_path / "gpt.png").is_file()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["shakespeare-gpt", "--compare", "torch"], "--compare does not apply to bench "
+                                                "shakespeare-gpt"),
+    (["ptb-ngram", "--steps", "3"], "--steps does not apply to bench ptb-ngram"),
+    (["lstm", "--size", "cpu"], "--size does not apply to bench lstm"),
+    (["gpt", "--sizes", "small"], "--sizes does not apply to bench gpt"),
+    (["lstm", "--sizes", "bogus"], "--sizes: expected a comma list of small, medium"),
+    (["lstm", "--sizes", "small,"], None),
+    (["ops", "--repeats", "0"], "--repeats must be at least 1"),
+    (["ops", "--warmup", "-1"], "--warmup must be at least 0"),
+])
+def test_bench_speed_option_errors(tmp_path, argv, message):
+    if message is None:            # a valid list with a trailing comma: runs (tiny, fast)
+        rc, _, err = run("bench", *argv, "--fast", "--device", DEVICE, "--output-dir",
+                         tmp_path, "--no-progress")
+        assert rc == 0, err
+        res = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+        assert list(res["sizes"]) == ["small"]
+        return
+    rc, out, err = run("bench", *argv, "--output-dir", tmp_path)
+    assert rc == 2
+    assert f"minillm: error: {message}" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_bench_help_lists_quality_and_speed_benchmarks():
+    rc, out, _ = run("bench", "--help")
+    assert rc == 0
+    for name in ("shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment", "gpt", "lstm", "ops"):
+        assert f"  {name}: " in out
+    for option in ("--compare", "--size", "--sizes", "--steps", "--repeats", "--warmup"):
+        assert option in out

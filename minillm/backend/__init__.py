@@ -19,12 +19,12 @@ import os
 
 import numpy as np
 
-from . import special
+from . import host_memory, special
 from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_numpy
 
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
-    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device",
+    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize",
     "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
@@ -37,6 +37,8 @@ class DeviceError(RuntimeError):
 
 _cupy = None
 _cupy_error = None
+
+host_memory.tune_host_allocator()       # reuse freed host buffers (see host_memory's docstring)
 
 
 def _import_cupy():
@@ -248,6 +250,21 @@ def to_device(host_array, dev, dtype=None):
         return strict_numpy.asarray(np.asarray(host_array, dtype=dtype))
     with dev:
         return dev.xp.asarray(host_array, dtype=dtype)
+
+
+def synchronize(dev=None):
+    """Wait until all queued work on ``dev`` (default: every CUDA device in use) is done.
+
+    A no-op on ``cpu`` and ``fake`` (NumPy runs eagerly). Timings of GPU work must call it
+    before reading the clock: CuPy kernels are launched asynchronously.
+    """
+    if dev is not None:
+        dev = device(dev)
+        if dev.type == "cuda":
+            dev.xp.cuda.Device(dev.index).synchronize()
+    elif _cupy is not None:                  # CuPy in use: every GPU it may have queued work on
+        for i in range(_cuda_count()):
+            _cupy.cuda.Device(i).synchronize()
 
 
 def to_host(array):
