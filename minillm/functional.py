@@ -58,11 +58,6 @@ def _check_reduction(reduction, op):
         raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _host_flag(x):
-    """An explicit device->host read of a boolean scalar (used for input validation)."""
-    return bool(backend.to_host(x))
-
-
 # -- linear ---------------------------------------------------------------------------------------
 class Linear(Function):
     def forward(self, x, w, b=None):
@@ -107,32 +102,58 @@ def _axis(x, axis, op):
 
 
 class Softmax(Function):
+    """softmax along ``axis``; backward dx = y * (g - sum(g * y)).
+
+    float16 input (mixed precision) is computed in float32 -- a *float32 island*: the sum of
+    the exponentials (up to the number of classes) may exceed float16's maximum 65504 and the
+    row sums need more than float16's 11 significant bits. The output and the gradient are
+    rounded to float16 once at the end (the engine wants a gradient of the input's dtype);
+    the saved probabilities stay float32.
+    """
+
     save_inputs = False
 
     def forward(self, x, axis=-1):
-        self.axis = axis
+        self.axis, self.dtype = axis, x.dtype
+        if x.dtype == np.float16:                    # float32 island
+            x = x.astype(np.float32)
         e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
         e /= e.sum(axis=axis, keepdims=True)
         self.y = e
-        return e
+        return e if e.dtype == self.dtype else e.astype(self.dtype)
 
     def backward(self, g):
         y = self.y
-        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+        if g.dtype != y.dtype:
+            g = g.astype(y.dtype)
+        dx = y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+        return dx if dx.dtype == self.dtype else dx.astype(self.dtype)
 
 
 class LogSoftmax(Function):
+    """log softmax along ``axis``; backward dx = g - softmax * sum(g).
+
+    float16 input is computed in float32 (see :class:`Softmax`): x - max - log(sum(exp)) in
+    float16 would round log(sum) away next to large logits. Output and gradient are float16.
+    """
+
     save_inputs = False
 
     def forward(self, x, axis=-1):
-        self.axis = axis
+        self.axis, self.dtype = axis, x.dtype
+        if x.dtype == np.float16:                    # float32 island
+            x = x.astype(np.float32)
         z = x - x.max(axis=axis, keepdims=True)
         z -= self.xp.log(self.xp.exp(z).sum(axis=axis, keepdims=True))
         self.y = z
-        return z
+        return z if z.dtype == self.dtype else z.astype(self.dtype)
 
     def backward(self, g):
-        return g - self.xp.exp(self.y) * g.sum(axis=self.axis, keepdims=True)
+        y = self.y
+        if g.dtype != y.dtype:
+            g = g.astype(y.dtype)
+        dx = g - self.xp.exp(y) * g.sum(axis=self.axis, keepdims=True)
+        return dx if dx.dtype == self.dtype else dx.astype(self.dtype)
 
 
 def softmax(x, axis=-1):
@@ -149,7 +170,17 @@ def log_softmax(x, axis=-1):
 
 # -- cross-entropy ------------------------------------------------------------------------------
 class CrossEntropy(Function):
-    """Fused log-softmax + NLL over the last axis, with ignore_index and label smoothing."""
+    """Fused log-softmax + NLL over the last axis, with ignore_index and label smoothing.
+
+    **float16 logits** (mixed precision) are computed in float32, a *float32 island*: each
+    row block is converted to float32 before the max/exp/log-sum-exp, the probabilities are
+    kept in float32, and **the loss is returned as float32**. Reasons: next to logits of
+    size ~1e4 float16's spacing is 8, so ``lse - z[target]`` would be rounded to a multiple
+    of 8; a sum over many tokens overflows float16's maximum 65504; and the loss is then
+    multiplied by the loss scale (2**16 by default), which float16 cannot hold. The engine
+    only requires a gradient to have its *input's* dtype: the gradient of the logits is
+    formed in float32 block by block and rounded to float16 once.
+    """
 
     save_inputs = False
 
@@ -159,12 +190,15 @@ class CrossEntropy(Function):
         z2 = z.reshape(-1, c)
         t1 = t.reshape(-1)
         n = z2.shape[0]
-        p = xp.empty_like(z2)                         # softmax probabilities, kept for backward
-        lse = xp.empty(n, dtype=z2.dtype)            # log-sum-exp per row
-        ones = xp.ones(c, dtype=z2.dtype)
+        work = np.dtype(np.float32) if z.dtype == np.float16 else z.dtype   # float32 island
+        p = xp.empty(z2.shape, dtype=work)           # softmax probabilities, kept for backward
+        lse = xp.empty(n, dtype=work)                # log-sum-exp per row
+        ones = xp.ones(c, dtype=work)
 
         def kernel(_, a, b):
             zb, pb, lb = z2[a:b], p[a:b], lse[a:b]
+            if zb.dtype != work:
+                zb = zb.astype(work)
             m = zb.max(axis=1)
             xp.subtract(zb, m[:, None], out=pb)
             xp.exp(pb, out=pb)
@@ -177,15 +211,19 @@ class CrossEntropy(Function):
         valid = t1 != ignore_index
         tt = xp.where(valid, t1, 0)
         rows = xp.arange(n)
-        loss = lse - z2[rows, tt]                    # -log p[target], picked by indexing
+        picked = z2[rows, tt]
+        if picked.dtype != work:
+            picked = picked.astype(work)
+        loss = lse - picked                          # -log p[target], picked by indexing
         if label_smoothing:
-            loss = (1 - label_smoothing) * loss + label_smoothing * (lse - z2.mean(axis=1))
-        loss = xp.where(valid, loss, xp.zeros((), dtype=z.dtype))
+            zmean = z2.mean(axis=1) if work == z.dtype else z2.mean(axis=1, dtype=work)
+            loss = (1 - label_smoothing) * loss + label_smoothing * (lse - zmean)
+        loss = xp.where(valid, loss, xp.zeros((), dtype=work))
         self.p, self.rows, self.tt, self.valid = p, rows, tt, valid
-        self.shape, self.t_shape, self.c = z.shape, t.shape, c
+        self.shape, self.t_shape, self.c, self.dtype = z.shape, t.shape, c, z.dtype
         self.ls, self.reduction = label_smoothing, reduction
         if reduction == "mean":
-            self.count = valid.sum().astype(z.dtype)
+            self.count = valid.sum().astype(work)
             return loss.sum() / self.count
         if reduction == "sum":
             return loss.sum()
@@ -200,17 +238,37 @@ class CrossEntropy(Function):
         else:
             coef = g.reshape(-1) * self.valid
         coef = coef.astype(p.dtype)
+        hit = (1 - self.ls) * coef
+        if p.dtype != self.dtype:
+            return self._backward_cast(coef, hit), None
         gz = xp.empty_like(p)
 
         def kernel(_, a, b):
             xp.multiply(p[a:b], coef[a:b][:, None], out=gz[a:b])
 
         _blocked(xp, p, kernel)
-        hit = (1 - self.ls) * coef
         gz[self.rows, self.tt] -= hit                 # - onehot(target), by indexing
         if self.ls:
             gz -= (self.ls / self.c) * coef[:, None]
         return gz.reshape(self.shape), None
+
+    def _backward_cast(self, coef, hit):
+        """The float16-logits gradient: each row block in float32, rounded to float16 once
+        (subtracting the one-hot in float16 would cancel catastrophically when p ~ 1)."""
+        xp, p, tt = self.xp, self.p, self.tt
+        gz = xp.empty(p.shape, dtype=self.dtype)
+        smooth = self.ls / self.c
+
+        def kernel(_, a, b):
+            cb = coef[a:b][:, None]
+            tb = p[a:b] * cb
+            tb[xp.arange(b - a), tt[a:b]] -= hit[a:b]
+            if smooth:
+                tb -= smooth * cb
+            gz[a:b] = tb                              # float32 -> float16
+
+        _blocked(xp, p, kernel)
+        return gz.reshape(self.shape)
 
 
 def _check_targets(logits, target, op, ignore_index):
@@ -229,11 +287,13 @@ def _check_targets(logits, target, op, ignore_index):
         raise RuntimeError(f"{op}: logits on {logits.device}, target on {target.device}")
     c = logits.shape[-1]
     t = target.data
-    if t.size and _host_flag((((t < 0) | (t >= c)) & (t != ignore_index)).any()):
-        bad = backend.to_host(t)
-        bad = bad[((bad < 0) | (bad >= c)) & (bad != ignore_index)]
-        raise IndexError(f"{op}: target values must be in [0, {c}) or ignore_index="
-                         f"{ignore_index}; found {bad[:5].tolist()}")
+    if t.size:
+        def error():
+            bad = backend.to_host(t)
+            bad = bad[((bad < 0) | (bad >= c)) & (bad != ignore_index)]
+            return IndexError(f"{op}: target values must be in [0, {c}) or ignore_index="
+                              f"{ignore_index}; found {bad[:5].tolist()}")
+        backend.check((((t < 0) | (t >= c)) & (t != ignore_index)).any(), error)
 
 
 def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
@@ -315,9 +375,10 @@ def _check_input_target(op, x, target, reduction, *extra):
 def binary_cross_entropy(p, target, reduction="mean"):
     """-(y log p + (1 - y) log(1 - p)) for probabilities ``p`` in [0, 1]."""
     _check_input_target("binary_cross_entropy", p, target, reduction)
-    if p.size and _host_flag(((p.data < 0) | (p.data > 1)).any()):
-        raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]; "
-                         "for raw scores use binary_cross_entropy_with_logits")
+    if p.size:
+        backend.check(((p.data < 0) | (p.data > 1)).any(), lambda: ValueError(
+            "binary_cross_entropy: input values must be probabilities in [0, 1]; for raw "
+            "scores use binary_cross_entropy_with_logits"))
     return _reduce(BinaryCrossEntropy.apply(p, target), reduction)
 
 
@@ -454,6 +515,13 @@ class LayerNorm(Function):
     products (BLAS gemv: one pass, no temporary). Backward, with xhat = (x - mean) * rstd
     and dxhat = g * w: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
     dw = sum over rows of g * xhat, db = sum over rows of g.
+
+    **float16 input** (mixed precision) is computed in float32, a *float32 island*: each row
+    block is converted to float32 for the mean, the variance (a square of 300 already
+    exceeds float16's maximum 65504) and the normalisation; xhat and rstd are kept in
+    float32 for the backward, which also runs in float32 (the row sums of the scaled
+    gradients would overflow float16). The output and the gradients are rounded to float16
+    once per block (the engine wants gradients of the inputs' dtypes).
     """
 
     save_inputs = False
@@ -462,14 +530,21 @@ class LayerNorm(Function):
         xp = self.xp
         n = math.prod(x.shape[x.ndim - nd:])
         x2 = x.reshape(-1, n)
+        work = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype   # float32 island
+        cast = work != x.dtype
         wv = None if w is None else w.reshape(n)
         bv = None if b is None else b.reshape(n)
-        xhat, y = xp.empty_like(x2), xp.empty_like(x2)
-        rstd = xp.empty(x2.shape[0], dtype=x.dtype)
-        ones = xp.full(n, 1.0 / n, dtype=x.dtype)
+        if cast:
+            wv = None if wv is None else wv.astype(work)
+            bv = None if bv is None else bv.astype(work)
+        xhat, y = xp.empty(x2.shape, dtype=work), xp.empty_like(x2)
+        rstd = xp.empty(x2.shape[0], dtype=work)
+        ones = xp.full(n, 1.0 / n, dtype=work)
 
         def kernel(_, a, b_):
             xb, hb, yb, rb = x2[a:b_], xhat[a:b_], y[a:b_], rstd[a:b_]
+            if cast:
+                xb, yb = xb.astype(work), xp.empty(hb.shape, dtype=work)
             xp.subtract(xb, (xb @ ones)[:, None], out=hb)
             xp.multiply(hb, hb, out=yb)
             xp.matmul(yb, ones, out=rb)               # biased variance
@@ -483,6 +558,8 @@ class LayerNorm(Function):
                 xp.multiply(hb, wv, out=yb)
             if bv is not None:
                 yb += bv
+            if cast:
+                y[a:b_] = yb                          # float32 -> float16
 
         _blocked(xp, x2, kernel)
         self.xhat, self.rstd, self.w, self.has_b = xhat, rstd, wv, b is not None
@@ -493,13 +570,17 @@ class LayerNorm(Function):
         xp, xhat, rstd, w = self.xp, self.xhat, self.rstd, self.w
         n = xhat.shape[1]
         g2 = g.reshape(-1, n)
+        work = xhat.dtype                             # float32 for float16 input
+        cast = work != g.dtype
         blocks = parallel.plan_blocks(g2.shape[0], n, xp)
         gx = xp.empty_like(g2)
-        gw_parts = xp.empty((len(blocks), n), dtype=g.dtype) if w is not None else None
-        ones = xp.full(n, 1.0 / n, dtype=g.dtype)
+        gw_parts = xp.empty((len(blocks), n), dtype=work) if w is not None else None
+        ones = xp.full(n, 1.0 / n, dtype=work)
 
         def kernel(k, a, b):
             gb, hb, ob = g2[a:b], xhat[a:b], gx[a:b]
+            if cast:
+                gb, ob = gb.astype(work), xp.empty(hb.shape, dtype=work)
             dxhat = gb * w if w is not None else gb.copy()
             if w is not None:
                 gw_parts[k] = xp.einsum("ij,ij->j", gb, hb)     # partial sums of g * xhat
@@ -510,11 +591,18 @@ class LayerNorm(Function):
             ob += m[:, None]
             xp.subtract(dxhat, ob, out=ob)
             ob *= rstd[a:b][:, None]
+            if cast:
+                gx[a:b] = ob                          # float32 -> float16
 
         parallel.run_blocks(kernel, blocks, n)
         wshape = self.shape[len(self.shape) - self.nd:]
         gw = None if w is None else gw_parts.sum(axis=0).reshape(wshape)
-        gb = g2.sum(axis=0).reshape(wshape) if self.has_b else None
+        gb = None
+        if self.has_b:
+            gb = (g2.sum(axis=0, dtype=work) if cast else g2.sum(axis=0)).reshape(wshape)
+        if cast:
+            gw = None if gw is None else gw.astype(g.dtype)
+            gb = None if gb is None else gb.astype(g.dtype)
         return gx.reshape(self.shape), gw, gb
 
 
@@ -603,10 +691,12 @@ def embedding(ids, weight, padding_idx=None):
     if ids.device != weight.device:
         raise RuntimeError(f"embedding: ids on {ids.device}, weight on {weight.device}")
     v = weight.shape[0]
-    if ids.size and _host_flag(((ids.data < 0) | (ids.data >= v)).any()):
-        bad = backend.to_host(ids.data)
-        raise IndexError(f"embedding: ids must be in [0, {v}); got values like "
-                         f"{bad[(bad < 0) | (bad >= v)][:5].tolist()}")
+    if ids.size:
+        def error():
+            bad = backend.to_host(ids.data)
+            return IndexError(f"embedding: ids must be in [0, {v}); got values like "
+                              f"{bad[(bad < 0) | (bad >= v)][:5].tolist()}")
+        backend.check(((ids.data < 0) | (ids.data >= v)).any(), error)
     if padding_idx is not None:
         padding_idx = padding_idx % v
     return Embedding.apply(ids, weight, padding_idx=padding_idx)

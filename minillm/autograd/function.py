@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import traceback
 
+from .. import backend
+
 __all__ = ["Function", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
            "detect_anomaly", "is_anomaly_enabled", "run_backward"]
 
@@ -152,6 +154,8 @@ class Function:
         except (ValueError, IndexError) as e:
             if getattr(e, "_minillm", False):
                 raise
+            if backend.pending_checks():     # a queued value check explains it better
+                backend.flush_checks()
             err = type(e)(f"{cls.__name__}: invalid input(s) [{_describe(args)}]"
                           f"{' with ' + repr(options) if options else ''}: {e}")
             err._minillm = True

@@ -770,7 +770,8 @@ class MaskedFill(Function):
     save_inputs = False
 
     def forward(self, a, mask, value=0.0):
-        out = self.xp.where(mask, self.xp.asarray(value, dtype=a.dtype), a)
+        # a NumPy scalar of a's dtype: a kernel argument on a GPU, not a host->device copy
+        out = self.xp.where(mask, a.dtype.type(value), a)
         if out.shape != a.shape:
             raise ValueError(f"mask of shape {tuple(mask.shape)} must broadcast to the tensor's "
                              f"shape {tuple(a.shape)}")

@@ -24,7 +24,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
-    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize",
+    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "pending_checks", "discard_checks",
     "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
@@ -267,8 +267,71 @@ def synchronize(dev=None):
             _cupy.cuda.Device(i).synchronize()
 
 
+# -- checks of device values -----------------------------------------------------------
+_pending_checks = []
+_MAX_PENDING = 256
+
+
+def check(flag, error):
+    """Raise ``error()`` if the boolean scalar array ``flag`` (True = something is wrong) is set.
+
+    Input validation that depends on *values* (token ids in range, a mask of 0s and 1s)
+    needs those values on the host. On the CPU that is free and the check happens now. On a
+    GPU (and on the stand-in device) reading a flag means waiting for the device, so inside a
+    training step that would be a host<->device round trip per check. There the check is
+    queued instead and made at the next explicit host transfer (``to_host``, ``.item()``,
+    ``.numpy()``) or :func:`flush_checks`, with one transfer for all queued flags. This is
+    CUDA's own model: a device-side assert is reported at the next synchronisation, and the
+    work queued in between has already run. ``error`` is a callable returning the exception
+    (it may read the offending values: it runs only when the check failed).
+    """
+    if isinstance(flag, (np.ndarray, np.generic, bool)):
+        if bool(flag):
+            raise error()
+        return
+    _pending_checks.append((flag, error))
+    if len(_pending_checks) >= _MAX_PENDING:
+        flush_checks()
+
+
+def pending_checks():
+    """How many device-side checks are queued (see :func:`check`)."""
+    return len(_pending_checks)
+
+
+def flush_checks():
+    """Make every queued :func:`check` now: one host read per device; raises the first error."""
+    if not _pending_checks:
+        return
+    pending = list(_pending_checks)
+    _pending_checks.clear()
+    by_dev = {}
+    for flag, error in pending:
+        by_dev.setdefault(device_of(flag), []).append((flag, error))
+    for dev, items in by_dev.items():
+        with dev:
+            flags = _to_host(dev.xp.stack([f.reshape(()) for f, _ in items]))
+        for ok_bad, (_, error) in zip(flags.tolist(), items):
+            if ok_bad:
+                raise error()
+
+
+def discard_checks():
+    """Drop the queued checks without making them (after an error, or in tests)."""
+    _pending_checks.clear()
+
+
 def to_host(array):
-    """Explicit device -> host copy, returning an ``np.ndarray``."""
+    """Explicit device -> host copy, returning an ``np.ndarray``.
+
+    Makes the queued device-side checks first (:func:`check`): a transfer synchronises anyway.
+    """
+    if _pending_checks:
+        flush_checks()
+    return _to_host(array)
+
+
+def _to_host(array):
     if isinstance(array, np.ndarray):
         return array
     if type(array) is StrictArray:
@@ -337,7 +400,9 @@ class Generator:
         return self.device.xp.random.RandomState(key)
 
     def _out(self, a):
-        return strict_numpy.asarray(a) if self.device.type == "fake" else a
+        # the stand-in device draws with NumPy and wraps the result: it models a GPU's own
+        # generator (cuRAND), so this is not counted as a host -> device transfer
+        return StrictArray(a) if self.device.type == "fake" else a
 
     def random(self, shape, dtype=None):
         """Uniform on [0, 1)."""

@@ -83,8 +83,9 @@ class FeedForwardLM(PreTrainedModel):
             raise ValueError(f"FeedForwardLM: ids must be a (B, T) integer Tensor, got "
                              f"{getattr(ids, 'shape', type(ids).__name__)}")
         V = self.config.vocab_size
-        if ids.size and bool(backend.to_host(((ids.data < 0) | (ids.data >= V)).any())):
-            raise IndexError(f"FeedForwardLM: token ids must be in [0, {V})")
+        if ids.size:
+            backend.check(((ids.data < 0) | (ids.data >= V)).any(),
+                          lambda: IndexError(f"FeedForwardLM: token ids must be in [0, {V})"))
         B, T = ids.shape
         x = self.embed(self.windows(ids))                          # (B, T, n-1, D)
         x = x.reshape(B, T, -1)                                     # concatenated

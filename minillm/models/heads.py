@@ -269,20 +269,22 @@ class ModelWithHead(PreTrainedModel):
         gpt = self.config.base_model_type == "gpt"
         if gpt and shape[1] > 1:
             bad = bad + (real[:, 1:] & ~real[:, :-1]).sum()          # a real token after a pad
-        if bad.item():
+        def error():
             host = m.numpy()
             if not np.isin(host, (0, 1)).all():
-                raise ValueError(f"{who}: attention_mask must hold 0 (padding) and 1 (real "
-                                 f"token), found {np.unique(host)[:5].tolist()}")
+                return ValueError(f"{who}: attention_mask must hold 0 (padding) and 1 (real "
+                                  f"token), found {np.unique(host)[:5].tolist()}")
             empty = np.flatnonzero((host != 0).sum(axis=1) == 0)
             if empty.size:
-                raise ValueError(f"{who}: sequences {empty[:5].tolist()} have no real token "
-                                 "(attention_mask all 0); every sequence needs at least one")
+                return ValueError(f"{who}: sequences {empty[:5].tolist()} have no real token "
+                                  "(attention_mask all 0); every sequence needs at least one")
             rows = np.flatnonzero(((host[:, 1:] != 0) & (host[:, :-1] == 0)).any(axis=1))
-            raise ValueError(f"{who}: a GPT body needs RIGHT padding (1s then 0s in "
-                             f"attention_mask), sequences {rows[:5].tolist()} have padding "
-                             "before a real token; causal attention would let real tokens see "
-                             "it. Pad on the right")
+            return ValueError(f"{who}: a GPT body needs RIGHT padding (1s then 0s in "
+                              f"attention_mask), sequences {rows[:5].tolist()} have padding "
+                              "before a real token; causal attention would let real tokens "
+                              "see it. Pad on the right")
+
+        backend.check((bad != 0).data, error)      # made now on cpu, at the next sync on a GPU
         return real
 
     def _encode(self, input_ids, attention_mask, token_type_ids):
@@ -312,16 +314,17 @@ class ModelWithHead(PreTrainedModel):
             ok = ok & real[arange(shape[0], device=dev), t.clip(0, num_classes - 1)]
         if ignore:
             ok = ok | (t == IGNORE_INDEX)
-        if (~ok).sum().item():
-            host = t.numpy()
-            bad = host[~ok.numpy()]
+        def error():
+            bad = t.numpy()[~ok.numpy()]
             what = (f"class ids in [0, num_labels={num_classes})" if name == "labels"
                     else f"positions in [0, T={num_classes})")
             if real is not None:
                 what += " at real tokens (attention_mask 1)"
             if ignore:
                 what += f" or {IGNORE_INDEX} (ignored)"
-            raise ValueError(f"{who}: {name} must be {what}; found {bad[:5].tolist()}")
+            return ValueError(f"{who}: {name} must be {what}; found {bad[:5].tolist()}")
+
+        backend.check((~ok.data).any(), error)   # made now on cpu, at the next sync on a GPU
         return t
 
 
