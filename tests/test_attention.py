@@ -632,3 +632,30 @@ def test_stacks(float64):
     close(mem.numpy(), enc.norm(x).numpy(), 1e-12)
     with pytest.raises(ValueError, match="num_layers"):
         TransformerEncoder(0, 8, 2)
+
+
+@pytest.mark.parametrize("causal,p", [(True, 0.0), (False, 0.0), (True, 0.3)])
+def test_packed_self_attention_equals_sdpa_on_the_slices(float64, causal, p):
+    rng = np.random.default_rng(5)
+    # GPT's layout: (B, T, 3, h, E) viewed as (3, B, h, T, E), strided
+    packed = rng.standard_normal((2, 4, 3, 2, 3)).transpose(2, 0, 3, 1, 4)
+    a = mm.tensor(packed, requires_grad=True)
+    b = mm.tensor(packed.copy(), requires_grad=True)
+    r = mm.tensor(rng.standard_normal((2, 2, 4, 3)))
+    mm.manual_seed(7)
+    ya = F.packed_self_attention(a, is_causal=causal, dropout_p=p)
+    mm.manual_seed(7)
+    yb = F.scaled_dot_product_attention(b[0], b[1], b[2], is_causal=causal, dropout_p=p)
+    np.testing.assert_allclose(ya.numpy(), yb.numpy(), rtol=1e-12, atol=1e-12)
+    (ya * r).sum().backward()
+    (yb * r).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-12, atol=1e-12)
+    if p == 0.0:
+        assert mm.gradcheck(lambda t: F.packed_self_attention(t, is_causal=causal),
+                            [mm.tensor(packed, requires_grad=True)])
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (3, 4), (4, 2, 4, 3)])
+def test_packed_self_attention_rejects_a_bad_layout(shape):
+    with pytest.raises(ValueError, match=r"qkv must be \(3, \.\.\., T, E\)"):
+        F.packed_self_attention(mm.zeros(shape))

@@ -95,11 +95,13 @@ class CausalSelfAttention(Module):
         h = self.n_head
         # (B, T, 3C) -> (3, B, h, T, hd): q, k, v with the heads split off
         qkv = self.c_attn(x).reshape(b, t, 3, h, c // h).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
         if cache is None:                               # the whole sequence: plain causal mask
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            # = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True), with one
+            # gradient for the packed qkv instead of three
+            y = F.packed_self_attention(qkv, is_causal=True,
+                                        dropout_p=self.dropout if self.training else 0.0)
         else:                                           # new positions after `cache.offset`
+            q, k, v = qkv[0], qkv[1], qkv[2]
             k, v = cache.update(layer, k, v)
             # sdpa's is_causal is top-left aligned (wrong when T < S): pass the mask instead
             mask = None if t == 1 else causal_mask(t, k.shape[2], offset=cache.offset,
