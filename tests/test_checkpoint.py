@@ -234,3 +234,81 @@ def test_argument_errors(tmp_path):
     opt = mm.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(CheckpointError, match="optimizer"):
         load_checkpoint(path, model, opt)
+
+
+# -- mixed precision ------------------------------------------------------------------------------
+def _mp_setup(seed=0, **scaler_kw):
+    """A float16 GPT with float32 masters (dropout 0: the generators draw float32/64 only)."""
+    from minillm.training import GradScaler, MixedPrecision
+    mm.manual_seed(seed)
+    model = mm.models.GPT(mm.models.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2,
+                                              n_embd=8, dropout=0.0, bias=True))
+    opt = mm.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = mm.optim.get_cosine_schedule_with_warmup(opt, 2, 10)
+    return model, opt, sched, MixedPrecision(model, opt, GradScaler(**scaler_kw))
+
+
+def _mp_train_steps(model, mp, sched, n):
+    rng = np.random.default_rng(1)
+    for _ in range(n):
+        x = mm.tensor(rng.integers(0, 11, (2, 8)))
+        y = mm.tensor(rng.integers(0, 11, (2, 8)))
+        mp.backward(model(x, y)[1])
+        mp.step(max_grad_norm=1.0)
+        sched.step()
+
+
+def _masters(mp):
+    return {k: v.numpy().copy() for k, v in mp.state_dict().items()}
+
+
+def test_mixed_precision_round_trip(tmp_path):
+    model, opt, sched, mp = _mp_setup(init_scale=2.0 ** 10, growth_interval=2)
+    _mp_train_steps(model, mp, sched, 3)
+    assert mp.get_scale() == 2.0 ** 11                          # the scaler state moved
+    path = save_checkpoint(tmp_path, model, opt, sched, step=3, mixed_precision=mp)
+    assert "scaler.json" in os.listdir(path)
+    saved, saved_opt, saved_scaler = _masters(mp), _opt_arrays(opt), mp.scaler.state_dict()
+    with np.load(path / "model.npz", allow_pickle=False) as npz:   # the float32 masters
+        _assert_same_state({k: npz[k] for k in npz.files}, saved)
+        assert all(npz[k].dtype == np.float32 for k in npz.files)
+
+    model2, opt2, sched2, mp2 = _mp_setup(seed=5)
+    load_checkpoint(path, model2, opt2, sched2, mixed_precision=mp2)
+    _assert_same_state(_masters(mp2), saved)
+    _assert_same_state(_params(model2), _params(model))         # float16 = rounded masters
+    assert all(v.dtype == np.float16 for v in _params(model2).values())
+    _assert_same_state(_opt_arrays(opt2), saved_opt)
+    assert mp2.scaler.state_dict() == saved_scaler
+    # both go on identically
+    _mp_train_steps(model, mp, sched, 2)
+    _mp_train_steps(model2, mp2, sched2, 2)
+    _assert_same_state(_masters(mp2), _masters(mp))
+    # a float32 model reads the same checkpoint
+    plain = _model(seed=7)
+    load_checkpoint(path, plain)
+    _assert_same_state(_params(plain), saved)
+
+
+def test_mixed_precision_load_rolls_back_and_accepts_float32_checkpoints(tmp_path):
+    model, opt, sched, mp = _mp_setup(init_scale=4.0)
+    before, scaler_before = _masters(mp), mp.scaler.state_dict()
+    half_before = _params(model)
+    other = mm.models.GPT(mm.models.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2,
+                                              n_embd=12, dropout=0.0))
+    path = save_checkpoint(tmp_path / "other", other, step=1)
+    with pytest.warns(UserWarning, match="scaler.json"), \
+            pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(path, mixed_precision=mp)
+    _assert_same_state(_masters(mp), before)
+    _assert_same_state(_params(model), half_before)
+    assert mp.scaler.state_dict() == scaler_before
+    # a float32 run's checkpoint (no scaler.json): the masters load, the scaler stays
+    f32 = _model(seed=3)
+    path = save_checkpoint(tmp_path / "f32", f32, step=1)
+    with pytest.warns(UserWarning, match="scaler.json"):
+        load_checkpoint(path, model, mixed_precision=mp)
+    _assert_same_state(_masters(mp), _params(f32))
+    assert mp.scaler.state_dict() == scaler_before
+    with pytest.raises(ValueError, match="not the model wrapped"):
+        load_checkpoint(path, f32, mixed_precision=mp)

@@ -124,6 +124,63 @@ def test_resume_is_bit_identical(tmp_path, k, save_steps):
     assert len(names) == 2 and "checkpoint-20" in names
 
 
+class StartScale(TrainerCallback):
+    """Start the loss scale at ``scale`` in a fresh run (not in a resumed one)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def on_train_begin(self, trainer, state):
+        if state.global_step == 0:
+            trainer.mixed_precision.scaler.update(new_scale=self.scale)
+
+
+def test_fp16_resume_is_bit_identical(tmp_path):
+    """fp16=True: interrupted at step 9 and resumed, the run ends bit-identical (cpu/fake).
+
+    The loss scale starts at 2**20, so the first steps overflow and are skipped (the
+    scheduler waits too): the skip path, the scale and the skip count go through the
+    checkpoint as well. dropout=0: the random generators draw float32/float64 only.
+    """
+    train = windows(200)
+
+    def run(out, model, callbacks=()):
+        return Trainer(model, args_for(out, fp16=True, save_total_limit=2),
+                       train_dataset=train, callbacks=[StartScale(2.0 ** 20), *callbacks])
+
+    full_model = tiny_gpt(dropout=0.0)
+    full = run(tmp_path / "full", full_model)
+    full.train()
+    hist = full.state.history
+    assert hist[0]["skipped_steps"] == 1 and hist[-1]["skipped_steps"] >= 2
+    assert hist[-1]["skipped_steps"] < 10 and hist[-1]["loss_scale"] < 2.0 ** 20
+    assert hist[0]["learning_rate"] == hist[1]["learning_rate"] == 0.0   # warmup waited
+
+    interrupted = run(tmp_path / "run", tiny_gpt(dropout=0.0), [CrashAt(9)])
+    with pytest.raises(Interrupt):
+        interrupted.train()
+    resumed_model = tiny_gpt(seed=123, dropout=0.0)
+    mm.manual_seed(999)
+    resumed = run(tmp_path / "run", resumed_model)
+    state = resumed.train(resume_from_checkpoint=True)
+    assert state.global_step == 20
+
+    from conftest import DEVICE
+    if DEVICE.startswith("cuda"):              # atomic scatter-adds: see the test above
+        return
+    assert full.state.history == state.history
+    assert resumed.mixed_precision.scaler.state_dict() == full.mixed_precision.scaler.state_dict()
+    for name, a in _params(full_model).items():                 # the float16 model
+        assert a.dtype == np.float16 and np.array_equal(a, _params(resumed_model)[name]), name
+    a, b = full.mixed_precision.state_dict(), resumed.mixed_precision.state_dict()
+    for name in a:                                              # the float32 masters
+        assert np.array_equal(a[name].numpy(), b[name].numpy()), name
+    sa, sb = full.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for i in sa["state"]:
+        for key, v in sa["state"][i].items():
+            assert np.array_equal(np.asarray(v), np.asarray(sb["state"][i][key])), (i, key)
+
+
 def test_history_files_plot_and_eval(tmp_path):
     train, val = windows(64, seed=1, as_dict=True), windows(24, seed=2, as_dict=True)
     model = tiny_gpt(dropout=0.0)

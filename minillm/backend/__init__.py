@@ -24,7 +24,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
-    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "pending_checks", "discard_checks",
+    "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "read_flags", "pending_checks", "discard_checks",
     "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
@@ -301,19 +301,37 @@ def pending_checks():
 
 def flush_checks():
     """Make every queued :func:`check` now: one host read per device; raises the first error."""
-    if not _pending_checks:
-        return
+    if _pending_checks:
+        read_flags([])
+
+
+def read_flags(flags):
+    """Read boolean scalar device arrays to Python bools, together with the queued checks.
+
+    One host read per device for all of them (a mixed-precision step reads its inf/NaN flag
+    this way, so the step's input checks ride along instead of costing a second read).
+    A failed queued check is raised (after the read).
+    """
     pending = list(_pending_checks)
     _pending_checks.clear()
+    items = [(f, err) for f, err in pending] + [(f, None) for f in flags]
     by_dev = {}
-    for flag, error in pending:
-        by_dev.setdefault(device_of(flag), []).append((flag, error))
-    for dev, items in by_dev.items():
-        with dev:
-            flags = _to_host(dev.xp.stack([f.reshape(()) for f, _ in items]))
-        for ok_bad, (_, error) in zip(flags.tolist(), items):
-            if ok_bad:
-                raise error()
+    for n, (flag, _) in enumerate(items):
+        host = isinstance(flag, (np.ndarray, np.generic, bool))
+        by_dev.setdefault(_DEVICES["cpu"] if host else device_of(flag), []).append(n)
+    values = [None] * len(items)
+    for dev, idx in by_dev.items():
+        if dev.type == "cpu":
+            host = [bool(items[n][0]) for n in idx]
+        else:
+            with dev:
+                host = _to_host(dev.xp.stack([items[n][0].reshape(()) for n in idx])).tolist()
+        for n, v in zip(idx, host):
+            values[n] = bool(v)
+    for (_, error), bad in zip(items, values):
+        if error is not None and bad:
+            raise error()
+    return values[len(pending):]
 
 
 def discard_checks():
@@ -410,6 +428,8 @@ class Generator:
         if self.device.type == "cuda":
             with self.device:
                 return self._cuda().random_sample(shape, dtype=dtype)
+        if dtype == np.float16:              # NumPy draws float32/float64 only
+            return self._out(self._g.random(shape, dtype=np.float32).astype(dtype))
         return self._out(self._g.random(shape, dtype=dtype))
 
     def normal(self, shape, dtype=None):
@@ -418,6 +438,8 @@ class Generator:
         if self.device.type == "cuda":
             with self.device:
                 return self._cuda().standard_normal(shape, dtype=dtype)
+        if dtype == np.float16:
+            return self._out(self._g.standard_normal(shape, dtype=np.float32).astype(dtype))
         return self._out(self._g.standard_normal(shape, dtype=dtype))
 
     def integers(self, low, high, shape, dtype=np.int64):

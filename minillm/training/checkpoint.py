@@ -9,7 +9,14 @@ A checkpoint is a directory ``checkpoint-{step}``::
     scheduler.json       the learning-rate scheduler's counters
     rng_state.json       the state of minillm's random generators (cpu, and the model's device)
     trainer_state.json   step, epoch, batch position within the epoch, best metric, history ...
+    scaler.json          mixed precision only: the GradScaler's state (scale, growth tracker ...)
     manifest.json        sha256 and size of every file above (written last)
+
+With mixed precision (``mixed_precision=`` a :class:`~minillm.training.amp.MixedPrecision`),
+``model.npz`` holds the **float32 master weights** (not the float16 working copy), so the
+checkpoint has the same format as a float32 run's: ``from_pretrained`` loads it as a float32
+model, and loading it back into the ``MixedPrecision`` restores the masters exactly and the
+float16 model as their rounding, which is what it was (resume stays bit-identical).
 
 Nothing is ever pickled: arrays go to ``.npz`` (read back with ``allow_pickle=False``), the
 rest to UTF-8 JSON. :func:`save_checkpoint` writes into a temporary directory next to the
@@ -48,6 +55,7 @@ WEIGHTS_NAME = "model.npz"
 OPTIMIZER_ARRAYS = "optimizer.npz"
 OPTIMIZER_JSON = "optimizer.json"
 SCHEDULER_NAME = "scheduler.json"
+SCALER_NAME = "scaler.json"
 RNG_NAME = "rng_state.json"
 TRAINER_STATE_NAME = "trainer_state.json"
 FORMAT = "minillm-checkpoint"
@@ -126,13 +134,15 @@ def _model_config(model):
 
 # -- saving ------------------------------------------------------------------------------------
 def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_state=None,
-                    step=None):
+                    step=None, mixed_precision=None):
     """Write ``directory/checkpoint-{step}`` atomically and return its path.
 
     ``step`` defaults to ``trainer_state["global_step"]`` (or 0). An existing checkpoint of the
     same step is replaced only once the new one is complete. ``trainer_state`` is any
     JSON-friendly dict (the :class:`~minillm.training.Trainer` stores step, epoch, batch
-    position, best metric and history there).
+    position, best metric and history there). ``mixed_precision``: the
+    :class:`~minillm.training.amp.MixedPrecision` wrapping ``model``; then the weights saved
+    are its float32 masters and its scaler's state goes to ``scaler.json``.
     """
     trainer_state = dict(trainer_state or {})
     if step is None:
@@ -150,8 +160,14 @@ def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_st
         if config is not None:
             _write_json(tmp / CONFIG_NAME, config)
             files.append(CONFIG_NAME)
-        _write_npz(tmp / WEIGHTS_NAME, {k: v.numpy() for k, v in model.state_dict().items()})
+        weights = (mixed_precision.state_dict() if mixed_precision is not None
+                   else model.state_dict())
+        _write_npz(tmp / WEIGHTS_NAME, {k: v.numpy() for k, v in weights.items()})
         files.append(WEIGHTS_NAME)
+        if mixed_precision is not None:
+            _write_json(tmp / SCALER_NAME, {"class": type(mixed_precision.scaler).__name__,
+                                            "state": mixed_precision.scaler.state_dict()})
+            files.append(SCALER_NAME)
         if optimizer is not None:
             arrays, meta = _optimizer_files(optimizer)
             _write_npz(tmp / OPTIMIZER_ARRAYS, arrays)
@@ -238,14 +254,22 @@ def _optimizer_state_dict(directory):
     return meta, {"state": state, "param_groups": meta["param_groups"]}
 
 
-def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, restore_rng=True):
+def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, restore_rng=True,
+                    mixed_precision=None):
     """Restore a checkpoint into ``model``/``optimizer``/``scheduler`` (and the RNGs).
 
     Every file is verified against the manifest and parsed first; when anything is wrong a
     :class:`CheckpointError` names the file and nothing has been modified. If applying a state
     fails (e.g. the model has other shapes), what was already restored is rolled back.
     Returns the trainer state dict (``{}`` when the checkpoint has none).
+
+    ``mixed_precision``: the :class:`~minillm.training.amp.MixedPrecision` wrapping ``model``
+    (which may then be omitted); the float32 weights go into its masters and, rounded, into
+    the float16 model, and ``scaler.json`` into its scaler. A checkpoint of a float32 run
+    has no ``scaler.json``: the scaler then keeps its state (with a warning).
     """
+    if mixed_precision is not None and model is not None and model is not mixed_precision.model:
+        raise ValueError("load_checkpoint: model is not the model wrapped by mixed_precision")
     directory = Path(directory)
     manifest = verify_checkpoint(directory)
     listed = set(manifest["files"])
@@ -255,10 +279,16 @@ def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, resto
             raise CheckpointError(f"checkpoint {directory} holds no {what} (no {name}); it was "
                                   f"saved without one")
 
-    weights = opt_sd = sched_sd = None
-    if model is not None:
+    weights = opt_sd = sched_sd = scaler_sd = None
+    if model is not None or mixed_precision is not None:
         need(WEIGHTS_NAME, "model weights")
         weights = _read_npz(directory / WEIGHTS_NAME)
+    if mixed_precision is not None:
+        if SCALER_NAME in listed:
+            scaler_sd = _read_json(directory / SCALER_NAME)["state"]
+        else:
+            warnings.warn(f"checkpoint {directory} has no {SCALER_NAME} (saved without mixed "
+                          "precision): the loss scaler keeps its current state", stacklevel=2)
     if optimizer is not None:
         need(OPTIMIZER_ARRAYS, "optimizer state")
         need(OPTIMIZER_JSON, "optimizer state")
@@ -278,7 +308,16 @@ def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, resto
     # snapshots for the rollback
     undo = []
     try:
-        if model is not None:
+        if mixed_precision is not None:
+            mp = mixed_precision
+            before = {k: v.numpy().copy() for k, v in mp.state_dict().items()}
+            undo.append(lambda: mp.load_state_dict(before))
+            mp.load_state_dict(weights)
+            if scaler_sd is not None:
+                scaler_before = mp.scaler.state_dict()
+                undo.append(lambda: mp.scaler.load_state_dict(scaler_before))
+                mp.scaler.load_state_dict(scaler_sd)
+        elif model is not None:
             before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
             undo.append(lambda: model.load_state_dict(before))
             model.load_state_dict(weights)
@@ -391,12 +430,13 @@ class CheckpointManager:
 
     # -- saving ----------------------------------------------------------------------------
     def save(self, model, optimizer=None, scheduler=None, trainer_state=None, metrics=None,
-             step=None):
+             step=None, mixed_precision=None):
         """Write a checkpoint (see :func:`save_checkpoint`), then rotate; returns its path."""
         state = dict(trainer_state or {})
         if metrics is not None:
             state["metrics"] = dict(metrics)
-        path = save_checkpoint(self.output_dir, model, optimizer, scheduler, state, step=step)
+        path = save_checkpoint(self.output_dir, model, optimizer, scheduler, state, step=step,
+                               mixed_precision=mixed_precision)
         self.rotate(protect=path)
         return path
 

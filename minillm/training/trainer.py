@@ -27,6 +27,16 @@ a multiple of the accumulation ends with a shorter step.
 position (epoch and micro-batch index within it). The DataLoader's order depends only on
 ``(seed, epoch)``, so the resumed run skips the consumed batches without loading them and, on
 CPU, ends with bit-identical parameters to an uninterrupted run.
+
+**Mixed precision** (``fp16=True``): the float32 model is wrapped by a
+:class:`~minillm.training.amp.MixedPrecision` when training starts (after the optimizer is
+made): the model computes in float16, the optimizer steps float32 master weights, and the
+loss is scaled dynamically (:class:`~minillm.training.amp.GradScaler`, PyTorch's defaults).
+A step whose gradients overflowed is skipped, and so is the scheduler's step then (as in
+Hugging Face). The log entries gain ``loss_scale`` and ``skipped_steps`` (so far);
+checkpoints hold the float32 masters (``model.npz``) and the scaler state (``scaler.json``),
+so resume stays exact. After training, ``trainer.mixed_precision.state_dict()`` gives the
+float32 weights. bfloat16 (``bf16=True``) is not available: NumPy and CuPy lack the dtype.
 """
 from __future__ import annotations
 
@@ -48,6 +58,7 @@ from ..autograd import Tensor, no_grad
 from ..data import DataLoader, default_collate
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
 from ..optim.lr_scheduler import SCHEDULER_NAMES
+from .amp import BFLOAT16_UNAVAILABLE, GradScaler, MixedPrecision
 from .checkpoint import CheckpointManager, load_checkpoint
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerState", "TrainerCallback",
@@ -77,7 +88,10 @@ class TrainingArguments:
     (``None`` turns periodic evaluation/saving off); a final checkpoint is always written.
     ``save_total_limit`` keeps the last N checkpoints plus the best by
     ``metric_for_best_model``. ``early_stopping_patience``: stop after that many evaluations
-    without improvement (needs ``eval_steps`` and an eval dataset).
+    without improvement (needs ``eval_steps`` and an eval dataset). ``fp16``: mixed precision
+    (float16 compute, float32 master weights, dynamic loss scaling; needs a float32 model).
+    ``bf16`` exists for Hugging Face compatibility only: ``True`` raises (no bfloat16 dtype in
+    NumPy/CuPy).
     """
 
     output_dir: str
@@ -107,6 +121,8 @@ class TrainingArguments:
     dataloader_drop_last: bool = False
     device: str | None = None
     disable_tqdm: bool = False
+    fp16: bool = False
+    bf16: bool = False
 
     def __post_init__(self):
         def bad(name, want):
@@ -158,6 +174,11 @@ class TrainingArguments:
             bad("metric_for_best_model", "a metric name such as 'eval_loss'")
         if self.device is not None:
             backend.device(self.device)              # raises a clear DeviceError
+        for name in ("fp16", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+        if self.bf16:
+            raise ValueError(f"TrainingArguments: bf16=True: {BFLOAT16_UNAVAILABLE}")
         self.output_dir = str(self.output_dir)
 
     def to_dict(self):
@@ -316,6 +337,14 @@ class Trainer:
                                                         args.metric_for_best_model,
                                                         args.greater_is_better))
         self.optimizer, self.lr_scheduler = optimizers
+        self.mixed_precision = None              # made by train() when args.fp16
+        if args.fp16:
+            dtypes = sorted({str(p.dtype) for p in model.parameters()})
+            if dtypes and dtypes != ["float32"]:
+                raise ValueError(
+                    f"Trainer: fp16=True needs a float32 model (mixed precision keeps float32 "
+                    f"master weights and computes in float16), but the model's parameters are "
+                    f"{', '.join(dtypes)}; convert it with model.float(), or train without fp16")
         self.state = TrainerState()
         self.output_dir = Path(args.output_dir)
         self.checkpoints = CheckpointManager(args.output_dir, keep_last=args.save_total_limit,
@@ -368,6 +397,17 @@ class Trainer:
                                               num_training_steps=num_training_steps,
                                               scheduler_specific_kwargs=a.lr_scheduler_kwargs)
         return self.lr_scheduler
+
+    def create_mixed_precision(self):
+        """With ``args.fp16``: wrap the model and the optimizer in a
+        :class:`~minillm.training.amp.MixedPrecision` (once; call after create_optimizer)."""
+        if self.args.fp16 and self.mixed_precision is None:
+            self.mixed_precision = MixedPrecision(self.model, self.optimizer, GradScaler())
+        mp = self.mixed_precision
+        if mp is not None and (mp.model is not self.model or mp.optimizer is not self.optimizer):
+            raise RuntimeError("Trainer: the model or optimizer was replaced after mixed "
+                               "precision was set up; make a new Trainer")
+        return mp
 
     def _call(self, hook, *args, **kwargs):
         for cb in self.callbacks:
@@ -454,7 +494,7 @@ class Trainer:
             metrics = {k: v for k, v in s.last_eval.items() if k != "step"}
         path = self.checkpoints.save(self.model, self.optimizer, self.lr_scheduler,
                                      trainer_state=s.to_dict(), metrics=metrics,
-                                     step=s.global_step)
+                                     step=s.global_step, mixed_precision=self.mixed_precision)
         self._call("on_save", path)
         return path
 
@@ -487,6 +527,7 @@ class Trainer:
             n_epochs = math.ceil(args.num_train_epochs)
         self.create_optimizer()
         self.create_scheduler(total_steps)
+        mp = self.create_mixed_precision()
 
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             path = resume_from_checkpoint
@@ -495,7 +536,8 @@ class Trainer:
                 if path is None:
                     raise ValueError(f"Trainer.train(resume_from_checkpoint=True): no valid "
                                      f"checkpoint in {self.output_dir}")
-            ts = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler)
+            ts = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
+                                 mixed_precision=mp)
             self.state = TrainerState.from_dict(ts)
         else:
             backend.manual_seed(args.seed)
@@ -520,16 +562,26 @@ class Trainer:
                         idx = chunks[s.batch_in_epoch + j]
                         batch = loader.collate_fn([loader.dataset[int(i)] for i in idx])
                         loss = self.compute_loss(self.model, batch)
-                        (loss / float(group)).backward()
+                        if mp is not None:
+                            mp.backward(loss / float(group))     # scaled; fp32 accumulation
+                        else:
+                            (loss / float(group)).backward()
                         d = loss.detach()
                         step_loss = d if step_loss is None else step_loss + d
                         s.tokens_seen += _count_tokens(batch)
                     s.batch_in_epoch += group
                     grad_norm = None
-                    if args.max_grad_norm is not None:
-                        grad_norm = clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                    self.optimizer.step()
-                    self.lr_scheduler.step()
+                    if mp is not None:
+                        grad_norm = mp.step(max_grad_norm=args.max_grad_norm)
+                        stepped = not mp.last_step_skipped
+                    else:
+                        if args.max_grad_norm is not None:
+                            grad_norm = clip_grad_norm_(self.model.parameters(),
+                                                        args.max_grad_norm)
+                        self.optimizer.step()
+                        stepped = True
+                    if stepped:                  # no schedule step for a skipped fp16 step
+                        self.lr_scheduler.step()
                     self.optimizer.zero_grad()
                     s.global_step += 1
                     loss_value = step_loss.item() / group
@@ -543,6 +595,9 @@ class Trainer:
                                 "tokens_seen": s.tokens_seen}
                         if grad_norm is not None:
                             logs["grad_norm"] = grad_norm.item()
+                        if mp is not None:
+                            logs["loss_scale"] = mp.get_scale()
+                            logs["skipped_steps"] = mp.skipped_steps
                         s.log_loss_sum, s.log_loss_count = 0.0, 0
                         self._log(logs)
                     elapsed = max(time.perf_counter() - t0, 1e-9)
