@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import backend
-from .backend import parallel
+from .backend import cuda_kernels, parallel
 from .autograd.function import Function
 from .autograd.ops import normalize_axis, relu, sigmoid, stable_sigmoid, tanh, unbroadcast
 from .autograd.tensor import Tensor
@@ -116,6 +116,12 @@ class Softmax(Function):
 
     def forward(self, x, axis=-1):
         self.axis, self.dtype = axis, x.dtype
+        self.fused = cuda_kernels.use(self.xp) and x.ndim >= 1 and axis in (-1, x.ndim - 1)
+        if self.fused:                               # CuPy: one kernel, float32 for float16
+            work = np.float32 if x.dtype == np.float16 else x.dtype
+            self.y = cuda_kernels.softmax_lastdim(x, out=self.xp.empty(x.shape, dtype=work),
+                                                  masked_rows_zero=False)
+            return self.y if self.y.dtype == self.dtype else self.y.astype(self.dtype)
         if x.dtype == np.float16:                    # float32 island
             x = x.astype(np.float32)
         e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
@@ -125,6 +131,9 @@ class Softmax(Function):
 
     def backward(self, g):
         y = self.y
+        if self.fused:
+            return cuda_kernels.softmax_backward_lastdim(
+                g, y, out=self.xp.empty(y.shape, dtype=self.dtype))
         if g.dtype != y.dtype:
             g = g.astype(y.dtype)
         dx = y * (g - (g * y).sum(axis=self.axis, keepdims=True))
@@ -192,34 +201,40 @@ class CrossEntropy(Function):
         t1 = t.reshape(-1)
         n = z2.shape[0]
         work = np.dtype(np.float32) if z.dtype == np.float16 else z.dtype   # float32 island
-        p = xp.empty(z2.shape, dtype=work)           # softmax probabilities, kept for backward
-        lse = xp.empty(n, dtype=work)                # log-sum-exp per row
-        ones = xp.ones(c, dtype=work)
+        self.fused = cuda_kernels.use(xp)
+        if self.fused:                               # CuPy: p, lse and the row losses, 1 kernel
+            p, lse, loss = cuda_kernels.softmax_cross_entropy_forward(z2, t1, ignore_index,
+                                                                      label_smoothing)
+            valid, rows, tt = t1 != ignore_index, None, t1
+        else:
+            p = xp.empty(z2.shape, dtype=work)       # softmax probabilities, kept for backward
+            lse = xp.empty(n, dtype=work)            # log-sum-exp per row
+            ones = xp.ones(c, dtype=work)
 
-        def kernel(_, a, b):
-            zb, pb, lb = z2[a:b], p[a:b], lse[a:b]
-            if zb.dtype != work:
-                zb = zb.astype(work)
-            m = zb.max(axis=1)
-            xp.subtract(zb, m[:, None], out=pb)
-            xp.exp(pb, out=pb)
-            xp.matmul(pb, ones, out=lb)               # row sums (gemv)
-            pb *= (1.0 / lb)[:, None]
-            xp.log(lb, out=lb)
-            lb += m
+            def kernel(_, a, b):
+                zb, pb, lb = z2[a:b], p[a:b], lse[a:b]
+                if zb.dtype != work:
+                    zb = zb.astype(work)
+                m = zb.max(axis=1)
+                xp.subtract(zb, m[:, None], out=pb)
+                xp.exp(pb, out=pb)
+                xp.matmul(pb, ones, out=lb)           # row sums (gemv)
+                pb *= (1.0 / lb)[:, None]
+                xp.log(lb, out=lb)
+                lb += m
 
-        _blocked(xp, z2, kernel)
-        valid = t1 != ignore_index
-        tt = xp.where(valid, t1, 0)
-        rows = xp.arange(n)
-        picked = z2[rows, tt]
-        if picked.dtype != work:
-            picked = picked.astype(work)
-        loss = lse - picked                          # -log p[target], picked by indexing
-        if label_smoothing:
-            zmean = z2.mean(axis=1) if work == z.dtype else z2.mean(axis=1, dtype=work)
-            loss = (1 - label_smoothing) * loss + label_smoothing * (lse - zmean)
-        loss = xp.where(valid, loss, xp.zeros((), dtype=work))
+            _blocked(xp, z2, kernel)
+            valid = t1 != ignore_index
+            tt = xp.where(valid, t1, 0)
+            rows = xp.arange(n)
+            picked = z2[rows, tt]
+            if picked.dtype != work:
+                picked = picked.astype(work)
+            loss = lse - picked                      # -log p[target], picked by indexing
+            if label_smoothing:
+                zmean = z2.mean(axis=1) if work == z.dtype else z2.mean(axis=1, dtype=work)
+                loss = (1 - label_smoothing) * loss + label_smoothing * (lse - zmean)
+            loss = xp.where(valid, loss, xp.zeros((), dtype=work))
         self.p, self.rows, self.tt, self.valid = p, rows, tt, valid
         self.shape, self.t_shape, self.c, self.dtype = z.shape, t.shape, c, z.dtype
         self.ls, self.reduction = label_smoothing, reduction
@@ -239,6 +254,9 @@ class CrossEntropy(Function):
         else:
             coef = g.reshape(-1) * self.valid
         coef = coef.astype(p.dtype)
+        if self.fused:                               # CuPy: coef * (p - onehot), 1 kernel
+            return cuda_kernels.softmax_cross_entropy_backward(
+                p, self.tt, coef, self.ls, out_dtype=self.dtype).reshape(self.shape), None
         hit = (1 - self.ls) * coef
         if p.dtype != self.dtype:
             return self._backward_cast(coef, hit), None
@@ -453,6 +471,10 @@ class GELU(Function):
             self.cdf = 0.5 * backend.erfc(-x * _INV_SQRT_2)     # Phi(x), accurate in both tails
             return x * self.cdf
         x2 = _rows(x)
+        self.fused = cuda_kernels.use(xp)
+        if self.fused:                               # CuPy: one elementwise kernel
+            y, self.t = cuda_kernels.gelu_tanh_forward(x2)
+            return y.reshape(x.shape)
         y, t = xp.empty_like(x2), xp.empty_like(x2)
         c1, c0 = 0.044715 * _SQRT_2_OVER_PI, _SQRT_2_OVER_PI
 
@@ -477,6 +499,8 @@ class GELU(Function):
             pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
             return g * (self.cdf + x * pdf)
         x2, t, g2 = _rows(x), self.t, _rows(g)
+        if self.fused:                               # CuPy: one elementwise kernel
+            return cuda_kernels.gelu_tanh_backward(x2, t, g2).reshape(x.shape)
         d = xp.empty_like(x2)
         c1, c0 = 3 * 0.044715 * _SQRT_2_OVER_PI, _SQRT_2_OVER_PI
 
@@ -535,6 +559,12 @@ class LayerNorm(Function):
         cast = work != x.dtype
         wv = None if w is None else w.reshape(n)
         bv = None if b is None else b.reshape(n)
+        self.fused = cuda_kernels.use(xp)
+        if self.fused:                               # CuPy: one kernel (float32 for float16)
+            y, xhat, rstd = cuda_kernels.layer_norm_forward(x2, wv, bv, eps)
+            self.xhat, self.rstd, self.w, self.has_b = xhat, rstd, wv, b is not None
+            self.shape, self.nd = x.shape, nd
+            return y.reshape(x.shape)
         if cast:
             wv = None if wv is None else wv.astype(work)
             bv = None if bv is None else bv.astype(work)
@@ -571,6 +601,11 @@ class LayerNorm(Function):
         xp, xhat, rstd, w = self.xp, self.xhat, self.rstd, self.w
         n = xhat.shape[1]
         g2 = g.reshape(-1, n)
+        if self.fused:                               # CuPy: dx in one kernel, dw one reduction
+            gx, gw, gb = cuda_kernels.layer_norm_backward(g2, xhat, rstd, w, self.has_b)
+            wshape = self.shape[len(self.shape) - self.nd:]
+            return (gx.reshape(self.shape), None if gw is None else gw.reshape(wshape),
+                    None if gb is None else gb.reshape(wshape))
         work = xhat.dtype                             # float32 for float16 input
         cast = work != g.dtype
         blocks = parallel.plan_blocks(g2.shape[0], n, xp)
@@ -753,15 +788,19 @@ class SDPA(Function):
         if float_mask is not None:
             s = s + float_mask
             self.float_mask = float_mask.shape
-        m = s.max(axis=-1, keepdims=True)
-        if not is_causal or bool_mask is not None or float_mask is not None:
-            m = xp.where(xp.isfinite(m), m, 0)        # fully masked rows give zeros, not NaN
-        s -= m
-        p = xp.exp(s, out=s)
-        den = p.sum(axis=-1, keepdims=True)
-        if not is_causal or bool_mask is not None or float_mask is not None:
-            den = xp.where(den == 0, 1, den)
-        p *= 1 / den
+        self.fused = cuda_kernels.use(xp)
+        if self.fused:                                # CuPy: softmax in place, one kernel
+            p = cuda_kernels.softmax_lastdim(s)       # fully masked rows give zeros, not NaN
+        else:
+            m = s.max(axis=-1, keepdims=True)
+            if not is_causal or bool_mask is not None or float_mask is not None:
+                m = xp.where(xp.isfinite(m), m, 0)    # fully masked rows give zeros, not NaN
+            s -= m
+            p = xp.exp(s, out=s)
+            den = p.sum(axis=-1, keepdims=True)
+            if not is_causal or bool_mask is not None or float_mask is not None:
+                den = xp.where(den == 0, 1, den)
+            p *= 1 / den
         self.p, self.drop = p, drop
         pd = p * drop if drop is not None else p
         self.qs, self.k, self.v, self.pd, self.scale = qs, k, v, pd, scale
@@ -775,8 +814,11 @@ class SDPA(Function):
         ds = g @ xp.swapaxes(v, -1, -2)              # dP
         if self.drop is not None:
             ds *= self.drop
-        ds -= _row_dot(xp, ds, p)[..., None]
-        ds *= p                                       # dS, the gradient of the scaled scores
+        if self.fused:                                # CuPy: in place, one kernel
+            cuda_kernels.softmax_backward_lastdim(ds, p, out=ds)
+        else:
+            ds -= _row_dot(xp, ds, p)[..., None]
+            ds *= p                                   # dS, the gradient of the scaled scores
         gmask = None if self.float_mask is None else unbroadcast(ds, self.float_mask)
         gk = unbroadcast(xp.swapaxes(ds, -1, -2) @ qs, k.shape)
         gq = ds @ k

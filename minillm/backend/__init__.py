@@ -25,7 +25,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
     "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "read_flags", "pending_checks", "discard_checks",
-    "device_of", "is_device_array", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
+    "device_of", "is_device_array", "is_cupy", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
 ]
@@ -217,6 +217,11 @@ def device_of(array):
 def is_device_array(x):
     """True for arrays that live on a non-CPU device (CuPy arrays, stand-in arrays)."""
     return type(x) is StrictArray or (_cupy is not None and isinstance(x, _cupy.ndarray))
+
+
+def is_cupy(xp):
+    """True when the array module ``xp`` is CuPy (never imports CuPy to find out)."""
+    return _cupy is not None and xp is _cupy
 
 
 def cupy_status():

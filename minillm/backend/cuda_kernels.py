@@ -1,0 +1,599 @@
+"""Fused CUDA kernels (CuPy) for the ops that dominate a GPT training step on a GPU.
+
+On a GPU the generic code of :mod:`minillm.functional` runs every NumPy-style expression as
+its own CuPy kernel: ``exp(x - x.max())`` alone is a reduction, a subtraction and an
+exponential, three passes over device memory with a temporary array each. The functions
+here do the same math in one kernel per op (or per pass that needs a whole row):
+
+* :func:`gelu_tanh_forward` / :func:`gelu_tanh_backward` (ElementwiseKernel):
+  y = x/2 (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)) and its derivative;
+* :func:`layer_norm_forward` (RawKernel, per row): xhat = (x - mean) rstd, y = xhat w + b;
+  :func:`layer_norm_backward`: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+  (RawKernel, per row), dw = sum over rows of g xhat (ReductionKernel);
+* :func:`softmax_cross_entropy_forward` (RawKernel, per row): p = softmax(z), lse and the
+  row loss lse - z[t]; :func:`softmax_cross_entropy_backward` (ElementwiseKernel):
+  dz = coef (p - onehot(t)), the one-hot subtracted by index;
+* :func:`softmax_lastdim` / :func:`softmax_backward_lastdim` (RawKernel, per row): the
+  attention softmax p = exp(s - max) / sum exp(s - max), in place, and ds = p (dp - sum(dp p)).
+
+The row kernels (``cupy.RawKernel``) give each row to one thread block: its threads
+stride over the row, and the row's max/sum is a block reduction (warp shuffles, then one
+value per warp through shared memory). Arithmetic is in ``float`` for float16 and float32
+data and in ``double`` for float64 data (so float16 input is computed in float32, the same
+*float32 island* as the generic code, and rounded once on store).
+
+Everything here takes and returns CuPy arrays and never moves data to the host. The
+kernels are compiled on first use (CuPy caches the binaries on disk) and cached here per
+dtype. Only :mod:`minillm.backend` knows about CuPy; this module asks it for the module.
+
+**Kill switch**: set ``MINILLM_CUDA_KERNELS=0`` to use the generic CuPy code instead (read at
+every call, so it can be flipped at run time, e.g. to check a suspected kernel bug).
+:func:`use` is what :mod:`minillm.functional` asks; :func:`available` says whether the
+kernels can run at all here.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+__all__ = ["enabled", "available", "use", "gelu_tanh_forward", "gelu_tanh_backward",
+           "layer_norm_forward", "layer_norm_backward", "softmax_cross_entropy_forward",
+           "softmax_cross_entropy_backward", "softmax_lastdim", "softmax_backward_lastdim"]
+
+ENV = "MINILLM_CUDA_KERNELS"
+#: Threads per block of the row kernels (at most; fewer for short rows). 256 threads can
+#: never run out of registers (255 per thread x 256 < 65536), whatever the compiler does.
+MAX_THREADS = 256
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+def enabled():
+    """False when the environment variable ``MINILLM_CUDA_KERNELS`` is ``"0"`` (kill switch)."""
+    return os.environ.get(ENV, "1").strip() != "0"
+
+
+def _cp():
+    from . import _import_cupy  # the one place that imports CuPy
+    cp = _import_cupy()
+    if cp is None:
+        raise RuntimeError("minillm.backend.cuda_kernels needs CuPy and a CUDA GPU")
+    return cp
+
+
+def available():
+    """True when the fused kernels can be used here: CuPy imports, a GPU answers, and the
+    kill switch ``MINILLM_CUDA_KERNELS=0`` is not set."""
+    if not enabled():
+        return False
+    from . import _import_cupy
+    return _import_cupy() is not None
+
+
+def use(xp):
+    """Should an op whose arrays live in the array module ``xp`` call the fused kernels?
+    Only for CuPy (never for NumPy or the stand-in device) and only while enabled."""
+    from . import is_cupy
+    return is_cupy(xp) and enabled()
+
+
+# -- types ----------------------------------------------------------------------------------------
+# Storage types of the kernels' pointers: float16 is passed as its 16 bits (unsigned short) and
+# converted with the PTX instructions that cuda_fp16.h uses, so no header is needed.
+_CTYPE = {np.dtype(np.float16): "unsigned short", np.dtype(np.float32): "float",
+          np.dtype(np.float64): "double"}
+
+
+def _ctype(dtype):
+    try:
+        return _CTYPE[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"cuda_kernels: float16/float32/float64 arrays only, got {dtype}") from None
+
+
+def _work(dtype):
+    """The dtype the arithmetic is done in: float32 for float16 data, else the data's own."""
+    dtype = np.dtype(dtype)
+    _ctype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _acc(dtype):
+    return "double" if np.dtype(dtype) == np.float64 else "float"
+
+
+# -- raw row kernels ------------------------------------------------------------------------------
+# Common device code. acc_t (the arithmetic type) and the storage types x_t, y_t, o_t are
+# typedefs put in front of it per compiled variant.
+_HELPERS = r"""
+__device__ __forceinline__ acc_t ld(const float v) { return (acc_t)v; }
+__device__ __forceinline__ acc_t ld(const double v) { return (acc_t)v; }
+__device__ __forceinline__ acc_t ld(const unsigned short h) {      /* float16 bits -> float */
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return (acc_t)f;
+}
+__device__ __forceinline__ void st(float* p, const acc_t v) { *p = (float)v; }
+__device__ __forceinline__ void st(double* p, const acc_t v) { *p = (double)v; }
+__device__ __forceinline__ void st(unsigned short* p, const acc_t v) {  /* round to nearest */
+    unsigned short h;
+    const float f = (float)v;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    *p = h;
+}
+__device__ __forceinline__ float ex(const float v) { return expf(v); }
+__device__ __forceinline__ double ex(const double v) { return exp(v); }
+__device__ __forceinline__ float lg(const float v) { return logf(v); }
+__device__ __forceinline__ double lg(const double v) { return log(v); }
+__device__ __forceinline__ float sq(const float v) { return sqrtf(v); }
+__device__ __forceinline__ double sq(const double v) { return sqrt(v); }
+
+#define POS_INF ((acc_t)__int_as_float(0x7f800000))
+#define NEG_INF (-POS_INF)
+#define NOT_A_NUMBER ((acc_t)__int_as_float(0x7fc00000))
+
+__device__ __forceinline__ acc_t warp_sum(acc_t v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ acc_t warp_max(acc_t v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const acc_t u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = u > v ? u : v;
+    }
+    return v;
+}
+/* Sum (max) over the thread block; every thread gets the result. blockDim.x must be a
+   multiple of 32 and every thread of the block must call it. red: __shared__ acc_t[32]. */
+__device__ acc_t block_sum(acc_t v, acc_t* red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();                 /* red may still be read by the previous reduction */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < n_warps ? red[lane] : (acc_t)0);
+}
+__device__ acc_t block_max(acc_t v, acc_t* red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_max(lane < n_warps ? red[lane] : NEG_INF);
+}
+"""
+
+# One thread block per row; row = blockIdx.x, its threads stride over the n_cols columns.
+_SOURCES = {
+    # p = exp(s - m) / sum(exp(s - m)), m = row max. With masked_rows_zero a row without a
+    # finite max (every entry masked to -inf) gives zeros, not NaN. x and y may be the same
+    # array (in place): each thread reads x[j] and writes y[j] for its own j only, after the
+    # last reduction.
+    "softmax_fwd": r"""
+extern "C" __global__ void minillm_softmax_fwd(const x_t* x, y_t* y, const int n_cols,
+                                               const int masked_rows_zero) {
+    __shared__ acc_t red[32];
+    const long long off = (long long)blockIdx.x * n_cols;
+    acc_t m = NEG_INF;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        const acc_t v = ld(x[off + j]);
+        m = v > m ? v : m;
+    }
+    m = block_max(m, red);
+    if (masked_rows_zero && !(m > NEG_INF && m < POS_INF)) m = (acc_t)0;
+    acc_t s = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) s += ex(ld(x[off + j]) - m);
+    s = block_sum(s, red);
+    const acc_t inv = (acc_t)1 / (masked_rows_zero && s == (acc_t)0 ? (acc_t)1 : s);
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x)
+        st(y + off + j, ex(ld(x[off + j]) - m) * inv);
+}
+""",
+    # ds = p * (dp - sum_j dp_j p_j). dp and ds may be the same array (in place).
+    "softmax_bwd": r"""
+extern "C" __global__ void minillm_softmax_bwd(const x_t* dp, const y_t* p, o_t* ds,
+                                               const int n_cols) {
+    __shared__ acc_t red[32];
+    const long long off = (long long)blockIdx.x * n_cols;
+    acc_t s = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) s += ld(dp[off + j]) * ld(p[off + j]);
+    s = block_sum(s, red);
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x)
+        st(ds + off + j, (ld(dp[off + j]) - s) * ld(p[off + j]));
+}
+""",
+    # p = softmax(z) (kept for the backward), lse = m + log(sum exp(z - m)),
+    # loss = lse - z[t] (0 where t == ignore_index), with label smoothing eps:
+    # (1 - eps) (lse - z[t]) + eps (lse - mean(z)).
+    "xent_fwd": r"""
+extern "C" __global__ void minillm_xent_fwd(const x_t* z, const long long* t, acc_t* p,
+                                            acc_t* lse, acc_t* loss, const int n_cols,
+                                            const long long ignore_index, const acc_t eps,
+                                            const acc_t one_minus_eps) {
+    __shared__ acc_t red[32];
+    const long long row = blockIdx.x, off = row * n_cols;
+    acc_t m = NEG_INF, zsum = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        const acc_t v = ld(z[off + j]);
+        m = v > m ? v : m;
+        zsum += v;
+    }
+    m = block_max(m, red);
+    zsum = block_sum(zsum, red);
+    acc_t s = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        const acc_t e = ex(ld(z[off + j]) - m);
+        p[off + j] = e;
+        s += e;
+    }
+    s = block_sum(s, red);
+    const acc_t inv = (acc_t)1 / s;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) p[off + j] *= inv;  /* own j's */
+    if (threadIdx.x == 0) {
+        const acc_t l = lg(s) + m;
+        const long long tg = t[row];
+        acc_t out;
+        if (tg == ignore_index) {
+            out = (acc_t)0;
+        } else if (tg < 0 || tg >= n_cols) {        /* reported by the caller's check */
+            out = NOT_A_NUMBER;
+        } else {
+            out = l - ld(z[off + tg]);
+            if (eps != (acc_t)0) out = one_minus_eps * out + eps * (l - zsum / (acc_t)n_cols);
+        }
+        lse[row] = l;
+        loss[row] = out;
+    }
+}
+""",
+    # xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) (biased var), y = xhat * w + b.
+    "layer_norm_fwd": r"""
+extern "C" __global__ void minillm_layer_norm_fwd(const x_t* x, const x_t* w, const x_t* b,
+                                                  x_t* y, acc_t* xhat, acc_t* rstd,
+                                                  const int n_cols, const acc_t inv_n,
+                                                  const acc_t eps, const int has_w,
+                                                  const int has_b) {
+    __shared__ acc_t red[32];
+    const long long off = (long long)blockIdx.x * n_cols;
+    acc_t s = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) s += ld(x[off + j]);
+    const acc_t mean = block_sum(s, red) * inv_n;
+    acc_t v = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        const acc_t d = ld(x[off + j]) - mean;
+        v += d * d;
+    }
+    const acc_t r = (acc_t)1 / sq(block_sum(v, red) * inv_n + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        const acc_t h = (ld(x[off + j]) - mean) * r;
+        xhat[off + j] = h;
+        acc_t o = h;
+        if (has_w) o *= ld(w[j]);
+        if (has_b) o += ld(b[j]);
+        st(y + off + j, o);
+    }
+}
+""",
+    # dxhat = g * w; dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+    "layer_norm_bwd": r"""
+extern "C" __global__ void minillm_layer_norm_bwd(const x_t* g, const acc_t* xhat,
+                                                  const acc_t* rstd, const x_t* w, x_t* dx,
+                                                  const int n_cols, const acc_t inv_n,
+                                                  const int has_w) {
+    __shared__ acc_t red[32];
+    const long long off = (long long)blockIdx.x * n_cols;
+    acc_t s1 = 0, s2 = 0;
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        acc_t d = ld(g[off + j]);
+        if (has_w) d *= ld(w[j]);
+        s1 += d;
+        s2 += d * xhat[off + j];
+    }
+    const acc_t m = block_sum(s1, red) * inv_n;
+    const acc_t c = block_sum(s2, red) * inv_n;
+    const acc_t r = rstd[blockIdx.x];
+    for (int j = threadIdx.x; j < n_cols; j += blockDim.x) {
+        acc_t d = ld(g[off + j]);
+        if (has_w) d *= ld(w[j]);
+        st(dx + off + j, (d - (xhat[off + j] * c + m)) * r);
+    }
+}
+""",
+}
+
+_kernels = {}
+
+
+def _raw(kind, acc, x="float", y="float", o="float"):
+    """The RawKernel ``kind`` for these C types (built once, compiled by CuPy on first launch)."""
+    key = (kind, acc, x, y, o)
+    k = _kernels.get(key)
+    if k is None:
+        code = (f"typedef {acc} acc_t;\ntypedef {x} x_t;\ntypedef {y} y_t;\ntypedef {o} o_t;\n"
+                + _HELPERS + _SOURCES[kind])
+        k = _kernels[key] = _cp().RawKernel(code, f"minillm_{kind}")
+    return k
+
+
+def _threads(n_cols):
+    """Threads per block for rows of ``n_cols``: a multiple of 32, at most MAX_THREADS."""
+    return min(MAX_THREADS, max(32, -(-n_cols // 32) * 32))
+
+
+def _launch(kernel, n_rows, n_cols, args):
+    if n_rows >= 2 ** 31 or n_cols >= 2 ** 31:
+        raise ValueError(f"cuda_kernels: {n_rows} rows of {n_cols} exceed the kernels' int32 "
+                         f"range; set {ENV}=0")
+    kernel((int(n_rows),), (_threads(n_cols),), args)
+
+
+def _contiguous(a):
+    """RawKernels see raw pointers: C-contiguous data (a copy only when ``a`` is a view)."""
+    return a if a.flags.c_contiguous else _cp().ascontiguousarray(a)
+
+
+def _on(a):
+    """``with _on(a):`` launches on the GPU that holds ``a`` (CuPy runs on the current one)."""
+    return a.device
+
+
+def _scalar(dtype, v):
+    return np.float64(v) if np.dtype(dtype) == np.float64 else np.float32(v)
+
+
+def _rows_cols(a, op):
+    if a.ndim < 1:
+        raise ValueError(f"cuda_kernels.{op}: needs at least one axis, got a 0-d array")
+    n_cols = a.shape[-1]
+    return (a.size // n_cols if n_cols else 0), n_cols
+
+
+# -- softmax over the last axis (attention) -------------------------------------------------------
+def softmax_lastdim(s, out=None, masked_rows_zero=True):
+    """``p = exp(s - max(s)) / sum(exp(s - max(s)))`` over the last axis, ONE kernel.
+
+    With ``out=None`` the result overwrites ``s`` (the attention scores: the caller has
+    already added the causal -inf bias or the mask). With ``masked_rows_zero`` a row with
+    every entry -inf gives zeros (a fully masked query) instead of NaN. ``out`` may have
+    another float dtype than ``s`` (float16 scores -> float32 probabilities). Computed in
+    float32 for float16 data.
+    """
+    cp = _cp()
+    out = s if out is None else out
+    if out.shape != s.shape:
+        raise ValueError(f"softmax_lastdim: out shape {out.shape} != input shape {s.shape}")
+    n_rows, n_cols = _rows_cols(s, "softmax_lastdim")
+    if n_rows == 0 or n_cols == 0:
+        return out
+    with _on(s):
+        src = _contiguous(s)
+        dst = out if out.flags.c_contiguous else cp.empty(out.shape, out.dtype)
+        k = _raw("softmax_fwd", _acc(s.dtype), _ctype(s.dtype), _ctype(dst.dtype))
+        _launch(k, n_rows, n_cols, (src, dst, np.int32(n_cols), np.int32(bool(masked_rows_zero))))
+        if dst is not out:
+            out[...] = dst
+    return out
+
+
+def softmax_backward_lastdim(dp, p, out=None):
+    """``ds = p * (dp - rowsum(dp * p))`` over the last axis (the softmax backward), ONE kernel.
+
+    ``out=None`` allocates ``ds`` with ``dp``'s dtype; ``out=dp`` works in place. ``p`` may
+    have another float dtype than ``dp`` (float32 probabilities, float16 gradients) and
+    fewer (broadcast) batch dims (attention whose v has more batch dims than q and k).
+    """
+    cp = _cp()
+    if dp.shape != p.shape:
+        p = cp.broadcast_to(p, dp.shape)
+    if out is not None and out.shape != dp.shape:
+        raise ValueError(f"softmax_backward_lastdim: out shape {out.shape} != {dp.shape}")
+    with _on(dp):
+        out = cp.empty(dp.shape, dtype=dp.dtype) if out is None else out
+        n_rows, n_cols = _rows_cols(dp, "softmax_backward_lastdim")
+        if n_rows == 0 or n_cols == 0:
+            return out
+        g, pc = _contiguous(dp), _contiguous(p)
+        dst = out if out.flags.c_contiguous else cp.empty(out.shape, out.dtype)
+        acc = "double" if np.float64 in (dp.dtype, p.dtype) else "float"
+        k = _raw("softmax_bwd", acc, _ctype(dp.dtype), _ctype(p.dtype), _ctype(dst.dtype))
+        _launch(k, n_rows, n_cols, (g, pc, dst, np.int32(n_cols)))
+        if dst is not out:
+            out[...] = dst
+    return out
+
+
+# -- softmax + cross-entropy ----------------------------------------------------------------------
+def softmax_cross_entropy_forward(z2, t, ignore_index=-100, label_smoothing=0.0):
+    """Rows of logits ``z2`` (n, C) and targets ``t`` (n,) -> ``(p, lse, loss)``, ONE kernel.
+
+    ``p = softmax(z)`` (kept for the backward), ``lse = max z + log(sum exp(z - max z))``
+    and the per-row loss ``lse - z[t]`` (with label smoothing eps:
+    ``(1 - eps) (lse - z[t]) + eps (lse - mean z)``), 0 where ``t == ignore_index`` and NaN
+    for a target outside [0, C) (the caller's device check reports it). All three are
+    float32 for float16 logits (the float32 island), else the logits' dtype.
+    """
+    cp = _cp()
+    n, c = z2.shape
+    work = _work(z2.dtype)
+    with _on(z2):
+        p = cp.empty((n, c), dtype=work)
+        lse = cp.empty(n, dtype=work)
+        loss = cp.empty(n, dtype=work)
+        if n == 0:
+            return p, lse, loss
+        if c == 0:
+            raise ValueError("softmax_cross_entropy_forward: logits need at least one class")
+        tt = t if (t.dtype == np.int64 and t.flags.c_contiguous) else \
+            cp.ascontiguousarray(t, dtype=np.int64)
+        k = _raw("xent_fwd", _acc(work), _ctype(z2.dtype))
+        _launch(k, n, c, (_contiguous(z2), tt.reshape(n), p, lse, loss, np.int32(c),
+                          np.int64(ignore_index), _scalar(work, label_smoothing),
+                          _scalar(work, 1.0 - label_smoothing)))
+    return p, lse, loss
+
+
+_XENT_BWD = {}
+
+
+def softmax_cross_entropy_backward(p, t, coef, label_smoothing=0.0, out_dtype=None):
+    """``dz[r, j] = coef[r] * (p[r, j] - (1 - eps) [j == t[r]] - eps / C)``, ONE kernel.
+
+    The gradient of the cross-entropy rows (coef = the row's weight: g / count for a mean,
+    0 for ignored rows), subtracting at the target column by its index, never through a
+    one-hot matrix. Computed in ``p``'s dtype (float32 for float16 logits) and stored as
+    ``out_dtype`` (default ``p.dtype``) once.
+    """
+    cp = _cp()
+    kernel = _XENT_BWD.get("k")
+    if kernel is None:
+        kernel = _XENT_BWD["k"] = cp.ElementwiseKernel(
+            "P p, raw L t, raw W coef, int64 ncols, float64 hit_scale, float64 smooth",
+            "D dz",
+            """
+            const long long row = i / ncols;
+            const long long col = i - row * ncols;
+            const P c = (P)coef[row];
+            P v = p * c;
+            if (col == (long long)t[row]) v -= (P)hit_scale * c;
+            if (smooth != 0) v -= (P)smooth * c;
+            dz = (D)v;
+            """,
+            "minillm_xent_bwd")
+    n, c = p.shape
+    with _on(p):
+        dz = cp.empty((n, c), dtype=p.dtype if out_dtype is None else out_dtype)
+        if dz.size:
+            kernel(p, t.reshape(n), coef.reshape(n), c, 1.0 - label_smoothing,
+                   label_smoothing / c, dz)
+    return dz
+
+
+# -- GELU (tanh form) -----------------------------------------------------------------------------
+_GELU = {}
+
+
+def _gelu_kernels(acc):
+    ks = _GELU.get(acc)
+    if ks is None:
+        cp = _cp()
+        c1, c0 = repr(_GELU_A * _SQRT_2_OVER_PI), repr(_SQRT_2_OVER_PI)
+        c1b = repr(3 * _GELU_A * _SQRT_2_OVER_PI)
+        fwd = cp.ElementwiseKernel(
+            "T x", "T y, T t",
+            f"""
+            typedef {acc} acc_t;
+            const acc_t v = (acc_t)x;
+            const acc_t th = tanh((v * v * (acc_t){c1} + (acc_t){c0}) * v);
+            t = (T)th;
+            y = (T)((th + (acc_t)1) * v * (acc_t)0.5);
+            """,
+            f"minillm_gelu_tanh_fwd_{acc}")
+        bwd = cp.ElementwiseKernel(
+            "T x, T t, G g", "T dx",
+            f"""
+            typedef {acc} acc_t;
+            const acc_t v = (acc_t)x, th = (acc_t)t;
+            const acc_t d = ((v * v * (acc_t){c1b} + (acc_t){c0}) * v * ((acc_t)1 - th * th)
+                             + th + (acc_t)1) * (acc_t)0.5;
+            dx = (T)(d * (acc_t)g);
+            """,
+            f"minillm_gelu_tanh_bwd_{acc}")
+        ks = _GELU[acc] = (fwd, bwd)
+    return ks
+
+
+def gelu_tanh_forward(x):
+    """``y = x/2 (1 + t)``, ``t = tanh(sqrt(2/pi) (x + 0.044715 x^3))`` -> ``(y, t)``, ONE
+    kernel (t is kept for the backward). Computed in float32 for float16 input."""
+    cp = _cp()
+    fwd, _ = _gelu_kernels(_acc(_work(x.dtype)))
+    with _on(x):
+        y = cp.empty(x.shape, dtype=x.dtype)
+        t = cp.empty(x.shape, dtype=x.dtype)
+        if x.size:
+            fwd(x, y, t)
+    return y, t
+
+
+def gelu_tanh_backward(x, t, g):
+    """``dx = g (1/2 (1 + t) + 1/2 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))``, ONE
+    kernel, with ``t`` from :func:`gelu_tanh_forward`. Computed in float32 for float16."""
+    cp = _cp()
+    _, bwd = _gelu_kernels(_acc(_work(x.dtype)))
+    with _on(x):
+        dx = cp.empty(x.shape, dtype=x.dtype)
+        if x.size:
+            bwd(x, t, g, dx)
+    return dx
+
+
+# -- LayerNorm ------------------------------------------------------------------------------------
+_COLSUM = {}
+
+
+def _colsum_prod(g2, xhat):
+    """``sum over rows of g * xhat`` (the LayerNorm weight gradient): ONE ReductionKernel,
+    in xhat's dtype, without the (rows, N) product array."""
+    k = _COLSUM.get("k")
+    if k is None:
+        k = _COLSUM["k"] = _cp().ReductionKernel(
+            "T g, A h", "A dw", "(A)g * h", "a + b", "dw = a", "0", "minillm_colsum_prod")
+    return k(g2, xhat, axis=0)
+
+
+def layer_norm_forward(x2, w, b, eps):
+    """LayerNorm of the rows of ``x2`` (rows, N) -> ``(y, xhat, rstd)``, ONE kernel.
+
+    ``mean = sum(x) / N``, ``var = sum((x - mean)^2) / N`` (biased),
+    ``rstd = 1 / sqrt(var + eps)``, ``xhat = (x - mean) * rstd``, ``y = xhat * w + b``
+    (``w``/``b`` of shape (N,) or None). ``y`` has x2's dtype; ``xhat`` and ``rstd`` (kept
+    for the backward) are float32 for float16 input, else x2's dtype.
+    """
+    cp = _cp()
+    n_rows, n = x2.shape
+    work = _work(x2.dtype)
+    with _on(x2):
+        y = cp.empty((n_rows, n), dtype=x2.dtype)
+        xhat = cp.empty((n_rows, n), dtype=work)
+        rstd = cp.empty(n_rows, dtype=work)
+        if n_rows == 0:
+            return y, xhat, rstd
+        xc = _contiguous(x2)
+        wc = xc if w is None else _contiguous(w.astype(x2.dtype, copy=False)).reshape(n)
+        bc = xc if b is None else _contiguous(b.astype(x2.dtype, copy=False)).reshape(n)
+        k = _raw("layer_norm_fwd", _acc(work), _ctype(x2.dtype))
+        _launch(k, n_rows, n, (xc, wc, bc, y, xhat, rstd, np.int32(n),
+                               _scalar(work, 1.0 / n if n else 0.0), _scalar(work, eps),
+                               np.int32(w is not None), np.int32(b is not None)))
+    return y, xhat, rstd
+
+
+def layer_norm_backward(g2, xhat, rstd, w, need_bias=True):
+    """LayerNorm backward on rows -> ``(dx, dw, db)``.
+
+    ``dxhat = g * w``; ``dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``
+    (ONE row kernel); ``dw = sum over rows of g * xhat`` (one ReductionKernel; None when
+    ``w`` is None); ``db = sum over rows of g`` (None unless ``need_bias``). Sums in xhat's
+    dtype (float32 for float16), results in ``g2``'s dtype.
+    """
+    cp = _cp()
+    n_rows, n = g2.shape
+    work = xhat.dtype
+    with _on(g2):
+        dx = cp.empty((n_rows, n), dtype=g2.dtype)
+        if n_rows == 0:
+            dw = None if w is None else cp.zeros(n, dtype=g2.dtype)
+            db = cp.zeros(n, dtype=g2.dtype) if need_bias else None
+            return dx, dw, db
+        gc, hc = _contiguous(g2), _contiguous(xhat)
+        wc = gc if w is None else _contiguous(w.astype(g2.dtype, copy=False)).reshape(n)
+        k = _raw("layer_norm_bwd", _acc(work), _ctype(g2.dtype))
+        _launch(k, n_rows, n, (gc, hc, _contiguous(rstd), wc, dx, np.int32(n),
+                               _scalar(work, 1.0 / n if n else 0.0), np.int32(w is not None)))
+        dw = None if w is None else _colsum_prod(gc, hc).astype(g2.dtype, copy=False)
+        db = gc.sum(axis=0, dtype=work).astype(g2.dtype, copy=False) if need_bias else None
+    return dx, dw, db
