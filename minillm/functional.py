@@ -457,8 +457,11 @@ def _blocked(xp, x2, kernel):
 class GELU(Function):
     """GELU, forward and backward as fused, cache-blocked kernels.
 
-    tanh form: y = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)),
+    tanh form: y = 0.5 x (1 + t), t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3),
     dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    On the CPU the forward keeps s = (1 + t) / 2 (= sigmoid(2u)); with 1 - t^2 = 4 s (1 - s)
+    the backward is s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2): 9 passes instead of
+    11, and s (1 - s) keeps its relative accuracy for large negative x, where 1 - t^2 cancels.
     exact form: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
     """
 
@@ -483,14 +486,14 @@ class GELU(Function):
             xp.multiply(xb, xb, out=tb)
             tb *= c1
             tb += c0
-            tb *= xb                                  # sqrt(2/pi) (x + 0.044715 x^3)
+            tb *= xb                                  # u = sqrt(2/pi) (x + 0.044715 x^3)
             xp.tanh(tb, out=tb)
-            xp.add(tb, 1.0, out=yb)
-            yb *= xb
-            yb *= 0.5
+            tb *= 0.5
+            tb += 0.5                                 # s = (1 + tanh u) / 2 = sigmoid(2u)
+            xp.multiply(xb, tb, out=yb)               # y = x s
 
         _blocked(xp, x2, kernel)
-        self.t = t
+        self.s = t
         return y.reshape(x.shape)
 
     def backward(self, g):
@@ -498,24 +501,24 @@ class GELU(Function):
         if self.approximate != "tanh":
             pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
             return g * (self.cdf + x * pdf)
-        x2, t, g2 = _rows(x), self.t, _rows(g)
+        x2, g2 = _rows(x), _rows(g)
         if self.fused:                               # CuPy: one elementwise kernel
-            return cuda_kernels.gelu_tanh_backward(x2, t, g2).reshape(x.shape)
+            return cuda_kernels.gelu_tanh_backward(x2, self.t, g2).reshape(x.shape)
+        s_ = self.s
         d = xp.empty_like(x2)
-        c1, c0 = 3 * 0.044715 * _SQRT_2_OVER_PI, _SQRT_2_OVER_PI
+        # dy/dx = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)   (= the tanh form above)
+        c1, c0 = 6 * 0.044715 * _SQRT_2_OVER_PI, 2 * _SQRT_2_OVER_PI
 
         def kernel(_, a, b):
-            xb, tb, db = x2[a:b], t[a:b], d[a:b]
-            sech2 = tb * tb
-            xp.subtract(1.0, sech2, out=sech2)        # 1 - t^2
+            xb, sb, db = x2[a:b], s_[a:b], d[a:b]
+            ds = sb * sb
+            xp.subtract(sb, ds, out=ds)               # s (1 - s)
             xp.multiply(xb, xb, out=db)
             db *= c1
             db += c0
+            db *= ds
             db *= xb
-            db *= sech2
-            db += tb
-            db += 1.0
-            db *= 0.5
+            db += sb
             db *= g2[a:b]
 
         _blocked(xp, x2, kernel)
