@@ -218,9 +218,11 @@ def _peak_defaults(dev, fast, n, repeats):
 
 
 def _gflops_rounds(matmul, sync, n, repeats, inner):
-    """GFLOP/s of ``repeats`` rounds of ``inner`` products (2 n^3 flops each), after one
-    untimed product."""
-    matmul()
+    """GFLOP/s of ``repeats`` rounds of ``inner`` products (2 n^3 flops each), after three
+    untimed products (the first products also start the library's threads, and another
+    library's BLAS threads may still be spinning from the previous measurement)."""
+    for _ in range(3):
+        matmul()
     sync()
     rates = []
     for _ in range(repeats):
@@ -237,7 +239,7 @@ def _peaks(dev, torch, tdev, n, repeats):
     rng = np.random.default_rng(0)
     a_np = rng.standard_normal((n, n), dtype=np.float32)
     b_np = rng.standard_normal((n, n), dtype=np.float32)
-    inner = 10 if dev.type == "cuda" else 1          # a GPU product takes milliseconds
+    inner = 10 if dev.type == "cuda" else 3          # a GPU product takes milliseconds
     a, b = backend.to_device(a_np, dev), backend.to_device(b_np, dev)
     rates = _gflops_rounds(lambda: a @ b, lambda: backend.synchronize(dev), n, repeats, inner)
     module = dev.xp.__name__.split(".")[0]
