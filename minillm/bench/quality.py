@@ -91,17 +91,18 @@ def _set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def _plot_lines(path, series, title, xlabel, ylabel, logy=False):
-    """A simple line plot: ``series`` is ``[(label, xs, ys, style)]``."""
+def new_axes(figsize=(6, 4)):
+    """A figure on the Agg canvas (no display needed) and its one ``Axes``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for label, xs, ys, style in series:
-        ax.plot(xs, ys, style, label=label)
-    ax.set_xlabel(xlabel)
+    return fig, fig.subplots()
+
+
+def save_axes(fig, ax, path, title, ylabel, logy=False):
+    """Label, add the legend, write ``path`` as PNG; returns ``path``."""
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
@@ -110,6 +111,15 @@ def _plot_lines(path, series, title, xlabel, ylabel, logy=False):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def _plot_lines(path, series, title, xlabel, ylabel, logy=False):
+    """A simple line plot: ``series`` is ``[(label, xs, ys, style)]``."""
+    fig, ax = new_axes()
+    for label, xs, ys, style in series:
+        ax.plot(xs, ys, style, label=label)
+    ax.set_xlabel(xlabel)
+    return save_axes(fig, ax, path, title, ylabel, logy)
 
 
 # == 1. nanoGPT's Shakespeare character GPT ===================================================

@@ -56,7 +56,7 @@ from ..autograd import no_grad, tensor
 from ..models import GPT, LSTMLM, GPTConfig
 from ..models.lstm_lm import LSTMLMConfig
 from ..optim import SGD, clip_grad_norm_
-from .quality import _bar, _finish, _logger, _on, zaremba_init_
+from .quality import _bar, _finish, _logger, _on, new_axes, save_axes, zaremba_init_
 
 __all__ = ["SPEED_BENCHMARKS", "SpeedBenchmark", "bench_gpt", "bench_lstm", "bench_ops",
            "matmul_peak", "format_speed", "gpt_flops_per_token", "lstm_flops_per_token", "mfu",
@@ -535,26 +535,14 @@ def _timed_comparison(runners, first_losses, steps, repeats, warmup, bar, tokens
 
 def _bar_plot(path, groups, series, title, ylabel, logy=False):
     """Grouped bars: ``series`` is ``{label: [value per group]}`` (None: no bar)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
-    fig = Figure(figsize=(max(4.0, 1.2 * len(groups) + 2), 4))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = new_axes((max(4.0, 1.2 * len(groups) + 2), 4))
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series.items()):
         xs = [g + i * width for g, v in enumerate(values) if v is not None]
         ax.bar(xs, [v for v in values if v is not None], width, label=label)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels(groups)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_axes(fig, ax, path, title, ylabel, logy)
 
 
 # == 1. GPT ===================================================================================
