@@ -230,7 +230,8 @@ def test_lstm_flops_per_token_by_hand():
 
 
 # -- protocol ------------------------------------------------------------------------------------
-def test_rounds_interleave_the_libraries():
+def test_rounds_interleave_the_libraries(monkeypatch):
+    monkeypatch.setattr(S, "SETTLE_SECONDS", 0.0)
     calls = []
 
     def runner(name):
@@ -240,7 +241,8 @@ def test_rounds_interleave_the_libraries():
     rounds, last = S._interleaved(runners, steps=2, repeats=2, warmup=1,
                                   bar=S._bar(2, "test", False))
     steps = [c for c in calls if c != "sync"]
-    assert steps == ["m", "t"] + ["m", "m", "t", "t"] * 2
+    # warmup, then per round: one untimed step after the settling pause + 2 timed, each library
+    assert steps == ["m", "t"] + ["m", "m", "m", "t", "t", "t"] * 2
     assert len(rounds["minillm"]) == len(rounds["torch"]) == 2
     assert all(ms > 0 for ms in rounds["minillm"] + rounds["torch"])
     # every timed block is bracketed by synchronisations

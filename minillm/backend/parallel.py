@@ -11,9 +11,12 @@ Kernels are written as ``fn(k, a, b)``: process rows ``a:b`` (block number ``k``
 views. On the GPU and on the stand-in device the whole array is one block (CuPy kernels do
 their own blocking), so the same kernel code serves every device.
 
-Threads: :func:`get_num_threads` (default: the CPUs this process may run on, at most 8;
-``MINILLM_NUM_THREADS`` overrides) and :func:`set_num_threads`. BLAS (matrix products) has
-its own threads, set by ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` before NumPy loads.
+Threads: :func:`get_num_threads` (default 1; ``MINILLM_NUM_THREADS`` sets it) and
+:func:`set_num_threads`. Why one by default: BLAS (the matrix products) has its own threads,
+and OpenBLAS's workers keep spinning for about 0.1 s after each product, so between two
+products they hold the other cores. Measured on 2 cores with OpenBLAS on both (GPT CPU
+benchmark): 49.4 ms/step with one kernel thread, 51.3 ms with two. With BLAS on one thread
+(``OPENBLAS_NUM_THREADS=1``), more kernel threads do pay; the blocking pays either way.
 """
 from __future__ import annotations
 
@@ -39,21 +42,16 @@ _local = threading.local()
 
 
 def _default_threads():
-    env = os.environ.get("MINILLM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"MINILLM_NUM_THREADS/OMP_NUM_THREADS must be a positive integer, "
-                             f"got {env!r}") from None
-        if n >= 1:
-            return n
-        raise ValueError(f"MINILLM_NUM_THREADS/OMP_NUM_THREADS must be >= 1, got {n}")
+    env = os.environ.get("MINILLM_NUM_THREADS")
+    if not env:
+        return 1
     try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+        n = int(env)
+    except ValueError:
+        raise ValueError(f"MINILLM_NUM_THREADS must be a positive integer, got {env!r}") from None
+    if n < 1:
+        raise ValueError(f"MINILLM_NUM_THREADS must be >= 1, got {n}")
+    return n
 
 
 def get_num_threads():

@@ -468,9 +468,18 @@ def _time_steps(runner, steps):
     return 1000.0 * (time.perf_counter() - t0) / steps, loss
 
 
+#: Idle time before each timed block. After a call, OpenBLAS's worker threads busy-wait for
+#: about 0.1 s (2^28 cycles, its default THREAD_TIMEOUT) and PyTorch's OpenMP threads spin
+#: briefly too: without a pause the library timed next shares the cores with the previous
+#: library's spinning threads. Measured on the GPT CPU config at 2 threads: PyTorch 38.8
+#: ms/step right after NumPy's round, 31.0 ms alone.
+SETTLE_SECONDS = 0.25
+
+
 def _interleaved(runners, steps, repeats, warmup, bar):
     """``warmup`` untimed steps each, then ``repeats`` rounds of ``steps`` timed steps of each
-    runner in turn. Returns ``({name: [ms per step of each round]}, {name: last loss})``."""
+    runner in turn, each timed block after :data:`SETTLE_SECONDS` of idle time and one
+    untimed step. Returns ``({name: [ms per step of each round]}, {name: last loss})``."""
     last = {}
     for name, runner in runners.items():
         for _ in range(warmup):
@@ -479,6 +488,9 @@ def _interleaved(runners, steps, repeats, warmup, bar):
     rounds = {name: [] for name in runners}
     for _ in range(repeats):
         for name, runner in runners.items():
+            if len(runners) > 1:
+                time.sleep(SETTLE_SECONDS)
+                runner.step()
             ms, last[name] = _time_steps(runner, steps)
             rounds[name].append(ms)
         bar.set_postfix(**{f"{name}_ms": f"{r[-1]:.1f}" for name, r in rounds.items()})
