@@ -205,7 +205,7 @@ class CrossEntropy(Function):
         if self.fused:                               # CuPy: p, lse and the row losses, 1 kernel
             p, lse, loss = cuda_kernels.softmax_cross_entropy_forward(z2, t1, ignore_index,
                                                                       label_smoothing)
-            valid, rows, tt = t1 != ignore_index, None, t1
+            valid, tt = t1 != ignore_index, t1
         else:
             p = xp.empty(z2.shape, dtype=work)       # softmax probabilities, kept for backward
             lse = xp.empty(n, dtype=work)            # log-sum-exp per row
@@ -235,7 +235,7 @@ class CrossEntropy(Function):
                 zmean = z2.mean(axis=1) if work == z.dtype else z2.mean(axis=1, dtype=work)
                 loss = (1 - label_smoothing) * loss + label_smoothing * (lse - zmean)
             loss = xp.where(valid, loss, xp.zeros((), dtype=work))
-        self.p, self.rows, self.tt, self.valid = p, rows, tt, valid
+        self.p, self.tt, self.valid = p, tt, valid
         self.shape, self.t_shape, self.c, self.dtype = z.shape, t.shape, c, z.dtype
         self.ls, self.reduction = label_smoothing, reduction
         if reduction == "mean":
@@ -258,36 +258,23 @@ class CrossEntropy(Function):
             return cuda_kernels.softmax_cross_entropy_backward(
                 p, self.tt, coef, self.ls, out_dtype=self.dtype).reshape(self.shape), None
         hit = (1 - self.ls) * coef
-        if p.dtype != self.dtype:
-            return self._backward_cast(coef, hit), None
-        gz = xp.empty_like(p)
-
-        def kernel(_, a, b):
-            xp.multiply(p[a:b], coef[a:b][:, None], out=gz[a:b])
-
-        _blocked(xp, p, kernel)
-        gz[self.rows, self.tt] -= hit                 # - onehot(target), by indexing
-        if self.ls:
-            gz -= (self.ls / self.c) * coef[:, None]
-        return gz.reshape(self.shape), None
-
-    def _backward_cast(self, coef, hit):
-        """The float16-logits gradient: each row block in float32, rounded to float16 once
-        (subtracting the one-hot in float16 would cancel catastrophically when p ~ 1)."""
-        xp, p, tt = self.xp, self.p, self.tt
+        tt, smooth = self.tt, self.ls / self.c
+        same = p.dtype == self.dtype        # float16 logits: p is float32 (the island)
         gz = xp.empty(p.shape, dtype=self.dtype)
-        smooth = self.ls / self.c
 
         def kernel(_, a, b):
             cb = coef[a:b][:, None]
-            tb = p[a:b] * cb
-            tb[xp.arange(b - a), tt[a:b]] -= hit[a:b]
+            # float16: the block in float32, rounded once at the end (subtracting the one-hot
+            # in float16 would cancel catastrophically where p ~ 1)
+            tb = xp.multiply(p[a:b], cb, out=gz[a:b]) if same else p[a:b] * cb
+            tb[xp.arange(b - a), tt[a:b]] -= hit[a:b]     # - onehot(target), by indexing
             if smooth:
                 tb -= smooth * cb
-            gz[a:b] = tb                              # float32 -> float16
+            if not same:
+                gz[a:b] = tb
 
         _blocked(xp, p, kernel)
-        return gz.reshape(self.shape)
+        return gz.reshape(self.shape), None
 
 
 def _check_targets(logits, target, op, ignore_index):
@@ -795,13 +782,15 @@ class SDPA(Function):
         if self.fused:                                # CuPy: softmax in place, one kernel
             p = cuda_kernels.softmax_lastdim(s)       # fully masked rows give zeros, not NaN
         else:
+            # the causal mask alone never masks a whole row: no guard needed then
+            guard = not is_causal or bool_mask is not None or float_mask is not None
             m = s.max(axis=-1, keepdims=True)
-            if not is_causal or bool_mask is not None or float_mask is not None:
+            if guard:
                 m = xp.where(xp.isfinite(m), m, 0)    # fully masked rows give zeros, not NaN
             s -= m
             p = xp.exp(s, out=s)
             den = p.sum(axis=-1, keepdims=True)
-            if not is_causal or bool_mask is not None or float_mask is not None:
+            if guard:
                 den = xp.where(den == 0, 1, den)
             p *= 1 / den
         self.p, self.drop = p, drop

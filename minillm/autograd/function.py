@@ -154,8 +154,7 @@ class Function:
         except (ValueError, IndexError) as e:
             if getattr(e, "_minillm", False):
                 raise
-            if backend.pending_checks():     # a queued value check explains it better
-                backend.flush_checks()
+            backend.flush_checks()           # a queued value check explains it better
             err = type(e)(f"{cls.__name__}: invalid input(s) [{_describe(args)}]"
                           f"{' with ' + repr(options) if options else ''}: {e}")
             err._minillm = True

@@ -319,7 +319,7 @@ def read_flags(flags):
     """
     pending = list(_pending_checks)
     _pending_checks.clear()
-    items = [(f, err) for f, err in pending] + [(f, None) for f in flags]
+    items = pending + [(f, None) for f in flags]
     by_dev = {}
     for n, (flag, _) in enumerate(items):
         host = isinstance(flag, (np.ndarray, np.generic, bool))
@@ -427,25 +427,27 @@ class Generator:
         # generator (cuRAND), so this is not counted as a host -> device transfer
         return StrictArray(a) if self.device.type == "fake" else a
 
-    def random(self, shape, dtype=None):
-        """Uniform on [0, 1)."""
+    def _floats(self, method, shape, dtype):
+        """Draw with ``method`` ("random" or "standard_normal") in ``dtype``. NumPy's and
+        CuPy's generators draw float32/float64 only: float16 is drawn as float32 and cast."""
         dtype = np.dtype(dtype or _default_dtype)
+        draw = np.dtype(np.float32) if dtype == np.float16 else dtype
         if self.device.type == "cuda":
             with self.device:
-                return self._cuda().random_sample(shape, dtype=dtype)
-        if dtype == np.float16:              # NumPy draws float32/float64 only
-            return self._out(self._g.random(shape, dtype=np.float32).astype(dtype))
-        return self._out(self._g.random(shape, dtype=dtype))
+                rs = self._cuda()
+                a = (rs.random_sample if method == "random" else rs.standard_normal)(
+                    shape, dtype=draw)
+        else:
+            a = self._out(getattr(self._g, method)(shape, dtype=draw))
+        return a if draw == dtype else a.astype(dtype)
+
+    def random(self, shape, dtype=None):
+        """Uniform on [0, 1)."""
+        return self._floats("random", shape, dtype)
 
     def normal(self, shape, dtype=None):
         """Standard normal."""
-        dtype = np.dtype(dtype or _default_dtype)
-        if self.device.type == "cuda":
-            with self.device:
-                return self._cuda().standard_normal(shape, dtype=dtype)
-        if dtype == np.float16:
-            return self._out(self._g.standard_normal(shape, dtype=np.float32).astype(dtype))
-        return self._out(self._g.standard_normal(shape, dtype=dtype))
+        return self._floats("standard_normal", shape, dtype)
 
     def integers(self, low, high, shape, dtype=np.int64):
         """Uniform integers in [low, high)."""
