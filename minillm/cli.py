@@ -287,6 +287,8 @@ PRETRAIN_HELP = {
     "train": "your own UTF-8 text file (replaces the default --dataset)",
     "validation": "validation text file (default: the dataset's split, or the last 10%% of "
                   "--train)",
+    "model_type": "gpt (next-token prediction) or bert (masked LM: 15%% of the characters "
+                  "hidden, BERT's 80/10/10 rule; a body for fine-tuning and cloze prompts)",
     "tokenizer": "char or bpe", "vocab_size": "BPE vocabulary size",
     "min_freq": "char tokenizer: keep characters seen at least this often",
     "n_layer": "Transformer blocks", "n_head": "attention heads", "n_embd": "model width",
@@ -312,7 +314,8 @@ def cmd_pretrain(args):
             and "dataset" not in args._explicit:
         kw["dataset"] = None                  # --train FILE replaces the default corpus
     cfg = tasks.PretrainConfig(**kw)
-    print(f"minillm {mm.__version__} pretrain: GPT on {cfg.dataset or cfg.train}, device "
+    what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
+    print(f"minillm {mm.__version__} pretrain: {what} on {cfg.dataset or cfg.train}, device "
           f"{mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
           f"{cfg.output_dir}", flush=True)
     res = tasks.pretrain(cfg, command=args._command, resume_from_checkpoint=args.resume)
@@ -632,7 +635,8 @@ def build_parser():
     g.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
     g.add_argument("--lr", type=float, default=1e-2, help="MLP Adam learning rate (default 0.01)")
 
-    s = add("pretrain", cmd_pretrain, help="pretrain a GPT on a text corpus (built-in or yours)",
+    s = add("pretrain", cmd_pretrain,
+            help="pretrain a GPT (or a masked-LM BERT) on a text corpus (built-in or yours)",
             description="Pretrain a GPT language model on a text corpus with the Trainer (AdamW, "
                         "warmup + cosine to a floor, clipping, checkpoints). Defaults: nanoGPT's "
                         "CPU recipe on tinyshakespeare.")

@@ -38,11 +38,11 @@ import numpy as np
 
 from . import backend, datasets, metrics
 from ._fileio import atomic_write_json
-from .autograd import no_grad
-from .data import CharTokenizer, Collator, Tokenizer, WordPieceTokenizer
+from .autograd import no_grad, tensor
+from .data import CharTokenizer, Collator, MLMCollator, Tokenizer, WordPieceTokenizer
 from .demo import _Windows, is_fast_env
 from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
-from .models import BERT, GPT, BertConfig, GPTConfig
+from .models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
 from .training import Trainer, TrainingArguments, plot_history
 
 __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", "evaluate",
@@ -167,12 +167,15 @@ class FinetuneConfig:
 
 @dataclasses.dataclass
 class PretrainConfig:
-    """Every knob of :func:`pretrain`: a character (or BPE) GPT on a text corpus."""
+    """Every knob of :func:`pretrain`: a character (or BPE) GPT on a text corpus, or with
+    ``model_type="bert"`` a BERT trained by masked-language modelling (15% of the tokens,
+    BERT's 80/10/10 corruption)."""
 
     output_dir: str = "runs/pretrain"
     dataset: str | None = "tinyshakespeare"  # peoples_daily_text, tinyshakespeare, ptb
     train: str | None = None                 # your own UTF-8 text file instead
     validation: str | None = None            # default: the dataset's split / last 10% of train
+    model_type: str = "gpt"                  # "gpt" (next token) or "bert" (masked LM)
     tokenizer: str = "char"                  # "char" or "bpe"
     vocab_size: int = 512                    # BPE only
     min_freq: int = 1
@@ -208,6 +211,11 @@ class PretrainConfig:
                             f"{', '.join(TEXT_DATASETS)}, got {self.dataset!r}")
         if self.tokenizer not in ("char", "bpe"):
             raise TaskError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
+        if self.model_type not in ("gpt", "bert"):
+            raise TaskError(f"model_type must be 'gpt' or 'bert', got {self.model_type!r}")
+        if self.model_type == "bert" and self.tokenizer != "char":
+            raise TaskError("BERT pretraining uses the character tokenizer (it needs [CLS], "
+                            "[SEP] and [MASK]); drop --tokenizer bpe or use --model-type gpt")
         _require_ints(self, ("n_layer", "n_head", "n_embd", "block_size", "max_steps",
                              "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
         if not 0 < self.min_lr_ratio <= 1:
@@ -486,14 +494,7 @@ def build_task_model(cfg, tok, label_names, log=print):
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                  dropout=cfg.dropout))
         else:
-            body = BERT(BertConfig(vocab_size=tok.vocab_size, hidden_size=cfg.n_embd,
-                                   num_hidden_layers=cfg.n_layer,
-                                   num_attention_heads=cfg.n_head,
-                                   intermediate_size=4 * cfg.n_embd,
-                                   max_position_embeddings=limit,
-                                   hidden_dropout_prob=cfg.dropout,
-                                   hidden_act="gelu_new",     # tanh GELU: ~6x cheaper on CPU
-                                   attention_probs_dropout_prob=cfg.dropout))
+            body = BERT(_bert_config(cfg, tok.vocab_size, limit))
     kw = {}
     if task == "classification":
         kw = dict(num_labels=len(label_names), label_names=list(label_names),
@@ -830,10 +831,79 @@ def _corpus(cfg, log):
     return train, val
 
 
+def _bert_config(cfg, vocab_size, positions):
+    """A BERT of the run's size (tanh GELU: ~6x cheaper than erf on CPU)."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=cfg.n_embd,
+                      num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                      intermediate_size=4 * cfg.n_embd, max_position_embeddings=positions,
+                      hidden_dropout_prob=cfg.dropout, hidden_act="gelu_new",
+                      attention_probs_dropout_prob=cfg.dropout)
+
+
+class _MLMWindows:
+    """``n`` masked-LM examples ``[CLS] w [SEP]`` from windows ``w`` of ``block_size - 2``
+    tokens of ``stream``, at starts drawn once from ``seed``.
+
+    Example ``i`` is masked with its own generator, seeded by ``(seed, i)``: the data do not
+    depend on the order they are read in, so a resumed run sees exactly the batches an
+    uninterrupted run would (a collator masking on the fly would need its generator state
+    in every checkpoint), and every evaluation scores the same masked positions.
+    """
+
+    def __init__(self, stream, block_size, n, seed, tokenizer):
+        if block_size < 3:
+            raise TaskError(f"BERT pretraining needs block_size >= 3 ([CLS] text [SEP]), got "
+                            f"{block_size}")
+        self.stream, self.width, self.seed, self.tok = stream, block_size - 2, seed, tokenizer
+        rng = np.random.default_rng(seed)
+        self.starts = rng.integers(0, len(stream) - self.width, size=n)
+        self.masker = MLMCollator(tokenizer, seed=0)
+
+    def __len__(self):
+        return len(self.starts)
+
+    def window(self, i):
+        s = int(self.starts[i])
+        return np.concatenate([[self.tok.cls_id], self.stream[s:s + self.width],
+                               [self.tok.sep_id]]).astype(np.int64)
+
+    def __getitem__(self, i):
+        self.masker.rng = np.random.default_rng((self.seed, int(i)))
+        ids, labels = self.masker.mask_tokens(self.window(i)[None])
+        return {"input_ids": ids[0], "labels": labels[0]}
+
+
+def _show(tok, token_id):
+    return tok.decode([int(token_id)]).replace("\n", "↵")
+
+
+def fill_mask_sample(model, tok, windows, n=3):
+    """The first ``n`` masked windows with each ``[MASK]``ed token shown as
+    ``[original→predicted]``: what the masked LM has learned, in text."""
+    lines = []
+    model.eval()
+    with no_grad():
+        for i in range(min(n, len(windows))):
+            ex = windows[i]
+            ids = np.asarray(ex["input_ids"])
+            dev = next(iter(model.parameters())).device
+            pred = model(tensor(ids[None], device=dev)).numpy()[0].argmax(-1)
+            original = windows.window(i)
+            parts = []
+            for j in range(1, len(ids) - 1):
+                text = _show(tok, original[j])
+                parts.append(f"[{text}→{_show(tok, pred[j])}]" if ex["labels"][j] != -100
+                             else text)
+            lines.append("".join(parts))
+    return "\n".join(lines)
+
+
 def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
-    """Pretrain a GPT on a text corpus with the Trainer (cosine LR with warmup, AdamW,
-    gradient clipping); writes ``model/`` (with ``tokenizer.json``), history, plots and a
-    sample; returns the results dict (also ``results.json``)."""
+    """Pretrain a GPT (next-token) or a BERT (masked LM, ``cfg.model_type="bert"``) on a text
+    corpus with the Trainer (cosine LR with warmup, AdamW, gradient clipping); writes
+    ``model/`` (with ``tokenizer.json``), history, plots and a sample (GPT: generated text;
+    BERT: masked tokens and the model's guesses); returns the results dict (also
+    ``results.json``)."""
     from . import __version__
     from .data import BPETokenizer
 
@@ -859,11 +929,21 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
                 raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
                                 f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
                                 "--block-size")
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
-                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                              dropout=cfg.dropout)).to(dev)
-        train = _Windows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size, cfg.seed)
-        val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size, cfg.seed + 1)
+        if cfg.model_type == "bert":
+            model = BertForMaskedLM(_bert_config(cfg, tok.vocab_size, cfg.block_size)).to(dev)
+            train = _MLMWindows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size,
+                                cfg.seed, tok)
+            val = _MLMWindows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
+                              cfg.seed + 1, tok)
+            collator = Collator(pad_id=tok.pad_id, device=dev)
+        else:
+            model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
+                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                                  dropout=cfg.dropout)).to(dev)
+            train = _Windows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size, cfg.seed)
+            val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
+                           cfg.seed + 1)
+            collator = None
         args = TrainingArguments(
             str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
@@ -874,8 +954,10 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
             save_steps=cfg.save_steps, logging_steps=max(1, min(50, cfg.max_steps // 40)),
             save_total_limit=cfg.save_total_limit, seed=cfg.seed, device=str(dev),
             disable_tqdm=not cfg.progress)
-        trainer = Trainer(model, args, train_dataset=train, eval_dataset=val)
-        _log(log, f"GPT {cfg.n_layer}x{cfg.n_head}x{cfg.n_embd}, block {cfg.block_size}, "
+        trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,
+                          data_collator=collator)
+        what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
+        _log(log, f"{what} {cfg.n_layer}x{cfg.n_head}x{cfg.n_embd}, block {cfg.block_size}, "
                   f"{model.num_parameters():,} parameters; {type(tok).__name__} "
                   f"({tok.vocab_size} tokens); {len(train_ids):,} training tokens; "
                   f"{cfg.max_steps} steps of {cfg.batch_size}")
@@ -883,10 +965,13 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         seconds = time.perf_counter() - t0
         val_loss = trainer.evaluate()["eval_loss"]
-        prompt = tok.encode(cfg.prompt) or [tok.unk_id]
-        ids = model.generate(np.array([prompt], dtype=np.int64), cfg.sample_tokens,
-                             top_k=cfg.top_k, seed=cfg.seed)
-        sample = tok.decode(ids.numpy()[0].tolist())
+        if cfg.model_type == "bert":
+            sample = fill_mask_sample(model, tok, val, n=3)
+        else:
+            prompt = tok.encode(cfg.prompt) or [tok.unk_id]
+            ids = model.generate(np.array([prompt], dtype=np.int64), cfg.sample_tokens,
+                                 top_k=cfg.top_k, seed=cfg.seed)
+            sample = tok.decode(ids.numpy()[0].tolist())
         model.save_pretrained(out / "model")
         tok.save(out / "model" / TOKENIZER_FILE)
     plot_history(trainer.state.history, out / "loss.png",
