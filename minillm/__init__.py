@@ -16,5 +16,6 @@ from .autograd.ops import (abs, clip, exp, log, matmul, maximum, mean, minimum, 
                            sqrt, squeeze, sum, tanh, transpose, unsqueeze, var, swapaxes, relu)
 
 from . import data, datasets, functional, metrics, models, nn, optim, training  # noqa: E402
+from . import finetune  # noqa: E402  (built on models and training)
 
 __version__ = "0.1.0"

@@ -349,7 +349,22 @@ FINETUNE_HELP = {
     "n_embd": "from scratch: width",
     "max_length": "tokens per example/window (none: 128, capped by the model's positions)",
     "pooling": "classification pooling: auto (BERT [CLS], GPT mean), cls, mean, last",
-    "dropout": "from scratch: dropout", "doc_stride": "QA: tokens shared by consecutive windows",
+    "dropout": "from scratch: dropout",
+    "method": "full (every weight), head-only (the body frozen), freeze (--freeze-layers), "
+              "lora (low-rank adapters on attention; the head trains too)",
+    "freeze_layers": "--method freeze: the embeddings and the first k blocks stay fixed",
+    "layer_lr_decay": "layer-wise LR decay: block i of L trains at lr * decay^(L - i) "
+                      "(1 = off; 0.8 is common)",
+    "lora_r": "LoRA rank", "lora_alpha": "LoRA scale alpha (the update is alpha/r * A B)",
+    "lora_dropout": "dropout on the LoRA branch's input",
+    "lora_targets": "comma-separated Linear names to adapt (default: attention q,v for BERT; "
+                    "attn.c_attn,attn.c_proj for GPT)",
+    "teacher": "distil from this fine-tuned model directory (same task, labels, tokenizer)",
+    "distill_temperature": "distillation temperature T (softens both distributions)",
+    "distill_alpha": "weight of the teacher's soft targets; 1 - alpha goes to the labels",
+    "augment": "classification: add N EDA copies (random swap / deletion) of each training "
+               "text",
+    "doc_stride": "QA: tokens shared by consecutive windows",
     "max_query_length": "QA: question tokens kept", "max_answer_length": "QA: longest answer "
     "(tokens)", "num_train_epochs": "epochs (may be fractional)",
     "max_steps": "optimizer steps (wins over epochs)", "batch_size": "training batch size",
@@ -385,7 +400,8 @@ def cmd_evaluate(args):
                        device=args.device, batch_size=args.batch_size,
                        max_examples=args.max_examples, text_column=args.text_column,
                        label_column=args.label_column, no_header=args.no_header,
-                       token_column=args.token_column, tag_column=args.tag_column, log=log)
+                       token_column=args.token_column, tag_column=args.tag_column,
+                       quantize=args.quantize, prune=args.prune, log=log)
     if args.output_dir:
         path = tasks.atomic_write_json(os.path.join(args.output_dir, "eval_metrics.json"), r)
         log(f"metrics written to {path}")
@@ -663,6 +679,8 @@ def build_parser():
             a.choices, a.required = list(tasks.TASKS), True
         if a.dest == "pooling":
             a.choices = ["auto", "cls", "mean", "last"]
+        if a.dest == "method":
+            a.choices = list(tasks.METHODS)
         if a.dest in ("model_type",):
             a.choices = ["bert", "gpt"]
         if a.dest == "tokenizer":
@@ -690,6 +708,12 @@ def build_parser():
     s.add_argument("--max-examples", type=int, default=None, help="evaluate the first N only")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON (logs go to "
                                                         "stderr)")
+    s.add_argument("--quantize", choices=["int8"], default=None,
+                   help="first quantize every Linear but the head to int8 (per-channel "
+                        "post-training quantization) and report the size before and after")
+    s.add_argument("--prune", type=float, default=None, metavar="SPARSITY",
+                   help="first zero this fraction of the smallest Linear weights (global "
+                        "magnitude pruning, the head excluded), e.g. 0.5")
     add_common(s, None, fast=False)
 
     s = add("generate", cmd_generate, help="sample text from a model directory",

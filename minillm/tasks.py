@@ -51,6 +51,7 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
            "TaskError"]
 
 TASKS = ("classification", "ner", "qa")
+METHODS = ("full", "head-only", "freeze", "lora")
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -71,14 +72,14 @@ def _log(log, msg):
 # =============================================================================================
 # configs
 # =============================================================================================
-def _require_ints(cfg, names, allow_none=False):
-    """Each field in ``names`` is an int >= 1 (or None when ``allow_none``)."""
+def _require_ints(cfg, names, allow_none=False, low=1):
+    """Each field in ``names`` is an int >= ``low`` (or None when ``allow_none``)."""
     for name in names:
         v = getattr(cfg, name)
         if allow_none and v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise TaskError(f"{name} must be {'None or ' if allow_none else ''}an int >= 1, "
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise TaskError(f"{name} must be {'None or ' if allow_none else ''}an int >= {low}, "
                             f"got {v!r}")
 
 
@@ -113,6 +114,19 @@ class FinetuneConfig:
     max_length: int | None = None      # None: 128, capped by the model's positions
     pooling: str = "auto"
     dropout: float = 0.1
+    # fine-tuning method (minillm.finetune)
+    method: str = "full"               # full | head-only | freeze | lora
+    freeze_layers: int = 1             # method "freeze": the embeddings + the first k blocks
+    layer_lr_decay: float = 1.0        # < 1: the LR of block i is lr * decay^(L - i)
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str | None = None    # comma-separated Linear names; default: q, v (BERT),
+    #                                    c_attn, c_proj (GPT)
+    teacher: str | None = None         # a fine-tuned model directory to distil from
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5         # weight of the soft (teacher) term
+    augment: int = 0                   # classification: EDA copies per training example
     # QA windows
     doc_stride: int = 32
     max_query_length: int = 32
@@ -156,6 +170,22 @@ class FinetuneConfig:
                              "max_eval_examples", "eval_steps"), allow_none=True)
         if self.doc_stride < 0:
             raise TaskError(f"doc_stride must be >= 0, got {self.doc_stride}")
+        if self.method not in METHODS:
+            raise TaskError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        _require_ints(self, ("lora_r",))
+        _require_ints(self, ("freeze_layers", "augment"), low=0)
+        if self.method == "freeze" and self.freeze_layers < 1:
+            raise TaskError(f"--method freeze needs --freeze-layers >= 1, got "
+                            f"{self.freeze_layers}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise TaskError(f"layer_lr_decay must be in (0, 1] (1 = off), got "
+                            f"{self.layer_lr_decay}")
+        if self.augment and self.task != "classification":
+            raise TaskError("--augment (EDA) applies to classification texts only; "
+                            f"drop it for --task {self.task}")
+        if self.teacher is None and (self.distill_temperature, self.distill_alpha) != (2.0, 0.5):
+            raise TaskError("--distill-temperature/--distill-alpha need --teacher DIR (the "
+                            "fine-tuned model to distil from)")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise TaskError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.device is not None:
@@ -649,6 +679,85 @@ def _features(task, ds, tok, info, with_answers):
 # =============================================================================================
 # finetune
 # =============================================================================================
+# =============================================================================================
+# fine-tuning methods (minillm.finetune)
+# =============================================================================================
+def _head_names(model):
+    return [n for n in ("classifier", "qa_outputs") if hasattr(model, n)]
+
+
+def apply_method(model, cfg, log=print):
+    """Freeze / adapt ``model`` for ``cfg.method``; returns what is trained:
+    ``{"method", "trainable_parameters", "trainable_fraction"}``."""
+    from . import finetune as ft  # noqa: PLC0415
+    if cfg.method == "head-only":
+        ft.train_head_only(model)
+    elif cfg.method == "freeze":
+        ft.freeze_layers(model, cfg.freeze_layers)
+    elif cfg.method == "lora":
+        targets = None if not cfg.lora_targets else \
+            [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        ft.apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                      target_modules=targets, trainable=_head_names(model))
+    if cfg.method != "full" and cfg.model is None:
+        _log(log, f"note: --method {cfg.method} without --model keeps randomly initialised "
+                  "weights fixed; these methods are meant for a pretrained body")
+    summary = ft.parameter_summary(model)
+    blocks = "block" if cfg.freeze_layers == 1 else "blocks"
+    name = {"freeze": f"freeze (embeddings + {cfg.freeze_layers} {blocks})",
+            "lora": f"lora (r={cfg.lora_r}, alpha={cfg.lora_alpha:g})"}.get(cfg.method, cfg.method)
+    if cfg.layer_lr_decay < 1:
+        name += f", layer-wise LR decay {cfg.layer_lr_decay:g}"
+    if cfg.teacher:
+        name += f", distilled from {cfg.teacher}"
+    _log(log, f"method: {name}; training {summary['trainable']:,} of {summary['total']:,} "
+              f"parameters ({100 * summary['fraction']:.2f}%)")
+    return {"method": name, "trainable_parameters": summary["trainable"],
+            "trainable_fraction": summary["fraction"]}
+
+
+def _optimizer(model, cfg, lr):
+    """None (the Trainer's AdamW) or, with layer-wise LR decay, AdamW over depth groups."""
+    if cfg.layer_lr_decay == 1:
+        return None
+    from .finetune import layerwise_lr_groups  # noqa: PLC0415
+    from .optim import AdamW  # noqa: PLC0415
+    return AdamW(layerwise_lr_groups(model, lr, cfg.layer_lr_decay, cfg.weight_decay), lr=lr)
+
+
+def _load_teacher(cfg, label_names, dev, log):
+    """``(model, tokenizer, info)`` of the teacher, checked against this run's task/labels."""
+    model, tok, info = load_task_model(cfg.teacher, device=dev)
+    if info["task"] != cfg.task:
+        raise TaskError(f"the teacher {cfg.teacher} was fine-tuned for {info['task']}, this run "
+                        f"is {cfg.task}")
+    if cfg.task != "qa" and list(info["label_names"]) != list(label_names):
+        raise TaskError(f"the teacher {cfg.teacher} predicts {info['label_names']}, the data "
+                        f"has {label_names}")
+    _log(log, f"teacher: {type(model).__name__} from {cfg.teacher}, "
+              f"{model.num_parameters():,} parameters")
+    return model, tok, info
+
+
+def _distillation_loss(teacher, cfg):
+    if teacher is None:
+        return None
+    from .finetune import DistillationLoss  # noqa: PLC0415
+    return DistillationLoss(teacher[0], temperature=cfg.distill_temperature,
+                            alpha=cfg.distill_alpha)
+
+
+def augment_classification(ds, copies, seed, log=print):
+    """The training split plus ``copies`` EDA variants of every text (same label)."""
+    from .finetune import EDA  # noqa: PLC0415
+    eda = EDA(num_aug=copies, seed=seed, alpha_sr=0.0, alpha_ri=0.0)
+    examples = eda.augment_dataset(list(ds.examples), text_key="text", keep_original=True)
+    _log(log, f"augment: {len(ds)} training texts -> {len(examples)} (EDA random swap and "
+              f"deletion, {copies} per text)")
+    return datasets.Dataset(examples, label_names=ds.label_names, name=ds.name, split=ds.split,
+                            meta=ds.meta)
+
+
 def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     """Fine-tune (or train from scratch) a model for ``cfg.task``; returns the results dict
     (also ``metrics.json`` in the run directory)."""
@@ -667,17 +776,30 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
          + (f"; {len(label_names)} labels" if label_names else ""))
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
+        teacher = _load_teacher(cfg, label_names, dev, log) if cfg.teacher else None
         if cfg.model is not None:
             tok = load_tokenizer(cfg.model)
+        elif teacher is not None:           # the student must read the teacher's token ids
+            tok = teacher[1]
         else:
             tok = build_tokenizer(task, splits["train"], cfg.tokenizer, cfg.min_freq,
                                   cfg.vocab_size)
+        if teacher is not None and tok.to_dict() != teacher[1].to_dict():
+            raise TaskError(f"the tokenizer of {cfg.model} differs from the teacher's "
+                            f"({cfg.teacher}); distillation compares logits over the same "
+                            "inputs, so both models must share one tokenizer")
         if task == "qa" and (tok.cls_id is None or tok.sep_id is None):
             raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
                             f"of {cfg.model} has no [CLS]/[SEP] tokens")
         tok.save(out / TOKENIZER_FILE)
         model = build_task_model(cfg, tok, label_names, log).to(dev)
         max_length = _resolve_max_length(cfg, _body_positions(model.base))
+        if teacher is not None and cfg.max_length is None:     # read what the teacher read
+            max_length = min(max_length, teacher[2]["max_length"])
+        if teacher is not None and max_length > _body_positions(teacher[0].base):
+            raise TaskError(f"max_length {max_length} exceeds the teacher's "
+                            f"{_body_positions(teacher[0].base)} positions; lower --max-length")
+        method = apply_method(model, cfg, log)
         info = {"task": task, "label_names": label_names, "max_length": max_length,
                 "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length,
                 "max_answer_length": cfg.max_answer_length, "base_model": cfg.model,
@@ -686,6 +808,8 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             info["lang"] = _lang(splits["train"].examples)
         if task == "qa":
             splits["train"] = _placeable(splits["train"], "train", log)
+        if cfg.augment:
+            splits["train"] = augment_classification(splits["train"], cfg.augment, cfg.seed, log)
         train_feats = _features(task, splits["train"], tok, info, with_answers=True)
         eval_feats = {s: _features(task, splits[s], tok, info, with_answers=False)
                       for s in ("validation", "test") if s in splits}
@@ -722,15 +846,22 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             task, _placeable(splits["validation"], "validation", None), tok, info, True)
         trainer = Trainer(model, args, train_dataset=_model_inputs(train_feats),
                           eval_dataset=_model_inputs(loss_feats),
-                          data_collator=collator, compute_metrics=compute_metrics)
+                          data_collator=collator, compute_metrics=compute_metrics,
+                          compute_loss=_distillation_loss(teacher, cfg),
+                          optimizers=(_optimizer(model, cfg, lr), None))
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
+        if cfg.method == "lora":           # adapters on their own, then one merged model
+            from .finetune import lora  # noqa: PLC0415
+            lora.save_adapters(model, out / "adapter")
+            lora.remove_lora(model, merge=True)
         save_task_model(model, tok, info, out / "model")
         results = {"task": task, "command": command, "minillm": __version__,
                    "device": str(dev), "train_seconds": train_seconds,
                    "steps": trainer.state.global_step, "parameters": model.num_parameters(),
-                   "train_examples": len(splits["train"]), "train_features": len(train_feats)}
+                   **method, "train_examples": len(splits["train"]),
+                   "train_features": len(train_feats)}
         for s, feats in eval_feats.items():
             r, pred = evaluate_features(model, task, splits[s], feats, collator, info,
                                         cfg.eval_batch_size)
@@ -768,16 +899,26 @@ def summary_line(results):
 # =============================================================================================
 def evaluate(model_path, dataset=None, split="test", file=None, device=None, batch_size=64,
              max_examples=None, text_column="text", label_column="label", no_header=False,
-             token_column=0, tag_column=-1, log=print):
+             token_column=0, tag_column=-1, quantize=None, prune=None, log=print):
     """Metrics of a fine-tuned model (``minillm finetune``'s run directory or its ``model/``)
-    on a built-in dataset's ``split`` or on a ``file``; returns the metrics dict."""
+    on a built-in dataset's ``split`` or on a ``file``; returns the metrics dict.
+
+    ``prune=s`` first zeroes the fraction ``s`` of the smallest-magnitude Linear weights
+    (global threshold), ``quantize="int8"`` then stores every Linear in int8 with one scale
+    per output channel; the task head stays as trained in both. The metrics then include
+    ``model_bytes`` before and after and the achieved sparsity."""
     if (dataset is None) == (file is None):
         raise TaskError("evaluate needs either a built-in dataset (--dataset NAME) or a file "
                         "(--file FILE)")
+    if quantize not in (None, "int8"):
+        raise TaskError(f"quantize must be 'int8' (the only scheme), got {quantize!r}")
+    if prune is not None and not 0 <= prune < 1:
+        raise TaskError(f"prune is the fraction of weights to zero, in [0, 1); got {prune}")
     dev = backend.device(device)
     with backend.default_device_as(dev):
         model, tok, info = load_task_model(model_path, device=dev)
         task = info["task"]
+        compression = compress(model, quantize, prune, log)
         if dataset is not None:
             spec = datasets.get_spec(dataset)
             kw = {"fix_answer_starts": True} if "fix_answer_starts" in spec.options() else {}
@@ -799,8 +940,34 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
         feats = _features(task, ds, tok, info, with_answers=False)
         collator = Collator(pad_id=tok.pad_id, device=dev)
         r, _ = evaluate_features(model, task, ds, feats, collator, info, batch_size)
-    r = {"task": task, "data": where, **r}
+    r = {"task": task, "data": where, **r, **compression}
     return r
+
+
+def compress(model, quantize=None, prune=None, log=print):
+    """Post-training compression of a task model in place (the head is left alone);
+    returns ``{"model_bytes", "compressed_bytes", "sparsity"}`` for what was done."""
+    from . import finetune as ft  # noqa: PLC0415
+    if quantize is None and prune is None:
+        return {}
+    out = {"model_bytes": ft.model_size_bytes(model)}
+    head = _head_names(model)
+    if prune is not None:
+        report = ft.magnitude_prune(model, prune, scope="global", skip=head)
+        ft.remove_pruning(model)
+        out["sparsity"] = report["sparsity"]
+        _log(log, f"pruned {report['pruned']:,} of {report['total']:,} Linear weights "
+                  f"(sparsity {report['sparsity']:.3f}, the head excluded)")
+    if quantize is not None:
+        report = ft.quantize_model(model, skip=head)
+        out["quantized_layers"] = len(report["quantized"])
+        out["max_abs_weight_error"] = report["max_abs_error"]
+        _log(log, f"int8: {len(report['quantized'])} Linear layers, largest weight error "
+                  f"{report['max_abs_error']:.2e}")
+    out["compressed_bytes"] = ft.model_size_bytes(model)
+    _log(log, f"model size {out['model_bytes'] / 1e6:.2f} MB -> "
+              f"{out['compressed_bytes'] / 1e6:.2f} MB")
+    return out
 
 
 # =============================================================================================

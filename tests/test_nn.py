@@ -279,6 +279,15 @@ def test_load_state_dict_integer_buffer():
     assert m.pos.dtype == np.int64
 
 
+def test_load_state_dict_refuses_a_narrowing_integer_cast():
+    """int64 [1, 300, -200] into an int8 buffer would wrap to [1, 44, 56]: refused."""
+    m = nn.Module()
+    m.register_buffer("q", mm.tensor(np.zeros(3, np.int8)))
+    with pytest.raises(nn.StateDictError, match="dtype mismatch for 'q'"):
+        m.load_state_dict({"q": np.array([1, 300, -200], np.int64)})
+    np.testing.assert_array_equal(m.q.numpy(), np.zeros(3, np.int8))
+
+
 # -- devices and dtypes -------------------------------------------------------------------------
 def test_to_device_keeps_parameter_identity_values_and_grads():
     net = Block()

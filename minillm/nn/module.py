@@ -477,9 +477,10 @@ def _on_device(array, dev):
 
 
 def _dtype_ok(src, dst):
-    """Floating values must match exactly; integer buffers accept same-kind integers."""
+    """Floating values must match exactly; integer buffers accept integers that fit without
+    wrapping (int8 -> int64 yes, int64 -> int8 no: 300 would silently become 44)."""
     if src == dst:
         return True
     if src.kind == "f" or dst.kind == "f":
         return False
-    return bool(np.can_cast(src, dst, casting="same_kind"))
+    return bool(np.can_cast(src, dst, casting="safe"))
