@@ -155,7 +155,8 @@ def test_bow_logistic_regression_beats_chance(device):
 
 # -- the registry -------------------------------------------------------------------------------
 def test_registry_names_and_descriptions():
-    assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment"}
+    assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment",
+                                     "sentiment-methods"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description
         assert "\n" not in description
@@ -257,3 +258,33 @@ def test_fast_ptb_lstm_evaluates_valid_then_test_batch_1(data_for, monkeypatch):
     assert seen == [(s["valid_batch_size"], s["valid_tokens"]), (1, s["test_tokens"])]
     assert r["test_tokens_scored"] == s["test_tokens"] - 1       # every next token, batch 1
     assert r["test_perplexity"] == pytest.approx(math.exp(r["test_loss"]))
+
+
+def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device):
+    """Every method gives a row with its command; a second run reuses the pretrained bodies."""
+    data_for("sentiment")
+    lines = []
+    result = bench.run_benchmark("sentiment-methods", device=DEVICE, fast=True, progress=False,
+                                 output_dir=str(tmp_path), log=lines.append)
+    rows = {}
+    for r in result["rows"]:                          # the first row of each name
+        rows.setdefault(r["model"].split(" ")[0], r)
+    assert set(rows) == {"bert-full", "bert-head", "bert-freeze2", "bert-llrd", "bert-lora",
+                         "gpt-full", "small-scratch", "small-distilled", "bert-full", "BERT",
+                         "GPT"}
+    assert len(result["rows"]) == 13
+    for r in result["rows"]:
+        assert 0 <= r["test_accuracy"] <= 1 and r["command"].startswith("minillm ")
+    full, head, lora = rows["bert-full"], rows["bert-head"], rows["bert-lora"]
+    assert head["trained_parameters"] < lora["trained_parameters"] < full["trained_parameters"]
+    assert "--method lora" in lora["command"] and "--teacher" in rows["small-distilled"]["command"]
+    by_name = {r["model"]: r for r in result["rows"]}
+    assert by_name["bert-full int8"]["model_bytes"] < full["model_bytes"]
+    assert abs(by_name["bert-full pruned 80%"]["sparsity"] - 0.8) < 1e-3
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert saved["table"] == result["table"] and "| bert-lora" in saved["table"]
+    assert not any("reusing" in m for m in lines)
+    lines.clear()
+    bench.methods._pretrained("bert", bench.methods.PRETRAIN_FAST, tmp_path, DEVICE, False,
+                              lines.append)
+    assert any("reusing the pretrained bert" in m for m in lines)

@@ -17,10 +17,15 @@ starts from the same weights and trains on the same batches.
 """
 from .quality import (BENCHMARKS, Benchmark, format_result, nanogpt_lr, ptb_lstm, ptb_ngram,
                       run_benchmark, sentiment, shakespeare_gpt, zaremba_lr)
+from .methods import sentiment_methods
 from .speed import (SPEED_BENCHMARKS, SpeedBenchmark, bench_gpt, bench_lstm, bench_ops,
                     format_speed, matmul_peak)
 
+BENCHMARKS["sentiment-methods"] = Benchmark(
+    sentiment_methods, "chinese_reviews: full / head-only / frozen / LLRD / LoRA fine-tuning, "
+    "distillation, pruning, int8, cloze and in-context prompting")
+
 __all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
-           "ptb_lstm", "ptb_ngram", "sentiment", "nanogpt_lr", "zaremba_lr",
+           "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "nanogpt_lr", "zaremba_lr",
            "SPEED_BENCHMARKS", "SpeedBenchmark", "bench_gpt", "bench_lstm", "bench_ops",
            "format_speed", "matmul_peak"]
