@@ -285,3 +285,34 @@ def test_readme_tiny_gpt_runs(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "loss after 200 steps" in printed and "ROMEO:" in printed
     assert ns["out"].shape == (1, 6 + 60)
+
+
+def _readme_commands():
+    """Every ``minillm ...`` command line in README's bash blocks (continuations joined,
+    comments dropped)."""
+    import re
+    import shlex
+    text = _read("README.md")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("  #")[0].split(" # ")[0].strip()
+            if line.startswith("minillm "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_every_readme_command_parses():
+    """A flag renamed in the CLI but not in README fails here (the commands are parsed, not
+    run)."""
+    from minillm import cli
+    commands = _readme_commands()
+    assert len(commands) > 20
+    parser = cli.build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            raise AssertionError(f"README command does not parse: minillm {' '.join(argv)}") \
+                from e

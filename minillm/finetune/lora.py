@@ -118,15 +118,7 @@ class LoRALinear(Linear):
                 else f"is a {type(linear).__name__}"
             raise TypeError(f"LoRALinear.from_linear: expected an nn.Linear, the layer {what}")
         r, alpha, dropout = _check_hparams(r, alpha, dropout, "LoRALinear.from_linear")
-        self = cls.__new__(cls)
-        Module.__init__(self)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight                    # the same Parameter objects: shared
-        if linear.bias is not None:
-            self.bias = linear.bias
-        else:
-            self.register_parameter("bias", None)
-        self.training = linear.training
+        self = cls.sharing(linear)                     # the same Parameter objects: shared
         self._add_lora(r, alpha, dropout)
         return self
 
@@ -209,16 +201,7 @@ class LoRALinear(Linear):
 
     def _plain_linear(self):
         """A plain Linear sharing this layer's weight and bias Parameters (for remove_lora)."""
-        out = Linear.__new__(Linear)
-        Module.__init__(out)
-        out.in_features, out.out_features = self.in_features, self.out_features
-        out.weight = self.weight
-        if self.bias is None:
-            out.register_parameter("bias", None)
-        else:
-            out.bias = self.bias
-        out.training = self.training
-        return out
+        return Linear.sharing(self)
 
     def extra_repr(self):
         return (super().extra_repr() + f", r={self.r}, alpha={self.alpha:g}, "

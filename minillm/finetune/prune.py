@@ -70,16 +70,8 @@ class PrunedLinear(Linear):
             what = ("it is already a PrunedLinear" if isinstance(linear, PrunedLinear)
                     else f"got {type(linear).__name__}")
             raise TypeError(f"PrunedLinear.from_linear expects an nn.Linear; {what}")
-        layer = cls.__new__(cls)
-        Module.__init__(layer)              # no new (random) weights: the layer's are reused
-        layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        layer.weight = linear.weight
-        if linear.bias is None:
-            layer.register_parameter("bias", None)
-        else:
-            layer.bias = linear.bias
+        layer = cls.sharing(linear)         # no new (random) weights: the layer's are reused
         layer.register_buffer("weight_mask", ones_like(linear.weight))
-        layer.training = linear.training
         return layer
 
     def forward(self, x):
@@ -179,16 +171,7 @@ def _set_submodule(model, path, new):
 
 def _plain_linear(layer):
     """A plain Linear sharing ``layer``'s weight/bias Parameters (no new random weights)."""
-    lin = Linear.__new__(Linear)
-    Module.__init__(lin)
-    lin.in_features, lin.out_features = layer.in_features, layer.out_features
-    lin.weight = layer.weight
-    if layer.bias is None:
-        lin.register_parameter("bias", None)
-    else:
-        lin.bias = layer.bias
-    lin.training = layer.training
-    return lin
+    return Linear.sharing(layer)
 
 
 def _one_device(layers, who):

@@ -51,6 +51,22 @@ class Linear(Module):
             self.register_parameter("bias", None)
         self.reset_parameters()
 
+    @classmethod
+    def sharing(cls, linear):
+        """A ``cls`` layer holding ``linear``'s own weight and bias Parameters (no new random
+        weights): how a wrapper such as LoRA or pruning swaps a layer's class, and how its
+        removal swaps it back, while optimizers and state-dict keys keep the same tensors."""
+        layer = cls.__new__(cls)
+        Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight = linear.weight
+        if linear.bias is None:
+            layer.register_parameter("bias", None)
+        else:
+            layer.bias = linear.bias
+        layer.training = linear.training
+        return layer
+
     def reset_parameters(self):
         # Equal to PyTorch's kaiming_uniform_(W, a=sqrt(5)): gain sqrt(1/3) * sqrt(3/fan_in).
         bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
