@@ -343,7 +343,9 @@ FINETUNE_HELP = {
     "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
              "a small model from scratch",
     "model_type": "from scratch: bert (bidirectional) or gpt (causal)",
-    "tokenizer": "from scratch: char or wordpiece", "vocab_size": "wordpiece vocabulary size",
+    "tokenizer": "from scratch: char, wordpiece (built from the training texts) or a "
+                 "tokenizer.json / model directory to reuse",
+    "vocab_size": "wordpiece vocabulary size",
     "min_freq": "char tokenizer: keep characters seen this often",
     "n_layer": "from scratch: layers", "n_head": "from scratch: heads",
     "n_embd": "from scratch: width",
@@ -683,8 +685,6 @@ def build_parser():
             a.choices = list(tasks.METHODS)
         if a.dest in ("model_type",):
             a.choices = ["bert", "gpt"]
-        if a.dest == "tokenizer":
-            a.choices = ["char", "wordpiece"]
     s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the newest valid checkpoint in --output-dir (or the given "
                         "checkpoint directory)")

@@ -159,8 +159,10 @@ class FinetuneConfig:
                             "dataset brings its own splits")
         if self.model_type not in ("bert", "gpt"):
             raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
-        if self.tokenizer not in ("char", "wordpiece"):
-            raise TaskError(f"tokenizer must be 'char' or 'wordpiece', got {self.tokenizer!r}")
+        if self.tokenizer not in ("char", "wordpiece") and not _tokenizer_path(self.tokenizer):
+            raise TaskError(f"tokenizer must be 'char', 'wordpiece' or an existing "
+                            f"tokenizer.json (or a directory holding one), got "
+                            f"{self.tokenizer!r}")
         if not 0 < self.validation_fraction < 1:
             raise TaskError(f"validation_fraction must be in (0, 1), got "
                             f"{self.validation_fraction}")
@@ -498,6 +500,14 @@ def _load_body(path, log=print):
                     "or BERT model directory (e.g. runs/demo/pretrained)")
 
 
+def _tokenizer_path(spec):
+    """``spec`` as a tokenizer file (a ``tokenizer.json``, or a directory holding one), or
+    None when it names none."""
+    p = Path(spec)
+    p = p / TOKENIZER_FILE if p.is_dir() else p
+    return p if p.is_file() else None
+
+
 def load_tokenizer(directory):
     """``tokenizer.json`` of a model directory, with a clear error when it is missing."""
     p = Path(directory) / TOKENIZER_FILE
@@ -781,6 +791,8 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             tok = load_tokenizer(cfg.model)
         elif teacher is not None:           # the student must read the teacher's token ids
             tok = teacher[1]
+        elif _tokenizer_path(cfg.tokenizer):
+            tok = Tokenizer.load(_tokenizer_path(cfg.tokenizer))
         else:
             tok = build_tokenizer(task, splits["train"], cfg.tokenizer, cfg.min_freq,
                                   cfg.vocab_size)

@@ -189,3 +189,15 @@ def test_evaluate_prunes_and_quantizes(setup):
     assert r["examples"] == plain["examples"] and 0 <= r["accuracy"] <= 1
     rc, _, err = run("evaluate", "--model", out, "--file", test, "--prune", 1.5)
     assert rc == 2 and "prune is the fraction" in err
+
+
+def test_a_model_from_scratch_can_reuse_a_tokenizer(setup, tmp_path):
+    out, _, _ = finetune(setup, "reuse-tok", "--tokenizer", setup[0] / "bert" / "model")
+    saved = json.loads((out / "model" / "tokenizer.json").read_text(encoding="utf-8"))
+    bert = json.loads((setup[0] / "bert" / "model" / "tokenizer.json").read_text(
+        encoding="utf-8"))
+    assert saved == bert
+    root, train, _ = setup
+    rc, _, err = run("finetune", "--task", "classification", "--train", train, "--fast",
+                     "--output-dir", tmp_path / "x", "--tokenizer", tmp_path / "none.json")
+    assert rc == 2 and "an existing tokenizer.json" in err, err
