@@ -392,12 +392,12 @@ def load_task_data(cfg, log=print):
 def _placeable(ds, split, log):
     """QA examples whose first answer sits at its ``answer_start`` (after the repair done on
     loading); the others cannot give answer positions for training and are reported."""
-    ok = [e for e in ds.examples
-          if datasets.qa.answer_ok(e["context"], e["answers"]["text"][0],
-                                   e["answers"]["answer_start"][0])]
+    ok = [e for e in ds.examples if e["answers"]["text"]
+          and datasets.qa.answer_ok(e["context"], e["answers"]["text"][0],
+                                    e["answers"]["answer_start"][0])]
     if len(ok) < len(ds):
         _log(log, f"{split}: {len(ds) - len(ok)} of {len(ds)} questions skipped for training "
-                  "(their answer text does not occur in the context)")
+                  "(no answer given, or its text does not occur at answer_start)")
     if not ok:
         raise TaskError(f"{split}: no question has its answer in the context")
     return datasets.Dataset(ok, ds.label_names, ds.name, ds.split, ds.meta)

@@ -156,7 +156,8 @@ def test_bow_logistic_regression_beats_chance(device):
 # -- the registry -------------------------------------------------------------------------------
 def test_registry_names_and_descriptions():
     assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment",
-                                     "sentiment-methods"}
+                                     "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa",
+                                     "translation", "code-completion"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description
         assert "\n" not in description

@@ -201,3 +201,15 @@ def test_a_model_from_scratch_can_reuse_a_tokenizer(setup, tmp_path):
     rc, _, err = run("finetune", "--task", "classification", "--train", train, "--fast",
                      "--output-dir", tmp_path / "x", "--tokenizer", tmp_path / "none.json")
     assert rc == 2 and "an existing tokenizer.json" in err, err
+
+
+def test_qa_questions_without_answers_are_skipped_for_training_not_a_crash():
+    from minillm import datasets as D
+    ok = {"id": "1", "title": "t", "context": "the cat sat", "question": "who sat?",
+          "answers": {"text": ["the cat"], "answer_start": [0]}}
+    none = dict(ok, id="2", answers={"text": [], "answer_start": []})
+    lines = []
+    kept = tasks._placeable(D.Dataset([ok, none]), "train", lines.append)
+    assert [e["id"] for e in kept] == ["1"] and "1 of 2 questions skipped" in lines[0]
+    with pytest.raises(tasks.TaskError, match="no question has its answer"):
+        tasks._placeable(D.Dataset([none]), "train", None)

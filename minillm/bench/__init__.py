@@ -17,15 +17,35 @@ starts from the same weights and trains on the same batches.
 """
 from .quality import (BENCHMARKS, Benchmark, format_result, nanogpt_lr, ptb_lstm, ptb_ngram,
                       run_benchmark, sentiment, shakespeare_gpt, zaremba_lr)
+import functools
+
+from .generation import code_completion, translation
 from .methods import sentiment_methods
+from .qa import kb_qa, open_domain_qa
 from .speed import (SPEED_BENCHMARKS, SpeedBenchmark, bench_gpt, bench_lstm, bench_ops,
                     format_speed, matmul_peak)
 
+BENCHMARKS["translation"] = Benchmark(translation, "seq2seq Transformer on the generated dates "
+                                       "and zh_numerals sets (exact match, BLEU) beside a "
+                                       "nearest-neighbour baseline")
+BENCHMARKS["code-completion"] = Benchmark(code_completion, "character GPT on the Python standard "
+                                          "library's source (bits/char, line completion) beside "
+                                          "Kneser-Ney n-grams")
+BENCHMARKS["squad-odqa"] = Benchmark(
+    functools.partial(open_domain_qa, dataset="squad_v1.1"), "SQuAD v1.1 (test articles): BM25 "
+    "and TF-IDF retrieval, a BERT reader on the gold paragraph and on the top 1 / top 5")
+BENCHMARKS["cmrc-odqa"] = Benchmark(
+    functools.partial(open_domain_qa, dataset="cmrc2018"), "CMRC 2018 (test articles): "
+    "retrieval, then a BERT reader (character-level F1)")
+BENCHMARKS["kb-qa"] = Benchmark(kb_qa, "questions over the generated knowledge base: BM25 over "
+                                "the facts, then a reader; one-hop and two-hop")
 BENCHMARKS["sentiment-methods"] = Benchmark(
     sentiment_methods, "chinese_reviews: full / head-only / frozen / LLRD / LoRA fine-tuning, "
     "distillation, pruning, int8, cloze and in-context prompting")
 
 __all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
-           "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "nanogpt_lr", "zaremba_lr",
+           "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
+           "translation", "code_completion",
+           "nanogpt_lr", "zaremba_lr",
            "SPEED_BENCHMARKS", "SpeedBenchmark", "bench_gpt", "bench_lstm", "bench_ops",
            "format_speed", "matmul_peak"]

@@ -931,6 +931,12 @@ def format_result(name, result):
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
     elif name in ("sentiment", "sentiment-methods"):
         lines = [head, result["table"]]
+    elif result.get("benchmark") in ("translation", "code-completion"):
+        from .generation import format_generation  # noqa: PLC0415  (imports this module)
+        lines = format_generation(name, result).split("\n")
+    elif result.get("benchmark") in ("open-domain-qa", "kb-qa"):
+        from .qa import format_qa_result  # noqa: PLC0415  (qa imports this module)
+        lines = format_qa_result(name, result).split("\n")
     else:
         raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     lines.append(f"  anchor: {_anchor_text(result['anchor'])}")
