@@ -627,7 +627,25 @@ def _eval_classification(model, ds, feats, collator, info, batch_size):
     weighted = metrics.precision_recall_f1(gold, pred, average="weighted", labels=labels)
     out = {"accuracy": float(metrics.accuracy(gold, pred)), "macro_f1": float(macro[2]),
            "weighted_f1": float(weighted[2]), "examples": int(len(gold))}
+    out.update(out_of_scope_metrics(gold, pred, info["label_names"]))
     return out, {"gold": gold.tolist(), "pred": pred.tolist()}
+
+
+def out_of_scope_metrics(gold, pred, label_names, oos_label="oos"):
+    """CLINC150's two numbers (Larson et al. 2019) when the labels include ``oos``:
+    accuracy on the in-scope examples, and recall of the out-of-scope ones (the fraction of
+    them predicted ``oos``); empty when there is no such label."""
+    if oos_label not in label_names:
+        return {}
+    oos = label_names.index(oos_label)
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    inside = gold != oos
+    out = {}
+    if inside.any():
+        out["in_scope_accuracy"] = float((pred[inside] == gold[inside]).mean())
+    if (~inside).any():
+        out["oos_recall"] = float((pred[~inside] == oos).mean())
+    return out
 
 
 def _eval_ner(model, ds, feats, collator, info, batch_size):

@@ -213,3 +213,13 @@ def test_qa_questions_without_answers_are_skipped_for_training_not_a_crash():
     assert [e["id"] for e in kept] == ["1"] and "1 of 2 questions skipped" in lines[0]
     with pytest.raises(tasks.TaskError, match="no question has its answer"):
         tasks._placeable(D.Dataset([none]), "train", None)
+
+
+@pytest.mark.parametrize("gold, pred, names, want", [
+    ([0, 1, 2, 2], [0, 2, 2, 1], ["a", "b", "oos"], {"in_scope_accuracy": 0.5, "oos_recall": 0.5}),
+    ([0, 1], [0, 0], ["a", "oos"], {"in_scope_accuracy": 1.0, "oos_recall": 0.0}),
+    ([0, 0], [0, 1], ["a", "oos"], {"in_scope_accuracy": 0.5}),
+    ([0, 1], [1, 1], ["a", "b"], {}),
+])
+def test_out_of_scope_metrics(gold, pred, names, want):
+    assert tasks.out_of_scope_metrics(gold, pred, names) == want
