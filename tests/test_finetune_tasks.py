@@ -1,8 +1,6 @@
 """``minillm finetune --method ...``, ``--teacher``, ``--augment``, ``--layer-lr-decay`` and
 ``minillm evaluate --quantize/--prune``: the fine-tuning methods of ``minillm.finetune``
 wired into the task recipes, checked by what they leave in the saved weights."""
-import contextlib
-import io
 import json
 import os
 
@@ -10,21 +8,13 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import cli, tasks
+from minillm import tasks
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 WORDS = ["ROMEO", "JULIET", "the king", "a fool", "my lord", "the queen", "good night", "sir"]
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main([str(a) for a in argv])
-        except SystemExit as e:
-            rc = e.code
-    mm.set_default_device(DEVICE)
-    return rc, out.getvalue(), err.getvalue()
+from test_cli import run  # noqa: E402  (minillm argv... in-process)
 
 
 def tsv(path, n, seed):

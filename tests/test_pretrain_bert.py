@@ -4,8 +4,6 @@ The masked windows are a pure function of (seed, index), so resuming from a chec
 the bit-identical model an uninterrupted run gives; the pretrained directory starts a
 fine-tuning run and loads as a ``BertForMaskedLM``.
 """
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -20,15 +18,7 @@ from minillm.data import CharTokenizer
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main([str(a) for a in argv])
-        except SystemExit as e:
-            rc = e.code
-    mm.set_default_device(DEVICE)
-    return rc, out.getvalue(), err.getvalue()
+from test_cli import run  # noqa: E402  (minillm argv... in-process)
 
 
 def need_shakespeare():
