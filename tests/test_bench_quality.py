@@ -156,7 +156,7 @@ def test_bow_logistic_regression_beats_chance(device):
 # -- the registry -------------------------------------------------------------------------------
 def test_registry_names_and_descriptions():
     assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment",
-                                     "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa",
+                                     "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa", "kb-qa-2rounds",
                                      "translation", "code-completion"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description

@@ -39,6 +39,9 @@ BENCHMARKS["cmrc-odqa"] = Benchmark(
     "retrieval, then a BERT reader (character-level F1)")
 BENCHMARKS["kb-qa"] = Benchmark(kb_qa, "questions over the generated knowledge base: BM25 over "
                                 "the facts, then a reader; one-hop and two-hop")
+BENCHMARKS["kb-qa-2rounds"] = Benchmark(
+    functools.partial(kb_qa, rounds=2), "kb-qa with a second retrieval round that follows each "
+    "retrieved fact (for the two-hop questions)")
 BENCHMARKS["sentiment-methods"] = Benchmark(
     sentiment_methods, "chinese_reviews: full / head-only / frozen / LLRD / LoRA fine-tuning, "
     "distillation, pruning, int8, cloze and in-context prompting")
