@@ -372,10 +372,10 @@ def load_task_data(cfg, log=print):
         if cfg.test:
             splits["test"] = _load_file(cfg.test, task, cfg, names)
         name = Path(cfg.train).name
-    for s, ds in splits.items():
-        _check_task_fields(ds, task, f"{name} ({s})")
     if task == "classification" and cfg.dataset == "sst2" and "test" in splits:
         del splits["test"]                        # GLUE hides SST-2's test labels
+    for s, ds in splits.items():
+        _check_task_fields(ds, task, f"{name} ({s})")
     if "validation" not in splits:
         splits["train"], splits["validation"] = _carve(splits["train"], cfg.validation_fraction,
                                                        cfg.seed)

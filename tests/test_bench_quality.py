@@ -157,7 +157,8 @@ def test_bow_logistic_regression_beats_chance(device):
 def test_registry_names_and_descriptions():
     assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment",
                                      "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa", "kb-qa-2rounds",
-                                     "translation", "code-completion"}
+                                     "translation", "code-completion", "text-classification",
+                                     "ner"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description
         assert "\n" not in description

@@ -19,12 +19,18 @@ from .quality import (BENCHMARKS, Benchmark, format_result, nanogpt_lr, ptb_lstm
                       run_benchmark, sentiment, shakespeare_gpt, zaremba_lr)
 import functools
 
+from .apps import ner, text_classification
 from .generation import code_completion, translation
 from .methods import sentiment_methods
 from .qa import kb_qa, open_domain_qa
 from .speed import (SPEED_BENCHMARKS, SpeedBenchmark, bench_gpt, bench_lstm, bench_ops,
                     format_speed, matmul_peak)
 
+BENCHMARKS["text-classification"] = Benchmark(
+    text_classification, "SST-2 and CLINC150 (in-scope accuracy, out-of-scope recall): "
+    "bag-of-words naive Bayes and logistic regression, a BERT fine-tuned from scratch")
+BENCHMARKS["ner"] = Benchmark(ner, "People's Daily and WNUT-17 entity F1: a memorising "
+                              "baseline and a BERT fine-tuned from scratch")
 BENCHMARKS["translation"] = Benchmark(translation, "seq2seq Transformer on the generated dates "
                                        "and zh_numerals sets (exact match, BLEU) beside a "
                                        "nearest-neighbour baseline")
@@ -48,7 +54,7 @@ BENCHMARKS["sentiment-methods"] = Benchmark(
 
 __all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
-           "translation", "code_completion",
+           "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",
            "SPEED_BENCHMARKS", "SpeedBenchmark", "bench_gpt", "bench_lstm", "bench_ops",
            "format_speed", "matmul_peak"]

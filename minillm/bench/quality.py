@@ -628,7 +628,9 @@ class MultinomialNB:
         row = np.repeat(np.arange(X.n_rows), np.diff(X.indptr))
         counts = np.zeros((k, X.n_features))
         np.add.at(counts, (y[row], X.indices), X.values)
-        self.class_log_prior_ = np.log(np.bincount(y, minlength=k) / len(y))
+        with np.errstate(divide="ignore"):      # a class absent from training: log 0 =
+            self.class_log_prior_ = np.log(np.bincount(y, minlength=k) / len(y))  # -inf,
+        #                                         never predicted (no smoothing of priors)
         smoothed = counts + self.alpha
         self.feature_log_prob_ = np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
         return self
@@ -929,7 +931,7 @@ def format_result(name, result):
         lines = [head, "  order  valid ppl  test ppl  fit (s)"]
         lines += [f"  {r['order']:>5}  {r['valid_perplexity']:>9.1f}  {r['test_perplexity']:>8.1f}"
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
-    elif name in ("sentiment", "sentiment-methods"):
+    elif name in ("sentiment", "sentiment-methods", "text-classification", "ner"):
         lines = [head, result["table"]]
     elif result.get("benchmark") in ("translation", "code-completion"):
         from .generation import format_generation  # noqa: PLC0415  (imports this module)
