@@ -628,9 +628,9 @@ class MultinomialNB:
         row = np.repeat(np.arange(X.n_rows), np.diff(X.indptr))
         counts = np.zeros((k, X.n_features))
         np.add.at(counts, (y[row], X.indices), X.values)
-        with np.errstate(divide="ignore"):      # a class absent from training: log 0 =
-            self.class_log_prior_ = np.log(np.bincount(y, minlength=k) / len(y))  # -inf,
-        #                                         never predicted (no smoothing of priors)
+        # a class absent from training gets the prior log 0 = -inf: it is never predicted
+        with np.errstate(divide="ignore"):
+            self.class_log_prior_ = np.log(np.bincount(y, minlength=k) / len(y))
         smoothed = counts + self.alpha
         self.feature_log_prob_ = np.log(smoothed / smoothed.sum(axis=1, keepdims=True))
         return self
