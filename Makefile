@@ -60,7 +60,7 @@ $(VPY):
 
 # Re-install when the package metadata changes; otherwise re-runs are instant.
 $(STAMP): setup.cfg pyproject.toml | $(VPY)
-	$(VPY) -m pip install -e ".[dev]"
+	$(VPY) -m pip install -e ".[dev,mpi]"
 	@touch $@
 
 # Optional PyTorch reference (see TORCH above: the PyPI wheel may be a multi-GB CUDA build).
@@ -68,6 +68,7 @@ torch: $(VENV)/.minillm-torch-installed
 
 $(VENV)/.minillm-torch-installed: | $(STAMP)
 	$(VPY) -m pip install "$(TORCH)"
+	$(VPY) -m pip install -e ".[hf]"
 	@touch $@
 
 demo: $(STAMP)

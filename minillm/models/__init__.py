@@ -10,6 +10,8 @@
     heads      task heads on a GPT or BERT body: ModelForSequenceClassification,
                ModelForTokenClassification (BIO Viterbi decoding), ModelForQuestionAnswering
     auto       MODEL_TYPES, model_class, load_model (any saved model by its model_type)
+    hf         Hugging Face GPT-2/BERT checkpoints (safetensors): load_hf, save_hf,
+               load_hf_tokenizer
 """
 from .base import CONFIG_NAME, WEIGHTS_NAME, Config, PreTrainedModel, sample_next
 from .bert import BERT, BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
@@ -23,6 +25,7 @@ from .heads import (ModelForQuestionAnswering, ModelForSequenceClassification,
                     SequenceClassificationConfig, TokenClassificationConfig, bio_transition_mask,
                     bio_viterbi)
 from .auto import MODEL_TYPES, load_model, model_class
+from .hf import load_hf, load_hf_tokenizer, save_hf
 from . import plm
 
 __all__ = ["Config", "PreTrainedModel", "sample_next", "CONFIG_NAME", "WEIGHTS_NAME", "NGramLM",
@@ -32,4 +35,5 @@ __all__ = ["Config", "PreTrainedModel", "sample_next", "CONFIG_NAME", "WEIGHTS_N
            "ModelForSequenceClassification", "SequenceClassificationConfig",
            "ModelForTokenClassification", "TokenClassificationConfig",
            "ModelForQuestionAnswering", "QuestionAnsweringConfig", "bio_viterbi",
-           "bio_transition_mask", "MODEL_TYPES", "model_class", "load_model"]
+           "bio_transition_mask", "MODEL_TYPES", "model_class", "load_model",
+           "load_hf", "save_hf", "load_hf_tokenizer"]

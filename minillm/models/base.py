@@ -112,8 +112,12 @@ class PreTrainedModel(Module):
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None):
         """Rebuild a model saved with :meth:`save_pretrained` (weights keep their dtype
-        unless ``dtype`` is given)."""
+        unless ``dtype`` is given). A Hugging Face GPT-2/BERT checkpoint (``config.json`` +
+        ``model.safetensors``) is read by :func:`minillm.models.hf.load_hf`."""
         directory = Path(directory)
+        from .hf import is_hf_checkpoint, load_hf      # lazy: hf imports the model classes
+        if is_hf_checkpoint(directory):                 # Hugging Face config.json + safetensors
+            return load_hf(directory, model_class=cls, device=device, dtype=dtype)
         cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for p in (cfg_path, w_path):
             if not p.is_file():

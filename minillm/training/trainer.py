@@ -37,6 +37,24 @@ Hugging Face). The log entries gain ``loss_scale`` and ``skipped_steps`` (so far
 checkpoints hold the float32 masters (``model.npz``) and the scaler state (``scaler.json``),
 so resume stays exact. After training, ``trainer.mixed_precision.state_dict()`` gives the
 float32 weights. bfloat16 (``bf16=True``) is not available: NumPy and CuPy lack the dtype.
+
+**Data parallel** (``data_parallel``, :mod:`minillm.distributed`): launched as
+``mpiexec -n W python train.py``, every process (rank) holds the whole model. All ranks draw
+the same shuffled order (seeded by ``seed``); each global batch of ``W *
+per_device_train_batch_size`` examples is cut into ``W`` consecutive shards, rank ``r``
+computes the loss and gradients of shard ``r``, and the gradients are averaged over the
+ranks (weighted by shard size, so a short last batch counts each example once) after
+``backward`` and before clipping: clipping and the optimizer see the gradient of the global
+batch, and the ranks take identical steps.
+With a loss that is a mean over examples, W ranks with batch b reproduce one process with
+batch ``W*b`` (to rounding). Rank 0's weights are broadcast when training starts. Logged
+losses and token counts are those of the global batch. Evaluation runs on every rank over
+the whole eval set (the weights are identical, so are the metrics, and any
+``compute_metrics`` works unchanged; it costs W-fold evaluation compute). Only rank 0 writes
+checkpoints, the history and shows the progress bar; on resume every rank loads the same
+checkpoint (``output_dir`` must be on a file system all ranks see). Dropout noise on rank
+``r`` at step ``t`` is drawn from the seed ``(seed, r, t)``, so shards get independent noise
+and resume stays exact.
 """
 from __future__ import annotations
 
@@ -52,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .._fileio import atomic_write_text
 from ..autograd import Tensor, no_grad
 from ..data import DataLoader, default_collate
@@ -92,6 +110,10 @@ class TrainingArguments:
     (float16 compute, float32 master weights, dynamic loss scaling; needs a float32 model).
     ``bf16`` exists for Hugging Face compatibility only: ``True`` raises (no bfloat16 dtype in
     NumPy/CuPy).
+    ``data_parallel``: ``"mpi"`` or ``"nccl"`` trains data-parallel over the processes that
+    ``mpiexec`` started (see the module docstring); ``"auto"`` (default) means ``"mpi"`` when
+    the process was launched by ``mpiexec`` with more than one process, else off; ``None``:
+    off (each process trains on its own).
     """
 
     output_dir: str
@@ -123,6 +145,7 @@ class TrainingArguments:
     disable_tqdm: bool = False
     fp16: bool = False
     bf16: bool = False
+    data_parallel: str | None = "auto"
 
     def __post_init__(self):
         def bad(name, want):
@@ -179,6 +202,8 @@ class TrainingArguments:
                 bad(name, "True or False")
         if self.bf16:
             raise ValueError(f"TrainingArguments: bf16=True: {BFLOAT16_UNAVAILABLE}")
+        if self.data_parallel not in (None, "auto", *distributed.BACKENDS):
+            bad("data_parallel", f"None, 'auto' or one of {list(distributed.BACKENDS)}")
         self.output_dir = str(self.output_dir)
 
     def to_dict(self):
@@ -352,6 +377,11 @@ class Trainer:
                                              greater_is_better=args.greater_is_better)
         if args.device is not None:
             model.to(args.device)
+        mode = args.data_parallel
+        if mode == "auto":
+            mode = "mpi" if distributed.launched_world_size() > 1 else None
+        self.dist = distributed.init(mode) if mode is not None else None   # a Group or None
+        self.is_main = self.dist is None or self.dist.is_main()
 
     # -- building blocks ---------------------------------------------------------------------
     @property
@@ -421,7 +451,10 @@ class Trainer:
         self.save_history()
 
     def save_history(self):
-        """Write ``history.json`` and ``history.csv`` into ``output_dir`` (atomically)."""
+        """Write ``history.json`` and ``history.csv`` into ``output_dir`` (atomically; on
+        rank 0 only when data-parallel)."""
+        if not self.is_main:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         history = self.state.history
         atomic_write_text(self.output_dir / "history.json",
@@ -492,6 +525,8 @@ class Trainer:
         metrics = None
         if s.last_eval is not None and s.last_eval.get("step") == s.global_step:
             metrics = {k: v for k, v in s.last_eval.items() if k != "step"}
+        if not self.is_main:                     # data parallel: rank 0 writes, others wait
+            return None
         path = self.checkpoints.save(self.model, self.optimizer, self.lr_scheduler,
                                      trainer_state=s.to_dict(), metrics=metrics,
                                      step=s.global_step, mixed_precision=self.mixed_precision)
@@ -512,11 +547,19 @@ class Trainer:
         args = self.args
         self.model.train()
         loader = self.get_train_dataloader()
-        n_batches = len(loader)
+        dist = self.dist
+        world, rank = (dist.world_size, dist.rank) if dist is not None else (1, 0)
+        bs = loader.batch_size                   # per rank; a global batch has world * bs
+        n_data = len(loader.dataset)
+        n_batches = n_data // (world * bs) if loader.drop_last else -(-n_data // (world * bs))
         if n_batches == 0:
             raise ValueError(f"Trainer: the training set ({len(self.train_dataset)} examples) "
-                             f"gives no batch of {args.per_device_train_batch_size} "
+                             f"gives no batch of {args.per_device_train_batch_size}"
+                             f"{f' x {world} ranks' if world > 1 else ''} "
                              "(dataloader_drop_last=True); use a smaller batch size")
+        if dist is not None:                     # every rank starts from rank 0's weights
+            dist.broadcast_([t for t in (*self.model.parameters(), *self.model.buffers())
+                             if t.dtype.kind == "f"])
         gas = args.gradient_accumulation_steps
         steps_per_epoch = -(-n_batches // gas)
         if args.max_steps > 0:
@@ -546,30 +589,47 @@ class Trainer:
         s.max_steps, s.should_stop = total_steps, False
         self._call("on_train_begin")
 
-        bar = progress_bar(total_steps, "train", initial=s.global_step, disable=args.disable_tqdm)
+        bar = progress_bar(total_steps, "train", initial=s.global_step,
+                           disable=args.disable_tqdm or not self.is_main)
         t0, tokens0 = time.perf_counter(), s.tokens_seen
-        bs = loader.batch_size
+        gbs = world * bs                         # the global batch
         try:
             while s.epoch < n_epochs and s.global_step < total_steps and not s.should_stop:
-                order = loader.order(s.epoch)
-                stop = len(order) - len(order) % bs if loader.drop_last else len(order)
-                chunks = [order[i:i + bs] for i in range(0, stop, bs)]
+                order = loader.order(s.epoch)    # the same order on every rank
+                stop = len(order) - len(order) % gbs if loader.drop_last else len(order)
+                chunks = [order[i:i + gbs] for i in range(0, stop, gbs)]
                 while s.batch_in_epoch < len(chunks) and s.global_step < total_steps:
                     group = min(gas, len(chunks) - s.batch_in_epoch)
                     lr = self.optimizer.param_groups[0]["lr"]
-                    step_loss = None
+                    if world > 1:                # dropout noise of (rank, step): resume-exact
+                        backend.manual_seed(_rank_step_seed(args.seed, rank, s.global_step))
+                    step_loss, step_tokens = None, 0
                     for j in range(group):
-                        idx = chunks[s.batch_in_epoch + j]
+                        chunk = chunks[s.batch_in_epoch + j]
+                        idx = chunk[rank * bs:(rank + 1) * bs]     # this rank's shard
+                        if len(idx) == 0:        # a short last batch may leave a rank idle
+                            continue
+                        # shard weight n_r * W / N: the mean over ranks of weight * shard-mean
+                        # loss is the mean loss of the global batch (weight 1 for full ones)
+                        weight = len(idx) * world / len(chunk)
                         batch = loader.collate_fn([loader.dataset[int(i)] for i in idx])
                         loss = self.compute_loss(self.model, batch)
+                        if weight != 1.0:
+                            loss = loss * weight
                         if mp is not None:
                             mp.backward(loss / float(group))     # scaled; fp32 accumulation
                         else:
                             (loss / float(group)).backward()
                         d = loss.detach()
                         step_loss = d if step_loss is None else step_loss + d
-                        s.tokens_seen += _count_tokens(batch)
+                        step_tokens += _count_tokens(batch)
                     s.batch_in_epoch += group
+                    loss_value = step_loss.item() / group if step_loss is not None else 0.0
+                    if dist is not None:         # average the gradients before clipping
+                        self._allreduce_grads()
+                        loss_value, step_tokens = dist.allreduce_sum([loss_value, step_tokens])
+                        loss_value, step_tokens = loss_value / world, int(step_tokens)
+                    s.tokens_seen += step_tokens
                     grad_norm = None
                     if mp is not None:
                         grad_norm = mp.step(max_grad_norm=args.max_grad_norm)
@@ -584,7 +644,6 @@ class Trainer:
                         self.lr_scheduler.step()
                     self.optimizer.zero_grad()
                     s.global_step += 1
-                    loss_value = step_loss.item() / group
                     s.log_loss_sum += loss_value
                     s.log_loss_count += 1
                     epoch_progress = s.epoch + s.batch_in_epoch / len(chunks)
@@ -620,11 +679,33 @@ class Trainer:
                     self._evaluate_during_training(s.epoch + s.batch_in_epoch / n_batches)
             if args.save_steps is None or s.global_step % args.save_steps != 0:
                 self._save()
+            if dist is not None:                 # the files are complete when train() returns
+                dist.barrier()
         finally:
             bar.close()
         self.save_history()
         self._call("on_train_end")
         return s
+
+    def _allreduce_grads(self):
+        """Data parallel: average the gradients of the optimizer's parameters (the float32
+        masters under fp16) over the ranks. A parameter without a gradient on this rank
+        (an idle rank, an unused branch) counts as zero if another rank has one; one that
+        has none anywhere keeps ``None`` (the optimizer then skips it everywhere)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        has = self.dist.allreduce_sum([p.grad is not None for p in params])
+        used = [p for p, h in zip(params, has) if h > 0]
+        for p in used:
+            if p.grad is None:
+                p.grad = Tensor._make(p.xp.zeros_like(p.data), p._device, False)
+        self.dist.allreduce_mean_([p.grad.data for p in used])
+        for p in used:
+            p.grad._version += 1
+
+
+def _rank_step_seed(seed, rank, step):
+    """A generator seed for (seed, rank, step): independent streams per rank and step."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
 def _batch_size(batch):
