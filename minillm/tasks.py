@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, datasets, metrics
+from . import backend, datasets, distributed, metrics
 from ._fileio import atomic_write_json
 from .autograd import no_grad, tensor
 from .data import CharTokenizer, Collator, MLMCollator, Tokenizer, WordPieceTokenizer
@@ -1126,10 +1126,12 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
                 raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
                                 f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
                                 "--block-size")
+        # one window per example of every step; under `mpiexec -n W` a step's global batch is
+        # W x batch_size, so W ranks see exactly the windows one process with W x batch_size does
+        n_windows = cfg.max_steps * cfg.batch_size * max(1, distributed.launched_world_size())
         if cfg.model_type == "bert":
             model = BertForMaskedLM(_bert_config(cfg, tok.vocab_size, cfg.block_size)).to(dev)
-            train = _MLMWindows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size,
-                                cfg.seed, tok)
+            train = _MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok)
             val = _MLMWindows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
                               cfg.seed + 1, tok)
             collator = Collator(pad_id=tok.pad_id, device=dev)
@@ -1137,7 +1139,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
             model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
                                   n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                   dropout=cfg.dropout)).to(dev)
-            train = _Windows(train_ids, cfg.block_size, cfg.max_steps * cfg.batch_size, cfg.seed)
+            train = _Windows(train_ids, cfg.block_size, n_windows, cfg.seed)
             val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
                            cfg.seed + 1)
             collator = None
