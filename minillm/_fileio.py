@@ -55,15 +55,17 @@ def replace_directory(tmp, final):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` (UTF-8) through a temporary file in the same folder, fsync it, then
-    rename it over ``path``: readers see the old file or the new one, never half of one."""
+def atomic_write(path, write, text=False):
+    """Call ``write(f)`` on a temporary file in ``path``'s folder (binary, or UTF-8 text with
+    ``text``), fsync it, then rename it over ``path``: readers see the old file or the new
+    one, never half of one. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text
+              else os.fdopen(fd, "wb")) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -72,6 +74,16 @@ def atomic_write_text(path, text):
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text), text=True)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def json_default(obj):

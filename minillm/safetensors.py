@@ -36,15 +36,13 @@ first) then name, the header padded with spaces so the buffer starts at a multip
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import struct
-import tempfile
-from pathlib import Path
 
 import numpy as np
+
+from ._fileio import atomic_write_bytes
 
 __all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "read_metadata",
            "DTYPES", "MAX_HEADER_SIZE"]
@@ -272,18 +270,4 @@ def save(tensors, metadata=None):
 def save_file(tensors, path, metadata=None):
     """Write ``tensors`` to ``path`` atomically (a temporary file in the same folder, fsynced,
     then renamed over ``path``: readers never see half a file)."""
-    data = save(tensors, metadata)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata))

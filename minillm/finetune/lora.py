@@ -36,19 +36,16 @@ dotted module names (``"c_fc"`` matches ``"h.0.mlp.c_fc"``).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import functional as F
-from .._fileio import atomic_write_json, fsync_dir, sha256_file
+from .._fileio import atomic_write, atomic_write_json, fsync_dir, sha256_file
 from ..autograd import empty, is_grad_enabled, no_grad, tensor
 from ..nn import Linear, Module, Parameter, init
 
@@ -432,18 +429,8 @@ def _trainable_params(model, trainable, lora_ids):
 
 def _atomic_savez(path, arrays):
     """``np.savez`` through a temporary file in the same folder, fsynced, renamed over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    fsync_dir(path.parent)
 
 
 def save_adapters(model, directory):
