@@ -36,6 +36,7 @@ import os
 import numpy as np
 
 from . import backend
+from .backend import nccl as nccl_backend
 from .autograd import Tensor
 
 __all__ = ["Group", "init", "get_group", "is_initialized", "launched_world_size",
@@ -153,14 +154,12 @@ class Group:
         raw = _arrays(arrays, "allreduce_mean_")
         if self.world_size == 1:
             return arrays
-        self._check_same_layout(raw, "allreduce_mean_")
-        for dtype, idx in _by_dtype(raw).items():
-            xp = backend.device_of(raw[idx[0]]).xp
-            wide = np.dtype(np.float32) if dtype == np.float16 else dtype
-            buf = xp.concatenate([raw[i].reshape(-1).astype(wide, copy=False) for i in idx])
-            buf = self._sum_(buf)
+        def mean(buf):
+            buf = self._transport(buf, "allreduce")
             buf /= self.world_size
-            self._scatter_back(raw, idx, buf)
+            return buf
+
+        self._per_dtype(raw, "allreduce_mean_", mean)
         return arrays
 
     def broadcast_(self, arrays, root=0):
@@ -174,13 +173,7 @@ class Group:
         raw = _arrays(arrays, "broadcast_")
         if self.world_size == 1:
             return arrays
-        self._check_same_layout(raw, "broadcast_")
-        for dtype, idx in _by_dtype(raw).items():
-            xp = backend.device_of(raw[idx[0]]).xp
-            wide = np.dtype(np.float32) if dtype == np.float16 else dtype
-            buf = xp.concatenate([raw[i].reshape(-1).astype(wide, copy=False) for i in idx])
-            buf = self._bcast_(buf, int(root))
-            self._scatter_back(raw, idx, buf)
+        self._per_dtype(raw, "broadcast_", lambda buf: self._transport(buf, "bcast", int(root)))
         return arrays
 
     def allreduce_sum(self, values):
@@ -192,54 +185,43 @@ class Group:
         return buf.tolist()
 
     # -- transport ---------------------------------------------------------------------------
-    @staticmethod
-    def _scatter_back(raw, idx, buf):
-        off = 0
-        for i in idx:
-            a = raw[i]
-            a[...] = buf[off:off + a.size].reshape(a.shape).astype(a.dtype)
-            off += a.size
+    def _per_dtype(self, raw, what, transport):
+        """For each dtype: pack the arrays into one flat buffer (float16 widened to float32),
+        ``transport`` it (a collective returning the result buffer), unpack in place."""
+        self._check_same_layout(raw, what)
+        for dtype, idx in _by_dtype(raw).items():
+            xp = backend.device_of(raw[idx[0]]).xp
+            wide = np.dtype(np.float32) if dtype == np.float16 else dtype
+            buf = transport(xp.concatenate([raw[i].reshape(-1).astype(wide, copy=False)
+                                            for i in idx]))
+            off = 0
+            for i in idx:
+                a = raw[i]
+                a[...] = buf[off:off + a.size].reshape(a.shape).astype(a.dtype)
+                off += a.size
 
-    def _sum_(self, buf):
-        """Sum a flat device/host buffer over the ranks; returns the buffer holding the sum."""
+    def _transport(self, buf, op, root=0):
+        """``op`` ("allreduce": sum, or "bcast" from ``root``) of a flat buffer over the ranks;
+        returns the buffer holding the result. MPI works on host memory: a device buffer is
+        staged through the host (NCCL reduces CuPy buffers in place)."""
         if self._nccl is not None:
-            return self._nccl_op(buf, "allreduce")
-        if isinstance(buf, np.ndarray):
-            self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
-            return buf
-        dev = backend.device_of(buf)                 # device array: stage through the host
-        host = np.ascontiguousarray(backend.to_host(buf))
-        self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
-        return backend.to_device(host, dev)
+            return self._nccl_op(buf, op, root)
 
-    def _bcast_(self, buf, root):
-        if self._nccl is not None:
-            return self._nccl_op(buf, "bcast", root)
+        def mpi(host):
+            if op == "allreduce":
+                self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+            else:
+                self.comm.Bcast(host, root=root)
+            return host
+
         if isinstance(buf, np.ndarray):
-            self.comm.Bcast(buf, root=root)
-            return buf
+            return mpi(buf)
         dev = backend.device_of(buf)
-        host = np.ascontiguousarray(backend.to_host(buf))
-        self.comm.Bcast(host, root=root)
-        return backend.to_device(host, dev)
+        return backend.to_device(mpi(np.ascontiguousarray(backend.to_host(buf))), dev)
 
     def _nccl_op(self, buf, op, root=0):
-        """NCCL on a CuPy buffer, in place, on the current stream. (Not exercised by the test
-        suite: it needs one GPU per rank.)"""
-        from cupy.cuda import nccl  # noqa: PLC0415 - only with backend="nccl"
-        import cupy  # noqa: PLC0415
-        if not isinstance(buf, cupy.ndarray):
-            raise TypeError(f"data_parallel backend 'nccl' reduces CuPy arrays on the GPU, got "
-                            f"arrays on {backend.device_of(buf)}; use backend='mpi' for CPU")
-        types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
-        buf = cupy.ascontiguousarray(buf)
-        stream = cupy.cuda.get_current_stream().ptr
-        if op == "allreduce":
-            self._nccl.allReduce(buf.data.ptr, buf.data.ptr, buf.size, types[buf.dtype],
-                                 nccl.NCCL_SUM, stream)
-        else:
-            self._nccl.bcast(buf.data.ptr, buf.size, types[buf.dtype], root, stream)
-        return buf
+        """NCCL on a CuPy buffer, in place, on the current stream (see backend.nccl)."""
+        return nccl_backend.collective_(self._nccl, buf, op, root)
 
 
 def init(backend="mpi"):
@@ -263,20 +245,8 @@ def init(backend="mpi"):
     comm = MPI.COMM_WORLD
     nccl_comm = None
     if backend == "nccl":
-        try:
-            import cupy  # noqa: PLC0415
-            from cupy.cuda import nccl  # noqa: PLC0415
-        except ImportError as e:
-            raise ImportError(f"data_parallel backend 'nccl' needs CuPy with NCCL ({e}); "
-                              "install cupy-cuda12x, or use backend='mpi'") from None
-        rank, size = comm.Get_rank(), comm.Get_size()
-        n_gpus = cupy.cuda.runtime.getDeviceCount()
-        cupy.cuda.Device(rank % n_gpus).use()
-        uid = np.zeros(128, dtype=np.int64)          # ncclUniqueId: 128 chars
-        if rank == 0:
-            uid[:] = np.array(nccl.get_unique_id(), dtype=np.int64)
-        comm.Bcast(uid, root=0)
-        nccl_comm = nccl.NcclCommunicator(size, tuple(int(v) for v in uid), rank)
+        nccl_comm = nccl_backend.communicator(comm.Get_rank(), comm.Get_size(),
+                                              lambda uid: comm.Bcast(uid, root=0))
     _group = Group(comm, backend, nccl_comm)
     return _group
 
