@@ -43,7 +43,6 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import no_grad, tensor
-from ..data.batching import random_windows
 from ..data.collators import pad_sequences
 from ..data.tokenizers import CharTokenizer
 from ..metrics import bleu_details
@@ -51,7 +50,7 @@ from ..models import GPT, GPTConfig, NGramLM
 from ..models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from ..optim import AdamW, clip_grad_norm_
 from .quality import (_bar, _estimate_loss, _finish, _header, _logger, _on, _set_lr, nanogpt_lr,
-                      new_axes, save_axes)
+                      nanogpt_train_loop, new_axes, save_axes)
 
 __all__ = ["translation", "code_completion", "format_generation", "bleu_tokens",
            "translation_scores", "NearestNeighbour", "char_bigram_counts", "stdlib_files",
@@ -877,7 +876,6 @@ def code_completion(device=None, seed=0, fast=False, progress=True, output_dir=N
             f"{n_params:,} parameters; {s['max_iters']} steps of {s['batch_size']} windows "
             f"on {dev}")
         history, eval_history = [], []
-        train_seconds = 0.0
 
         def estimate(it):
             va = _estimate_loss(model, val_ids, s["eval_iters"], s["block_size"],
@@ -886,30 +884,13 @@ def code_completion(device=None, seed=0, fast=False, progress=True, output_dir=N
             history.append({"step": it, "eval_loss": va})
             say(f"step {it}: validation loss {va:.4f} ({s['eval_iters']} random batches)")
 
-        bar = _bar(s["max_iters"], "code-completion", progress)
-        model.train()
-        try:
-            for it in range(s["max_iters"]):
-                if it % s["eval_interval"] == 0:
-                    estimate(it)
-                t0 = time.perf_counter()
-                lr = nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["max_iters"],
-                                s["min_lr"])
-                _set_lr(opt, lr)
-                x, y = random_windows(train_ids, s["block_size"], s["batch_size"], rng=rng)
-                _, loss = model(x, y)
-                opt.zero_grad()
-                loss.backward()
-                clip_grad_norm_(model.parameters(), s["grad_clip"])
-                opt.step()
-                if it % s["log_interval"] == 0 or it == s["max_iters"] - 1:
-                    lossf = loss.item()
-                    history.append({"step": it, "loss": lossf, "learning_rate": lr})
-                    bar.set_postfix(loss=f"{lossf:.4f}", lr=f"{lr:.2e}")
-                train_seconds += time.perf_counter() - t0
-                bar.update()
-        finally:
-            bar.close()
+        def lr_at(it):
+            return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["max_iters"],
+                              s["min_lr"])
+
+        train_seconds = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
+                                           _bar(s["max_iters"], "code-completion", progress),
+                                           history, estimate)
         estimate(s["max_iters"])
         t0 = time.perf_counter()
         val_loss, _ = _text_loss(model, ids["validation"], s["block_size"], s["eval_batch"], dev)

@@ -144,6 +144,41 @@ def nanogpt_lr(it, learning_rate=1e-3, warmup_iters=100, lr_decay_iters=2000, mi
     return min_lr + coeff * (learning_rate - min_lr)
 
 
+def nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng, bar, history, evaluate):
+    """nanoGPT's training loop, shared by the character-GPT benchmarks: ``evaluate(it)``
+    every ``s["eval_interval"]`` iterations, then one optimizer step at ``lr_at(it)`` on
+    ``s["batch_size"]`` random windows of ``train_ids`` with the gradient norm clipped to
+    ``s["grad_clip"]``. The loss goes to ``history`` every ``s["log_interval"]`` iterations,
+    before each evaluation and at the end (``loss.item()`` syncs the device, as nanoGPT's
+    logging does, so queued GPU work is timed before every evaluation). Closes ``bar``;
+    returns the training seconds (evaluations excluded)."""
+    train_seconds = 0.0
+    model.train()
+    try:
+        for it in range(s["max_iters"]):
+            if it % s["eval_interval"] == 0:
+                evaluate(it)
+            t0 = time.perf_counter()
+            lr = lr_at(it)
+            _set_lr(opt, lr)
+            x, y = random_windows(train_ids, s["block_size"], s["batch_size"], rng=rng)
+            _, loss = model(x, y)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm_(model.parameters(), s["grad_clip"])
+            opt.step()
+            if it % s["log_interval"] == 0 or (it + 1) % s["eval_interval"] == 0 \
+                    or it == s["max_iters"] - 1:
+                lossf = loss.item()
+                history.append({"step": it, "loss": lossf, "learning_rate": lr})
+                bar.set_postfix(loss=f"{lossf:.4f}", lr=f"{lr:.2e}")
+            train_seconds += time.perf_counter() - t0
+            bar.update()
+    finally:
+        bar.close()
+    return train_seconds
+
+
 def _estimate_loss(model, data, n_batches, block_size, batch_size, rng):
     """Mean loss over ``n_batches`` random windows of ``data`` (nanoGPT's estimate_loss)."""
     model.eval()
@@ -234,36 +269,17 @@ def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_di
             return va
 
         history, eval_history = [], []
-        train_seconds = eval_seconds = 0.0
-        bar = _bar(s["max_iters"], "shakespeare-gpt", progress)
-        loss = None
-        model.train()
-        try:
-            for it in range(s["max_iters"]):
-                if it % s["eval_interval"] == 0:
-                    t0 = time.perf_counter()
-                    evaluate(it, s["eval_iters"])
-                    eval_seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                lr = lr_at(it)
-                _set_lr(opt, lr)
-                x, y = random_windows(train_ids, s["block_size"], s["batch_size"], rng=rng)
-                _, loss = model(x, y)
-                opt.zero_grad()
-                loss.backward()
-                clip_grad_norm_(model.parameters(), s["grad_clip"])
-                opt.step()
-                if it % s["log_interval"] == 0 or (it + 1) % s["eval_interval"] == 0 \
-                        or it == s["max_iters"] - 1:
-                    # loss.item() syncs the device (as nanoGPT's logging does), so the
-                    # clock read below includes the queued GPU work before every evaluation
-                    lossf = loss.item()
-                    history.append({"step": it, "loss": lossf, "learning_rate": lr})
-                    bar.set_postfix(loss=f"{lossf:.4f}", lr=f"{lr:.2e}")
-                train_seconds += time.perf_counter() - t0
-                bar.update()
-        finally:
-            bar.close()
+        eval_seconds = 0.0
+
+        def periodic(it):
+            nonlocal eval_seconds
+            t0 = time.perf_counter()
+            evaluate(it, s["eval_iters"])
+            eval_seconds += time.perf_counter() - t0
+
+        train_seconds = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
+                                           _bar(s["max_iters"], "shakespeare-gpt", progress),
+                                           history, periodic)
         t0 = time.perf_counter()
         val_loss_periodic = evaluate(s["max_iters"], s["eval_iters"])
         final_rng = np.random.default_rng([seed, 2])
