@@ -25,7 +25,7 @@ import numpy as np
 from .. import backend, metrics, tasks
 from ..autograd import no_grad
 from .quality import (BagOfNGrams, MultinomialNB, _bow_batches, _finish, _header, _logger,
-                      new_axes, save_axes, train_bow_logreg)
+                      cli_flags, new_axes, save_axes, train_bow_logreg)
 from .qa import _train_bpe
 
 __all__ = ["text_classification", "ner", "MODEL", "MODEL_FAST"]
@@ -64,8 +64,7 @@ def _finetune(task, name, root, tok, seed, dev, fast, progress, log):
     if tok is not None:
         kw["tokenizer"] = str(tok)
     out = root / name
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in kw.items())
-    command = f"minillm finetune --task {task} --dataset {name} {flags} --output-dir {out}"
+    command = f"minillm finetune --task {task} --dataset {name} {cli_flags(kw)} --output-dir {out}"
     cfg = tasks.FinetuneConfig(task=task, dataset=name, output_dir=str(out), device=dev,
                                progress=progress, **kw)
     return tasks.finetune(cfg, command=command, log=log), command

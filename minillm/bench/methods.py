@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .quality import _finish, _header, _logger, new_axes, save_axes
+from .quality import _finish, _header, _logger, cli_flags, new_axes, same_settings, save_axes
 
 __all__ = ["sentiment_methods", "PRETRAIN"]
 
@@ -52,14 +52,6 @@ ICL_SHOTS = 2
 ICL_MAX_CHARS = 12          # demonstrations short enough that two fit a 64-character context
 
 
-def _flags(d):
-    parts = []
-    for k, v in d.items():
-        flag = "--" + k.replace("_", "-")
-        parts.append(flag if v is True else f"{flag} {v}")
-    return " ".join(parts)
-
-
 def _pretrained(kind, settings, root, device, progress, log):
     """``root/pretrained-<kind>/model``: reused when its config matches ``settings``."""
     out = root / f"pretrained-{kind}"
@@ -68,12 +60,10 @@ def _pretrained(kind, settings, root, device, progress, log):
     done = out / "results.json"
     if done.is_file():
         saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["pretrain"]
-        mine = cfg.to_dict()
-        if all(saved.get(k) == v for k, v in mine.items()
-               if k not in ("device", "progress", "output_dir")):
+        if same_settings(saved, cfg):
             log(f"reusing the pretrained {kind} in {out}")
             return out / "model", json.loads(done.read_text(encoding="utf-8"))
-    command = f"minillm pretrain --model-type {kind} {_flags(settings)}"
+    command = f"minillm pretrain --model-type {kind} {cli_flags(settings)}"
     res = tasks.pretrain(cfg, command=command, log=log)
     return out / "model", res
 
@@ -89,7 +79,7 @@ def _row(name, method, res, command, **extra):
 def _finetune_row(name, root, settings, extra, device, progress, log, rows):
     out = root / name.split(" ")[0]
     kw = {**settings, **extra}
-    command = f"minillm finetune --task classification {_flags(kw)} --output-dir {out}"
+    command = f"minillm finetune --task classification {cli_flags(kw)} --output-dir {out}"
     cfg = tasks.FinetuneConfig(task="classification", output_dir=str(out), device=device,
                                progress=progress, **kw)
     res = tasks.finetune(cfg, command=command, log=log)

@@ -52,7 +52,7 @@ from ..autograd import no_grad
 from ..data import Collator
 from ..data.collators import postprocess_qa
 from ..retrieval import BM25, TfidfRetriever, analyze, recall_at_k
-from .quality import _finish, _header, _logger, new_axes
+from .quality import _finish, _header, _logger, cli_flags, new_axes, same_settings
 
 __all__ = ["open_domain_qa", "kb_qa", "read_passages", "paragraph_collection",
            "answer_span", "READER", "KB_READER", "format_qa_result", "qa_table"]
@@ -148,10 +148,6 @@ def _scores(preds, refs, lang):
     return {"exact_match": s["exact_match"], "f1": s["f1"], "questions": len(refs)}
 
 
-def _flags(d):
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in d.items())
-
-
 def _reusable(run_dir, cfg):
     """True when ``run_dir`` holds a finished fine-tuning run with the settings of ``cfg``."""
     try:
@@ -159,9 +155,7 @@ def _reusable(run_dir, cfg):
         done = (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir()
     except (OSError, KeyError, ValueError):
         return False
-    mine = cfg.to_dict()
-    return done and all(saved.get(k) == v for k, v in mine.items()
-                        if k not in ("device", "progress", "output_dir"))
+    return done and same_settings(saved, cfg)
 
 
 def _train_bpe(texts, vocab_size, path):
@@ -189,7 +183,7 @@ def _finetune_reader(run_dir, settings, texts, data, device, seed, progress, say
         s.pop("vocab_size", None)
     cfg = tasks.FinetuneConfig(task="qa", output_dir=str(run_dir), device=str(device),
                                progress=progress, seed=seed, **data, **s)
-    command = f"minillm finetune --task qa {_flags(data)} {_flags(s)} --seed {seed} " \
+    command = f"minillm finetune --task qa {cli_flags(data)} {cli_flags(s)} --seed {seed} " \
               f"--output-dir {run_dir}"
     if _reusable(run_dir, cfg):
         say(f"reusing the reader in {run_dir} (same settings)")

@@ -86,6 +86,24 @@ def _on(device):
         yield dev
 
 
+def cli_flags(settings):
+    """The command-line form of recipe settings: ``{"max_steps": 5, "fast": True}`` ->
+    ``"--max-steps 5 --fast"`` (the commands stored beside benchmark numbers)."""
+    parts = []
+    for k, v in settings.items():
+        flag = "--" + k.replace("_", "-")
+        parts.append(flag if v is True else f"{flag} {v}")
+    return " ".join(parts)
+
+
+def same_settings(saved, cfg):
+    """True when ``saved`` (a run's stored config dict) has every setting of the config
+    ``cfg`` but the device, the progress bar and the output folder: a finished run that a
+    benchmark may reuse instead of training again."""
+    return all(saved.get(k) == v for k, v in cfg.to_dict().items()
+               if k not in ("device", "progress", "output_dir"))
+
+
 def _set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
