@@ -1078,12 +1078,12 @@ def fill_mask_sample(model, tok, windows, n=3):
     """The first ``n`` masked windows with each ``[MASK]``ed token shown as
     ``[original→predicted]``: what the masked LM has learned, in text."""
     lines = []
+    dev = next(iter(model.parameters())).device
     model.eval()
     with no_grad():
         for i in range(min(n, len(windows))):
             ex = windows[i]
             ids = np.asarray(ex["input_ids"])
-            dev = next(iter(model.parameters())).device
             pred = model(tensor(ids[None], device=dev)).numpy()[0].argmax(-1)
             original = windows.window(i)
             parts = []
