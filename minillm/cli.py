@@ -457,6 +457,45 @@ def cmd_generate(args):
     return 0
 
 
+# -- exercises ----------------------------------------------------------------------------
+def cmd_exercises(args):
+    from minillm import exercises as ex  # noqa: PLC0415
+
+    if args.action == "list":
+        chapters = ex.parse_chapters(args.chapter or "all")
+        listing = {c: [{"id": e.id, "name": e.name, "title": e.title, "checks": len(e.checks)}
+                       for e in ex.chapter_exercises(c)] for c in chapters}
+        if args.json:
+            _print_json(listing)
+            return 0
+        for c, items in listing.items():
+            print(c)
+            for e in items:
+                print(f"  {e['id']:<5} {e['name']:<32} {e['title']}")
+        return 0
+    if args.action == "init":
+        if not args.chapter or not args.dir:
+            raise CLIError("usage: minillm exercises init CHAPTER DIR (CHAPTER: ch04, "
+                           "ch02,ch05 or all)")
+        written = ex.init_workspace(args.chapter, args.dir, solutions=args.solutions)
+        for path in written:
+            print(f"wrote {path}")
+        print(f"Fill in the functions, then run: minillm exercises check {args.dir}")
+        return 0
+    # check: `minillm exercises check DIR` (DIR is the first positional)
+    directory = args.dir or args.chapter
+    if not directory or (args.dir and args.chapter):
+        raise CLIError("usage: minillm exercises check DIR [--exercise ID]")
+    results = ex.check_workspace(directory, exercise=args.exercise, seed=args.seed,
+                                 timeout=args.timeout or None)
+    if args.json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        print(ex.format_report(results, verbose=args.verbose))
+    full = all(r.passed == len(r.exercise.checks) for r in results)
+    return 0 if full else 1
+
+
 # -- datasets -----------------------------------------------------------------------------
 def cmd_datasets(args):
     from minillm import datasets as D  # noqa: PLC0415
@@ -608,8 +647,9 @@ def cmd_bench(args):
 def _known_errors():
     from minillm.data import TokenizerFileError  # noqa: PLC0415
     from minillm.datasets.base import DataFormatError, DatasetError  # noqa: PLC0415
+    from minillm.exercises import ExerciseError  # noqa: PLC0415
     from minillm.tasks import TaskError  # noqa: PLC0415
-    return (mm.backend.DeviceError, DatasetError, DataFormatError, TaskError, CLIError,
+    return (mm.backend.DeviceError, ExerciseError, DatasetError, DataFormatError, TaskError, CLIError,
             TokenizerFileError, FileNotFoundError)
 
 
@@ -740,6 +780,26 @@ def build_parser():
     s.add_argument("name", nargs="?", default=None, help="dataset name (info, verify)")
     s.add_argument("--json", action="store_true", help="print JSON")
     add_common(s, None, device=False, fast=False)
+
+    s = add("exercises", cmd_exercises, help="course exercises: a workspace of stubs, and a grader",
+            description="list [CHAPTER]: the exercises; init CHAPTER DIR: write the stubs of "
+                        "CHAPTER (ch02..ch08, a comma list, or all) into DIR (never overwrites); "
+                        "check DIR: grade the workspace and print a score table (exit status 0 "
+                        "when every check passes, 1 otherwise).")
+    s.add_argument("action", choices=["list", "init", "check"])
+    s.add_argument("chapter", nargs="?", default=None,
+                   help="list/init: ch04, ch02,ch05 or all; check: the workspace directory")
+    s.add_argument("dir", nargs="?", default=None, help="init: the workspace directory")
+    s.add_argument("--solutions", action="store_true",
+                   help="init: write the reference solutions instead of the stubs (teachers)")
+    s.add_argument("--exercise", default=None, metavar="ID",
+                   help="check: grade one exercise only (an id such as 4.2, or its function name)")
+    s.add_argument("--seed", type=int, default=None,
+                   help="check: seed of the random test inputs (default: the workspace's, 0)")
+    s.add_argument("--timeout", type=float, default=30.0,
+                   help="check: seconds per check before it counts as failed (0: no limit)")
+    s.add_argument("--verbose", action="store_true", help="check: every failed check in full")
+    s.add_argument("--json", action="store_true", help="print JSON")
 
     try:
         from minillm.bench import quality, speed  # noqa: PLC0415

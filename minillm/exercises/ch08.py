@@ -1,0 +1,224 @@
+"""Chapter 8 exercises (效率与少样本): LoRA, int8 quantization, pruning, distillation, beam search.
+
+The references are minillm's own implementations in :mod:`minillm.finetune` (LoRALinear with
+autograd, quantize_per_channel, magnitude_prune, distillation_loss), closed forms, and exhaustive
+search for beam search on a tiny vocabulary.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import minillm as mm
+from minillm import nn
+from minillm.finetune import LoRALinear, distillation_loss, magnitude_prune, quantize_per_channel
+
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+
+
+# -- 8.1 / 8.2 LoRA ---------------------------------------------------------------------------
+def _lora_layer(W, b, A, B, alpha):
+    layer = LoRALinear(W.shape[0], W.shape[1], bias=b is not None, r=A.shape[1], alpha=alpha)
+    layer.weight.data[...] = W
+    if b is not None:
+        layer.bias.data[...] = b
+    layer.lora_A.data[...] = A
+    layer.lora_B.data[...] = B
+    return layer
+
+
+def _lora_inputs(rng, batch, d_in, d_out, r, bias=True):
+    x = rng.normal(size=(*batch, d_in))
+    W = rng.normal(size=(d_in, d_out)) / np.sqrt(d_in)
+    b = rng.normal(size=d_out) if bias else None
+    A = rng.normal(size=(d_in, r)) / np.sqrt(d_in)
+    B = rng.normal(size=(r, d_out))                    # nonzero, so the update matters
+    return x, W, b, A, B
+
+
+def _lora_forward_case(batch, d_in, d_out, r, alpha, bias=True):
+    def run(student, rng):
+        x, W, b, A, B = _lora_inputs(rng, batch, d_in, d_out, r, bias)
+        want = _lora_layer(W, b, A, B, alpha)(mm.tensor(x)).numpy()
+        assert_close(student(x.copy(), W.copy(), None if b is None else b.copy(), A.copy(),
+                             B.copy(), alpha), want,
+                     f"lora_forward for x {x.shape}, r={r}, alpha={alpha}, bias={bias}")
+    return run
+
+
+def _lora_grads_case(batch, d_in, d_out, r, alpha):
+    def run(student, rng):
+        x, W, b, A, B = _lora_inputs(rng, batch, d_in, d_out, r)
+        g = rng.normal(size=(*batch, d_out))
+        layer = _lora_layer(W, b, A, B, alpha)
+        (layer(mm.tensor(x)) * mm.tensor(g)).sum().backward()
+        got = student(x.copy(), W.copy(), A.copy(), B.copy(), alpha, g.copy())
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailed("lora_grads must return a tuple (dA, dB)")
+        assert_close(got[0], layer.lora_A.grad.numpy(), f"dA for x {x.shape}, r={r}")
+        assert_close(got[1], layer.lora_B.grad.numpy(), f"dB for x {x.shape}, r={r}")
+    return run
+
+
+# -- 8.3 int8 quantization -------------------------------------------------------------------
+def _quantize_case(shape, zero_column=False):
+    def run(student, rng):
+        w = rng.normal(size=shape) * rng.uniform(0.1, 3.0, size=shape[-1])
+        if zero_column:
+            w[:, 1] = 0.0
+        got = student(w.copy())
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailed("quantize_int8 must return a tuple (q, scale)")
+        q = as_array(got[0], "q", shape=w.shape)
+        if q.dtype != np.int8:
+            raise CheckFailed(f"q must have dtype int8, got {q.dtype}")
+        _, ref_scale = quantize_per_channel(w, bits=8, axis=-1)
+        scale = as_array(got[1], "scale", shape=(w.shape[-1],))
+        assert_close(scale, np.asarray(ref_scale, dtype=np.float64), "scale (max |w| / 127 per "
+                     "output column)", rtol=1e-6, atol=0)
+        exact = np.abs(w).max(0) / 127.0                 # the float64 scale
+        safe = np.where(exact > 0, exact, 1.0)
+        want = np.clip(np.rint(w / safe), -127, 127).astype(np.int8)
+        assert_equal(q, want, "q = round(w / scale) clipped to [-127, 127]")
+        if np.abs(q.astype(np.float64) * exact - w).max() > exact.max() / 2 + 1e-12:
+            raise CheckFailed("dequantized weights q * scale are off by more than scale / 2")
+    return run
+
+
+# -- 8.4 magnitude pruning ------------------------------------------------------------------
+def _prune_case(shapes, sparsity, ties=False):
+    def run(student, rng):
+        weights = [rng.normal(size=s) for s in shapes]
+        if ties:                              # many equal magnitudes: ties break by position
+            weights = [np.round(w * 2) / 2 for w in weights]
+        model = nn.Module()
+        for i, w in enumerate(weights):
+            layer = nn.Linear(*w.shape)
+            layer.weight.data[...] = w
+            model.add_module(f"fc{i}", layer)
+        magnitude_prune(model, sparsity)
+        want = [getattr(model, f"fc{i}").weight_mask.numpy() != 0 for i in range(len(shapes))]
+        got = student([w.copy() for w in weights], sparsity)
+        if not isinstance(got, list) or len(got) != len(weights):
+            raise CheckFailed(f"magnitude_prune_masks must return a list of {len(weights)} masks")
+        for i, (g, m) in enumerate(zip(got, want)):
+            g = as_array(g, f"mask {i}", shape=m.shape, dtype_kind="b")
+            assert_equal(g, m, f"mask {i} (sparsity {sparsity}, shapes {shapes})")
+    return run
+
+
+# -- 8.5 distillation loss ------------------------------------------------------------------
+def _distill_case(n, c, T, alpha, ignored=0):
+    def run(student, rng):
+        z = rng.normal(size=(n, c)) * 2
+        v = rng.normal(size=(n, c)) * 2
+        labels = rng.integers(0, c, size=n)
+        labels[:ignored] = -100
+        want = distillation_loss(mm.tensor(z), mm.tensor(v), mm.tensor(labels),
+                                 temperature=T, alpha=alpha).item()
+        got = student(z.copy(), v.copy(), labels.copy(), T, alpha)
+        assert_close(np.float64(got), np.float64(want),
+                     f"distillation loss (N={n}, C={c}, T={T}, alpha={alpha}, "
+                     f"{ignored} ignored labels)")
+    return run
+
+
+# -- 8.6 beam search ------------------------------------------------------------------------
+def _table(rng, V):
+    logits = rng.normal(size=(V, V)) * 1.5
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+
+def _exhaustive(table, start, max_len, eos):
+    V = table.shape[0]
+    best, best_score = None, -np.inf
+    for length in range(1, max_len + 1):
+        for seq in itertools.product(range(V), repeat=length):
+            if eos in seq[:-1] or (length < max_len and seq[-1] != eos):
+                continue
+            prev, score = start, 0.0
+            for t in seq:
+                score += table[prev, t]
+                prev = t
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best, best_score
+
+
+def _check_result(got, want_seq, want_score, what):
+    if not isinstance(got, tuple) or len(got) != 2:
+        raise CheckFailed("beam_search must return a tuple (sequence, score)")
+    seq = [int(t) for t in got[0]]
+    if seq != want_seq:
+        raise CheckFailed(f"{what}: got sequence {seq}, expected {want_seq}")
+    assert_close(np.float64(got[1]), np.float64(want_score), f"{what}: the score")
+
+
+def _beam_exhaustive(student, rng):
+    V, L, eos = 4, 3, 0
+    table = _table(rng, V)
+    seq, score = _exhaustive(table, 1, L, eos)
+    _check_result(student(table.copy(), 1, V ** L, L, eos), seq, score,
+                  "a beam as wide as every hypothesis is exhaustive search")
+
+
+def _beam_greedy(student, rng):
+    V, L, eos = 6, 5, 0
+    table = _table(rng, V)
+    seq, score, prev = [], 0.0, 2
+    for _ in range(L):
+        t = int(np.argmax(table[prev]))
+        seq.append(t)
+        score += table[prev, t]
+        prev = t
+        if t == eos:
+            break
+    _check_result(student(table.copy(), 2, 1, L, eos), seq, score,
+                  "beam_width=1 is greedy decoding")
+
+
+def _beam_beats_greedy(student, rng):
+    # from start 0: greedy takes 1 (log 0.6) then is stuck with 0.34; 2 (log 0.4) then 0.99
+    p = np.full((4, 4), 1e-3)
+    p[0, 1], p[0, 2] = 0.6, 0.398
+    p[1, 3], p[1, 1], p[1, 2] = 0.34, 0.33, 0.328
+    p[2, 3] = 0.997
+    p[3, 3] = 0.997
+    table = np.log(p / p.sum(1, keepdims=True))
+    seq, score = _exhaustive(table, 0, 2, eos=3)
+    assert seq == [2, 3]
+    _check_result(student(table.copy(), 0, 2, 2, 3), seq, score,
+                  "beam_width=2 finds the path greedy misses")
+
+
+EXERCISES = [
+    Exercise("8.1", "lora_forward", "a LoRA layer: y = x W + b + (alpha / r) x A B", (
+        Check("a (5, 8) batch, r=2", _lora_forward_case((5,), 8, 6, 2, 16.0)),
+        Check("a (2, 3, 8) batch, r=4, no bias", _lora_forward_case((2, 3), 8, 5, 4, 8.0, False)),
+    )),
+    Exercise("8.2", "lora_grads", "the LoRA gradients dA and dB (W frozen)", (
+        Check("a (5, 8) batch, r=2", _lora_grads_case((5,), 8, 6, 2, 16.0)),
+        Check("a (2, 3, 8) batch, r=3", _lora_grads_case((2, 3), 8, 5, 3, 4.0)),
+    )),
+    Exercise("8.3", "quantize_int8", "symmetric int8 quantization, one scale per output column", (
+        Check("a (16, 8) weight", _quantize_case((16, 8))),
+        Check("a (7, 5) weight with an all-zero column", _quantize_case((7, 5), True)),
+    )),
+    Exercise("8.4", "magnitude_prune_masks", "global magnitude pruning masks", (
+        Check("two layers, sparsity 0.5", _prune_case([(6, 4), (4, 3)], 0.5)),
+        Check("three layers, sparsity 0.8", _prune_case([(5, 5), (5, 2), (3, 7)], 0.8)),
+        Check("ties break by position", _prune_case([(6, 6), (6, 2)], 0.3, ties=True)),
+    )),
+    Exercise("8.5", "distillation_loss",
+             "alpha T^2 KL(teacher || student at T) + (1 - alpha) CE", (
+        Check("N=6, C=5, T=2, alpha=0.5", _distill_case(6, 5, 2.0, 0.5)),
+        Check("N=8, C=3, T=4, alpha=0.9, two ignored labels", _distill_case(8, 3, 4.0, 0.9, 2)),
+        Check("alpha=0: plain cross-entropy", _distill_case(5, 4, 3.0, 0.0, 1)),
+    )),
+    Exercise("8.6", "beam_search", "beam search over a bigram log-prob table", (
+        Check("exhaustive when the beam holds every hypothesis", _beam_exhaustive),
+        Check("greedy when beam_width=1", _beam_greedy),
+        Check("beam 2 beats greedy on a trap", _beam_beats_greedy),
+    )),
+]

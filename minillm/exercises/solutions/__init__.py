@@ -1,0 +1,1 @@
+"""Reference solutions of the exercises (graded by the same checks as student work)."""

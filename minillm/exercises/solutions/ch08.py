@@ -1,0 +1,65 @@
+"""Chapter 8 exercises: reference solutions (graded by the same checks as student work)."""
+import numpy as np
+
+
+def lora_forward(x, W, b, A, B, alpha):
+    """Exercise 8.1: y = x W + b + (alpha / r) (x A) B."""
+    y = x @ W + (alpha / A.shape[1]) * ((x @ A) @ B)
+    return y if b is None else y + b
+
+
+def lora_grads(x, W, A, B, alpha, grad_out):
+    """Exercise 8.2: dA = s x^T (g B^T), dB = s (x A)^T g."""
+    s = alpha / A.shape[1]
+    x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
+    return s * x2.T @ (g2 @ B.T), s * (x2 @ A).T @ g2
+
+
+def quantize_int8(w):
+    """Exercise 8.3: q = clip(rint(w / s), -127, 127) with s = max |w| / 127 per column."""
+    scale = np.abs(w).max(axis=0) / 127.0
+    q = np.clip(np.rint(w / np.where(scale > 0, scale, 1.0)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def magnitude_prune_masks(weights, sparsity):
+    """Exercise 8.4: drop the k smallest |w| over all layers (stable ties)."""
+    flat = np.concatenate([np.abs(w).reshape(-1) for w in weights])
+    k = min(flat.size, int(np.floor(sparsity * flat.size + 0.5)))
+    keep = np.ones(flat.size, dtype=bool)
+    keep[np.argsort(flat, kind="stable")[:k]] = False
+    sizes = np.cumsum([0] + [w.size for w in weights])
+    return [keep[a:b].reshape(w.shape) for a, b, w in zip(sizes[:-1], sizes[1:], weights)]
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def distillation_loss(student_logits, teacher_logits, labels, temperature, alpha):
+    """Exercise 8.5: alpha T^2 KL(p || q) + (1 - alpha) CE over the counted rows."""
+    T, rows = temperature, labels != -100
+    z, v, y = student_logits[rows], teacher_logits[rows], labels[rows]
+    log_p, log_q = _log_softmax(v / T), _log_softmax(z / T)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1).mean()
+    ce = -_log_softmax(z)[np.arange(len(y)), y].mean()
+    return float(alpha * T * T * kl + (1 - alpha) * ce)
+
+
+def beam_search(log_probs, start, beam_width, max_len, eos_id):
+    """Exercise 8.6: keep the beam_width best extensions per step; eos finishes a hypothesis."""
+    V = log_probs.shape[1]
+    alive, finished = [([], 0.0)], []
+    for _ in range(max_len):
+        if not alive:
+            break
+        scores = np.array([s + log_probs[seq[-1] if seq else start] for seq, s in alive])
+        best = np.argsort(-scores.reshape(-1), kind="stable")[:beam_width]
+        alive_next = []
+        for flat in best:
+            i, token = divmod(int(flat), V)
+            hyp = (alive[i][0] + [token], float(scores[i, token]))
+            (finished if token == eos_id else alive_next).append(hyp)
+        alive = alive_next
+    return max(finished + alive, key=lambda h: h[1])

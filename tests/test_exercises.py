@@ -1,0 +1,264 @@
+"""The course exercises and their grader (minillm.exercises, `minillm exercises`).
+
+Both directions, for every chapter: the reference solutions score full marks (with two seeds of
+random inputs), the untouched stubs score zero, and each exercise's checks catch a slightly wrong
+answer (the solution's result perturbed). Then the grader's own behaviour: files it refuses to
+overwrite, a file that does not import, a missing function, an exception with its line, an
+endless loop, a Tensor instead of an array, and the CLI's exit statuses.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from minillm import cli
+from minillm import exercises as ex
+from minillm.exercises import grading
+
+
+def _defined(chapter):
+    try:
+        importlib.import_module(f"minillm.exercises.{chapter}")
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+CHAPTERS = list(ex.CHAPTERS)
+
+
+def _need(chapter):
+    if not _defined(chapter):
+        pytest.fail(f"minillm/exercises/{chapter}.py is missing: every chapter 2-8 has exercises")
+
+
+def _functions(source):
+    return {n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+
+
+# ------------------------------------------------------------------------- per chapter
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_three_to_six_exercises_with_stub_and_solution(chapter):
+    _need(chapter)
+    exercises = ex.chapter_exercises(chapter)
+    number = int(chapter[2:])
+    assert 3 <= len(exercises) <= 6, f"{chapter} has {len(exercises)} exercises, expected 3-6"
+    assert [e.id for e in exercises] == [f"{number}.{k}" for k in range(1, len(exercises) + 1)]
+    stubs, solutions = _functions(ex.stub_source(chapter)), _functions(ex.solution_source(chapter))
+    for e in exercises:
+        assert e.name in stubs, f"stubs/{chapter}.py has no function {e.name}"
+        assert e.name in solutions, f"solutions/{chapter}.py has no function {e.name}"
+        doc = ast.get_docstring(stubs[e.name])
+        assert doc and f"Exercise {e.id}" in doc, \
+            f"the stub {e.name} needs a docstring that starts with 'Exercise {e.id}: ...'"
+        assert len(e.checks) >= 2, f"{e.id} {e.name}: at least two checks"
+        stub_args = [a.arg for a in stubs[e.name].args.args]
+        solution_args = [a.arg for a in solutions[e.name].args.args]
+        assert stub_args == solution_args, f"{e.name}: the stub and the solution differ in " \
+                                           f"arguments ({stub_args} vs {solution_args})"
+    assert set(stubs) == {e.name for e in exercises}, "every stub function is an exercise"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_solutions_score_full_marks(chapter, tmp_path):
+    _need(chapter)
+    ex.init_workspace(chapter, tmp_path, solutions=True)
+    for seed in (0, 1):
+        results = ex.check_workspace(tmp_path, seed=seed)
+        failed = [f"{r.exercise.id} {r.exercise.name}: {r.first_failure}" for r in results
+                  if r.passed != len(r.exercise.checks)]
+        assert not failed, f"seed {seed}: " + "; ".join(failed)
+        assert sum(r.score for r in results) == sum(r.exercise.points for r in results)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_untouched_stubs_score_zero(chapter, tmp_path):
+    _need(chapter)
+    ex.init_workspace(chapter, tmp_path)
+    results = ex.check_workspace(tmp_path)
+    assert results and all(r.score == 0 for r in results)
+    assert all("NotImplementedError" in r.first_failure for r in results)
+
+
+def perturb(value):
+    """A slightly wrong version of a correct result (each check set must notice)."""
+    if isinstance(value, np.ndarray):
+        out = value.copy()
+        flat = out.reshape(-1)
+        if flat.size == 0:
+            return np.zeros(out.shape[:-1] + (out.shape[-1] + 1,)) if out.ndim else out + 1
+        if out.dtype.kind == "b":
+            flat[0] = ~flat[0]
+        elif out.dtype.kind in "iu":
+            flat[0] += 1
+        else:                                   # the first finite entry (-inf marks removed)
+            finite = np.flatnonzero(np.isfinite(flat))
+            i = int(finite[0]) if finite.size else 0
+            flat[i] = 0.0 if not finite.size else flat[i] + 1e-3 * (1 + abs(float(flat[i])))
+        return out
+    if isinstance(value, (bool, np.bool_)):
+        return not value
+    if isinstance(value, (int, np.integer)):
+        return value + 1
+    if isinstance(value, (float, np.floating)):
+        return value + 1e-3 * (1 + abs(float(value)))
+    if isinstance(value, str):
+        return value + "#"
+    if isinstance(value, tuple):
+        return (perturb(value[0]),) + value[1:] if value else (0,)
+    if isinstance(value, list):
+        return [perturb(value[0])] + value[1:] if value else [0]
+    if isinstance(value, dict):
+        if not value:
+            return {"#": 0}
+        k = next(iter(value))
+        return {**value, k: perturb(value[k])}
+    raise TypeError(f"perturb() does not know {type(value).__name__}: return arrays, numbers, "
+                    "strings, or tuples/lists/dicts of them")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_checks_catch_a_slightly_wrong_answer(chapter, tmp_path):
+    _need(chapter)
+    ex.init_workspace(chapter, tmp_path, solutions=True)
+    module = grading.load_student_module(tmp_path / f"{chapter}.py")
+    for e in ex.chapter_exercises(chapter):
+        right = getattr(module, e.name)
+
+        def wrong(*args, _right=right, **kwargs):
+            return perturb(_right(*args, **kwargs))
+
+        r = ex.grade_exercise(chapter, e, wrong)
+        assert r.passed < len(e.checks), f"{e.id} {e.name}: a perturbed answer passed every check"
+
+
+# ------------------------------------------------------------------------- the grader
+BROKEN = {
+    "syntax": ("def softmax_backward(p, grad_out)\n    return p\n", "does not import: SyntaxError"),
+    "missing": ("import numpy as np\n", "not found in the workspace file"),
+    "raises": ("def softmax_backward(p, grad_out):\n    x = 1\n    return p[99, 99]\n",
+               "raised IndexError at ch04.py line 3"),
+    "loops": ("def softmax_backward(p, grad_out):\n    while True:\n        pass\n",
+              "took longer than 0.3 s"),
+    "tensor": ("import minillm as mm\ndef softmax_backward(p, grad_out):\n"
+               "    return mm.tensor(p)\n", "must be a NumPy array"),
+    "shape": ("def softmax_backward(p, grad_out):\n    return p[..., :1]\n", "has shape"),
+    "wrong": ("def softmax_backward(p, grad_out):\n    return p * grad_out\n", "is wrong: largest"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_grader_reports_what_went_wrong(case, tmp_path):
+    source, message = BROKEN[case]
+    ex.init_workspace("ch04", tmp_path)
+    (tmp_path / "ch04.py").write_text(source, encoding="utf-8")
+    (r,) = ex.check_workspace(tmp_path, exercise="4.1", timeout=0.3)
+    assert r.score == 0
+    assert message in r.first_failure, r.first_failure
+
+
+def test_partial_credit_counts_checks(tmp_path):
+    # right for 2-d input only: the (2, 3, 5) batch check fails, the others pass
+    ex.init_workspace("ch04", tmp_path)
+    (tmp_path / "ch04.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def softmax_backward(p, grad_out):
+            if p.ndim != 2:
+                raise ValueError("2-d only")
+            return p * (grad_out - (grad_out * p).sum(1, keepdims=True))
+    """), encoding="utf-8")
+    (r,) = ex.check_workspace(tmp_path, exercise="softmax_backward")
+    assert (r.passed, len(r.exercise.checks)) == (2, 3)
+    assert r.score == pytest.approx(2 / 3)
+    assert "ValueError" in r.first_failure and "2-d only" in r.first_failure
+
+
+def test_init_never_overwrites_and_extends_the_manifest(tmp_path):
+    ex.init_workspace("ch04", tmp_path)
+    (tmp_path / "ch04.py").write_text("# my work\n", encoding="utf-8")
+    with pytest.raises(ex.ExerciseError, match="may hold your work"):
+        ex.init_workspace("ch04", tmp_path)
+    assert (tmp_path / "ch04.py").read_text(encoding="utf-8") == "# my work\n"
+    if _defined("ch02"):
+        ex.init_workspace("ch02", tmp_path)
+        manifest = json.loads((tmp_path / grading.MANIFEST).read_text(encoding="utf-8"))
+        assert manifest["chapters"] == ["ch02", "ch04"]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("ch04", ["ch04"]), ("4", ["ch04"]), ("CH05,ch02", ["ch02", "ch05"]),
+    ("ch04,ch04", ["ch04"]), ("all", list(grading.CHAPTERS)),
+])
+def test_parse_chapters(spec, expected):
+    assert ex.parse_chapters(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["ch01", "ch09", "chapter4", "", ","])
+def test_parse_chapters_rejects(spec):
+    with pytest.raises(ex.ExerciseError, match="ch02|no chapter"):
+        ex.parse_chapters(spec)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not an exercise workspace"),
+    ("{oops", "not valid JSON"),
+    ('{"format": 99, "chapters": ["ch04"]}', "unknown workspace format"),
+    ('{"format": 1, "chapters": []}', "non-empty list"),
+])
+def test_bad_workspaces_are_explained(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / grading.MANIFEST).write_text(content, encoding="utf-8")
+    with pytest.raises(ex.ExerciseError, match=message):
+        ex.check_workspace(tmp_path)
+
+
+def test_check_unknown_exercise_and_missing_file(tmp_path):
+    ex.init_workspace("ch04", tmp_path)
+    with pytest.raises(ex.ExerciseError, match="no exercise '9.9'"):
+        ex.check_workspace(tmp_path, exercise="9.9")
+    (tmp_path / "ch04.py").unlink()
+    results = ex.check_workspace(tmp_path)
+    assert all(r.score == 0 and "ch04.py is missing" in r.first_failure for r in results)
+
+
+def test_helpers_fail_with_clear_messages():
+    with pytest.raises(ex.CheckFailed, match=r"shape \(2,\), expected \(3,\)"):
+        ex.assert_close(np.zeros(2), np.zeros(3), "x")
+    with pytest.raises(ex.CheckFailed, match="largest error 0.5 at index \\(1,\\)"):
+        ex.assert_close(np.array([0.0, 0.5]), np.zeros(2), "x")
+    with pytest.raises(ex.CheckFailed, match="nan or inf"):
+        ex.assert_close(np.array([np.nan]), np.zeros(1), "x")
+    with pytest.raises(ex.CheckFailed, match="in 1 of 3 entries"):
+        ex.assert_equal(np.array([1, 2, 4]), np.array([1, 2, 3]), "ids")
+    ex.assert_close(np.ones(3) + 1e-12, np.ones(3), "x")
+    g = ex.numerical_gradient(lambda x: float((x ** 3).sum()), np.array([1.0, -2.0]))
+    np.testing.assert_allclose(g, [3.0, 12.0], rtol=1e-8)
+
+
+def test_cli_init_check_and_exit_status(tmp_path, capsys):
+    stubs, solved = tmp_path / "stubs", tmp_path / "solved"
+    assert cli.main(["exercises", "init", "ch04", str(stubs)]) == 0
+    assert cli.main(["exercises", "check", str(stubs)]) == 1
+    out = capsys.readouterr().out
+    assert "4.1" in out and "0/3" in out and "total 0.00 / 2" in out.replace("/ 2.0", "/ 2") \
+        or "total 0.00" in out
+    assert cli.main(["exercises", "init", "ch04", str(solved), "--solutions"]) == 0
+    capsys.readouterr()
+    assert cli.main(["exercises", "check", str(solved), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data and all(d["passed"] == d["checks"] for d in data)
+    assert cli.main(["exercises", "init", "ch04", str(stubs)]) == 2
+    assert "may hold your work" in capsys.readouterr().err
+    assert cli.main(["exercises", "check", str(tmp_path / "nowhere")]) == 2
+    assert "not an exercise workspace" in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert cli.main(["exercises", "list", "ch04", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [e["id"] for e in listing["ch04"]][:2] == ["4.1", "4.2"]
