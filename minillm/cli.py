@@ -338,8 +338,10 @@ FINETUNE_HELP = {
     "no_header": "TSV/CSV files have no header line (columns by index)",
     "token_column": "CoNLL token column", "tag_column": "CoNLL tag column (-1: the last)",
     "validation_fraction": "share of --train held out when there is no validation data",
-    "max_train_examples": "use only the first N training examples",
-    "max_eval_examples": "use only the first N validation/test examples",
+    "max_train_examples": "use only N training examples (a sample drawn with --seed, kept in "
+                          "file order)",
+    "max_eval_examples": "use only N validation/test examples (a sample drawn with --seed, "
+                         "kept in file order)",
     "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
              "a small model from scratch",
     "model_type": "from scratch: bert (bidirectional) or gpt (causal)",
@@ -745,7 +747,8 @@ def build_parser():
     s.add_argument("--token-column", type=int, default=0, help="CoNLL token column (default 0)")
     s.add_argument("--tag-column", type=int, default=-1, help="CoNLL tag column (default -1)")
     s.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
-    s.add_argument("--max-examples", type=int, default=None, help="evaluate the first N only")
+    s.add_argument("--max-examples", type=int, default=None,
+                   help="evaluate N examples only (a fixed random sample, kept in file order)")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON (logs go to "
                                                         "stderr)")
     s.add_argument("--quantize", choices=["int8"], default=None,

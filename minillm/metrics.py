@@ -64,8 +64,11 @@ def _labels(x, name, op):
         raise TypeError(f"{op}: {name} must hold numbers or strings, got elements of type "
                         f"{type(a.flat[0]).__name__ if a.size else 'object'}")
     if a.ndim != 1:
-        raise ValueError(f"{op}: {name} must be 1-D (one label per sample), got shape {a.shape}; "
-                         f"flatten it (and drop padding) first")
+        hint = ("; if these are a model's scores (logits or probabilities, one column per "
+                "class), take the predicted class first: argmax over the last axis"
+                if a.dtype.kind == "f" else "; flatten it (and drop padding) first")
+        raise ValueError(f"{op}: {name} must be 1-D (one label per sample), got shape "
+                         f"{a.shape}{hint}")
     return a
 
 

@@ -325,10 +325,17 @@ def _carve(ds, fraction, seed):
             datasets.Dataset(va, ds.label_names, ds.name, "validation", ds.meta))
 
 
-def _limit(ds, n):
+def _limit(ds, n, seed=0):
+    """``n`` examples of ``ds``: a seeded random sample, kept in the split's order.
+
+    Not the first ``n``: splits are often sorted (CLINC150's test split puts every
+    out-of-scope query last), and a prefix would silently lose whole classes.
+    """
     if n is None or ds is None or len(ds) <= n:
         return ds
-    return datasets.Dataset(ds.examples[:n], ds.label_names, ds.name, ds.split, ds.meta)
+    keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    return datasets.Dataset([ds.examples[i] for i in keep.tolist()], ds.label_names, ds.name,
+                            ds.split, ds.meta)
 
 
 def _check_task_fields(ds, task, where):
@@ -381,9 +388,9 @@ def load_task_data(cfg, log=print):
                                                        cfg.seed)
         _log(log, f"validation: {len(splits['validation'])} examples held out from the "
                   f"training data ({cfg.validation_fraction:.0%}, seed {cfg.seed})")
-    splits["train"] = _limit(splits["train"], cfg.max_train_examples)
+    splits["train"] = _limit(splits["train"], cfg.max_train_examples, cfg.seed)
     for s in ("validation", "test"):
-        splits[s] = _limit(splits.get(s), cfg.max_eval_examples)
+        splits[s] = _limit(splits.get(s), cfg.max_eval_examples, cfg.seed)
     if splits.get("test") is None:
         splits.pop("test", None)
     return splits, splits["train"].label_names

@@ -421,6 +421,11 @@ def _as_id_list(ids, name):
     if hasattr(ids, "numpy") and not isinstance(ids, np.ndarray):
         ids = ids.numpy()                 # a minillm tensor: an explicit copy to the host
     if isinstance(ids, np.ndarray):
+        if ids.dtype.kind == "f":         # checked first: logits are the usual mistake
+            raise TypeError(f"{name}.decode: ids must be integers, got floating point values "
+                            f"of shape {ids.shape}; if these are a model's logits, pick the "
+                            "tokens first (argmax over the last axis, or sample) and decode "
+                            "those")
         if ids.ndim != 1:
             raise ValueError(f"{name}.decode: expected a 1-D sequence of ids, got shape "
                              f"{ids.shape}; use decode_batch for 2-D")
