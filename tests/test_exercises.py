@@ -262,3 +262,14 @@ def test_cli_list(capsys):
     assert cli.main(["exercises", "list", "ch04", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [e["id"] for e in listing["ch04"]][:2] == ["4.1", "4.2"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_text_lists_its_exercises(chapter):
+    _need(chapter)
+    from pathlib import Path
+    (path,) = sorted((Path(__file__).resolve().parents[1] / "chapters").glob(f"{chapter}_*.md"))
+    text = path.read_text(encoding="utf-8")
+    assert f"minillm exercises init {chapter} " in text, f"{path.name}: no init command"
+    for e in ex.chapter_exercises(chapter):
+        assert f"| {e.id} | `{e.name}` |" in text, f"{path.name} does not list {e.id} {e.name}"
