@@ -340,8 +340,8 @@ FINETUNE_HELP = {
     "validation_fraction": "share of --train held out when there is no validation data",
     "max_train_examples": "use only N training examples (a sample drawn with --seed, kept in "
                           "file order)",
-    "max_eval_examples": "use only N validation/test examples (a sample drawn with --seed, "
-                         "kept in file order)",
+    "max_eval_examples": "use only N validation/test examples (a fixed random sample, kept "
+                         "in file order: the same N as evaluate --max-examples)",
     "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
              "a small model from scratch",
     "model_type": "from scratch: bert (bidirectional) or gpt (causal)",

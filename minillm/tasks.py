@@ -329,11 +329,13 @@ def _limit(ds, n, seed=0):
     """``n`` examples of ``ds``: a seeded random sample, kept in the split's order.
 
     Not the first ``n``: splits are often sorted (CLINC150's test split puts every
-    out-of-scope query last), and a prefix would silently lose whole classes.
+    out-of-scope query last), and a prefix would silently lose whole classes. Training
+    subsets follow the run's seed; evaluation subsets always use seed 0, so ``finetune`` and
+    ``evaluate(max_examples=n)`` score the same examples whatever the training seed.
     """
     if n is None or ds is None or len(ds) <= n:
         return ds
-    keep = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
+    keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
     return datasets.Dataset([ds.examples[i] for i in keep.tolist()], ds.label_names, ds.name,
                             ds.split, ds.meta)
 
@@ -390,7 +392,7 @@ def load_task_data(cfg, log=print):
                   f"training data ({cfg.validation_fraction:.0%}, seed {cfg.seed})")
     splits["train"] = _limit(splits["train"], cfg.max_train_examples, cfg.seed)
     for s in ("validation", "test"):
-        splits[s] = _limit(splits.get(s), cfg.max_eval_examples, cfg.seed)
+        splits[s] = _limit(splits.get(s), cfg.max_eval_examples)   # fixed: as evaluate()
     if splits.get("test") is None:
         splits.pop("test", None)
     return splits, splits["train"].label_names
