@@ -185,7 +185,6 @@ class _Bigram(PreTrainedModel):
     """A model whose logits for the next token are row ``ids[t]`` of a table."""
 
     config_class = _BigramConfig
-    model_type = "bigram-exercise"
 
     def __init__(self, config, table):
         super().__init__(config)
