@@ -46,7 +46,7 @@ from .models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
 from .training import Trainer, TrainingArguments, plot_history
 
 __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", "evaluate",
-           "load_task_data", "load_task_model", "build_tokenizer", "encode_classification",
+           "load_task_data", "load_task_model", "sample_examples", "build_tokenizer", "encode_classification",
            "encode_ner", "encode_qa", "evaluate_features", "atomic_write_json", "is_fast_env",
            "TaskError"]
 
@@ -325,8 +325,10 @@ def _carve(ds, fraction, seed):
             datasets.Dataset(va, ds.label_names, ds.name, "validation", ds.meta))
 
 
-def _limit(ds, n, seed=0):
-    """``n`` examples of ``ds``: a seeded random sample, kept in the split's order.
+def sample_examples(ds, n, seed=0):
+    """``n`` examples of ``ds`` (all of it when ``n`` is None): a seeded random sample, kept
+    in the split's order. What ``max_train_examples`` / ``max_eval_examples`` /
+    ``evaluate(max_examples=...)`` use; call it to see the same examples (baselines, tokenizers).
 
     Not the first ``n``: splits are often sorted (CLINC150's test split puts every
     out-of-scope query last), and a prefix would silently lose whole classes. Training
@@ -390,9 +392,9 @@ def load_task_data(cfg, log=print):
                                                        cfg.seed)
         _log(log, f"validation: {len(splits['validation'])} examples held out from the "
                   f"training data ({cfg.validation_fraction:.0%}, seed {cfg.seed})")
-    splits["train"] = _limit(splits["train"], cfg.max_train_examples, cfg.seed)
+    splits["train"] = sample_examples(splits["train"], cfg.max_train_examples, cfg.seed)
     for s in ("validation", "test"):
-        splits[s] = _limit(splits.get(s), cfg.max_eval_examples)   # fixed: as evaluate()
+        splits[s] = sample_examples(splits.get(s), cfg.max_eval_examples)   # fixed: as evaluate()
     if splits.get("test") is None:
         splits.pop("test", None)
     return splits, splits["train"].label_names
@@ -975,7 +977,7 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
         if task in ("classification", "ner") and ds.label_names != info["label_names"]:
             raise TaskError(f"{where} has labels {ds.label_names}, the model was trained on "
                             f"{info['label_names']}")
-        ds = _limit(ds, max_examples)
+        ds = sample_examples(ds, max_examples)
         feats = _features(task, ds, tok, info, with_answers=False)
         collator = Collator(pad_id=tok.pad_id, device=dev)
         r, _ = evaluate_features(model, task, ds, feats, collator, info, batch_size)

@@ -1,3 +1,4 @@
+"""``minillm.tasks.sample_examples``: the subsets behind ``--max-train/eval-examples``."""
 
 
 def test_limit_samples_across_a_sorted_split():
@@ -5,11 +6,11 @@ def test_limit_samples_across_a_sorted_split():
     from minillm import datasets, tasks
     examples = [{"text": f"q{i}", "label": 0 if i < 90 else 1} for i in range(100)]
     ds = datasets.Dataset(examples, ["in", "oos"], "toy", "test", {})
-    small = tasks._limit(ds, 30, seed=0)
+    small = tasks.sample_examples(ds, 30, seed=0)
     idx = [int(e["text"][1:]) for e in small.examples]
     assert len(idx) == 30 and idx == sorted(idx) and len(set(idx)) == 30
     assert any(i >= 90 for i in idx), "the sample must reach the end of the split"
-    assert [e["text"] for e in tasks._limit(ds, 30, seed=0).examples] == \
+    assert [e["text"] for e in tasks.sample_examples(ds, 30, seed=0).examples] == \
         [e["text"] for e in small.examples]                       # seeded: reproducible
-    assert tasks._limit(ds, 30, seed=1).examples != small.examples
-    assert tasks._limit(ds, 100, seed=0) is ds and tasks._limit(ds, None) is ds
+    assert tasks.sample_examples(ds, 30, seed=1).examples != small.examples
+    assert tasks.sample_examples(ds, 100, seed=0) is ds and tasks.sample_examples(ds, None) is ds
