@@ -309,9 +309,10 @@ def open_domain_qa(device=None, seed=0, fast=False, progress=True, output_dir=No
             rs = {**READER[dataset], **(READER_FAST if fast else {})}
             if fast and rs["tokenizer"] == "bpe":
                 rs["vocab_size"] = BPE_FAST_VOCAB
-            n_tok = rs.get("max_train_examples") or len(train)
-            texts = list(dict.fromkeys(e["context"] for e in train.examples[:n_tok])) + \
-                [e["question"] for e in train.examples[:n_tok]]
+            # the tokenizer learns from the examples the reader will train on
+            seen = tasks.sample_examples(train, rs.get("max_train_examples"), seed).examples
+            texts = list(dict.fromkeys(e["context"] for e in seen)) + \
+                [e["question"] for e in seen]
             model_dir, reader_info = _finetune_reader(
                 root / f"reader-{dataset}", rs, texts, {"dataset": dataset}, dev, seed,
                 progress, say)
