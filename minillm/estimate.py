@@ -13,8 +13,8 @@ Before training a model it pays to know four numbers, all computable from the co
          d for ln_f)
 
 * training FLOPs (:func:`training_flops`): ``6 N`` per token (2 N forward, 4 N backward) plus the
-  attention scores and weighted sums ``12 L H Q T``; this is nanoGPT's count, shared with the speed
-  benchmark (:func:`minillm.bench.speed.gpt_flops_per_token`);
+  attention scores and weighted sums ``12 L H Q T``; this is nanoGPT's count
+  (:func:`transformer_flops_per_token`), which the speed benchmark's MFU uses too;
 * training memory (:func:`training_memory`): weights + gradients + optimizer states (Adam keeps two
   moments per parameter, SGD with momentum one buffer) + activations saved for the backward pass;
 * training time (:func:`training_time`): ``FLOPs / (peak FLOP/s x MFU)``, where the model FLOPs
@@ -29,14 +29,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
 from .models import BertConfig, GPTConfig
 
 __all__ = ["DTYPE_BYTES", "OPTIMIZER_STATES", "MemoryEstimate", "parameter_count",
-           "flops_per_token", "training_flops", "training_memory", "activation_bytes",
+           "transformer_flops_per_token", "flops_per_token", "training_flops", "training_memory", "activation_bytes",
            "training_time", "compute_optimal_tokens", "describe"]
 
 #: bytes per element of the dtypes the estimator knows
@@ -130,32 +129,36 @@ def parameter_count(config, *, add_pooling_layer=True, mlm_head=False):
 
 
 # -- compute ---------------------------------------------------------------------------------------
+def transformer_flops_per_token(n_matmul_params, n_layer, n_head, head_size, context):
+    """nanoGPT's ``estimate_mfu`` count of a Transformer's training FLOPs per token::
+
+        flops per token = 6 N + 12 L H Q T
+
+    ``N`` the weights used in matmuls, ``L`` layers, ``H`` heads, ``Q`` the head size, ``T``
+    the context: 6 N for the forward (2 N) and backward (4 N) matmuls with the weights,
+    12 L H Q T for the attention scores and their weighted sums over the context.
+    """
+    return 6 * n_matmul_params + 12 * n_layer * n_head * head_size * context
+
+
 def flops_per_token(config, seq_len=None, *, mlm_head=False):
-    """Training FLOPs per token, ``6 N + 12 L H Q T`` (nanoGPT's count).
+    """Training FLOPs per token, ``6 N + 12 L H Q T`` (:func:`transformer_flops_per_token`).
 
     ``N`` counts the weights used in matmuls: for a GPT all parameters except the position
     embeddings (the tied ``wte`` is the output matmul); for BERT all parameters except the
     embedding tables (lookups), plus the tied word embeddings when ``mlm_head`` (the decoder).
-    ``T`` is ``seq_len`` (default: the model's full context). The formula itself lives in
-    :func:`minillm.bench.speed.gpt_flops_per_token`; here it is fed from the config alone.
+    ``T`` is ``seq_len`` (default: the model's full context).
     """
-    from .bench.speed import gpt_flops_per_token  # noqa: PLC0415  (bench imports the models)
-
     _check_config(config, "flops_per_token")
     t = _seq_len(config, seq_len, "flops_per_token")
     n_layer, n_head, d = _shape(config)
-    n_all = parameter_count(config, add_pooling_layer=not mlm_head, mlm_head=mlm_head)
+    n = parameter_count(config, add_pooling_layer=not mlm_head, mlm_head=mlm_head)
     if isinstance(config, GPTConfig):
-        position = config.block_size * d                    # gpt_flops_per_token subtracts wpe
+        n -= config.block_size * d                           # wpe: a lookup
     else:
-        lookups = (config.max_position_embeddings + config.type_vocab_size) * d
-        lookups += 0 if mlm_head else config.vocab_size * d
-        n_all, position = n_all - lookups, 0
-    # a stand-in exposing exactly what gpt_flops_per_token reads, so no weights are allocated
-    view = SimpleNamespace(
-        config=SimpleNamespace(n_layer=n_layer, n_head=n_head, n_embd=d, block_size=t),
-        num_parameters=lambda: n_all, wpe=SimpleNamespace(weight=SimpleNamespace(size=position)))
-    return gpt_flops_per_token(view)
+        n -= (config.max_position_embeddings + config.type_vocab_size) * d
+        n -= 0 if mlm_head else config.vocab_size * d        # word embeddings: a lookup
+    return transformer_flops_per_token(n, n_layer, n_head, d // n_head, t)
 
 
 def training_flops(config, tokens, seq_len=None, *, mlm_head=False):

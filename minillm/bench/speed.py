@@ -53,6 +53,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import no_grad, tensor
+from ..estimate import transformer_flops_per_token
 from ..models import GPT, LSTMLM, GPTConfig
 from ..models.lstm_lm import LSTMLMConfig
 from ..optim import SGD, clip_grad_norm_
@@ -173,18 +174,13 @@ def _median(values):
 
 # -- FLOPs and MFU -----------------------------------------------------------------------------
 def gpt_flops_per_token(model):
-    """nanoGPT's ``estimate_mfu`` count of the training FLOPs per token of a GPT::
-
-        flops per token = 6 N + 12 L H Q T
-
-    ``N`` the parameters without the position embeddings (the tied ``wte`` counts once, as
-    the output matmul), ``L`` layers, ``H`` heads, ``Q`` the head size, ``T`` the block
-    size: 6 N for the forward (2 N) and backward (4 N) matmuls with the weights, 12 L H Q T
-    for the attention scores and their weighted sums over the context.
-    """
+    """nanoGPT's count of the training FLOPs per token of a GPT,
+    :func:`minillm.estimate.transformer_flops_per_token` with ``N`` the parameters without the
+    position embeddings (the tied ``wte`` counts once, as the output matmul) and ``T`` the
+    block size."""
     c = model.config
-    n = model.num_parameters() - model.wpe.weight.size
-    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+    return transformer_flops_per_token(model.num_parameters() - model.wpe.weight.size,
+                                       c.n_layer, c.n_head, c.n_embd // c.n_head, c.block_size)
 
 
 def lstm_flops_per_token(model):
