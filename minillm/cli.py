@@ -587,7 +587,7 @@ def cmd_datasets(args):
 
 # -- bench ----------------------------------------------------------------------------------
 # options of the speed benchmarks, and which of them each benchmark takes
-BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops"),
+BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops", "shakespeare-gpt"),
                        "sizes": ("lstm",), "steps": ("gpt", "lstm", "ops"),
                        "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops")}
 
@@ -601,8 +601,9 @@ def _bench_speed_kwargs(args):
         if value is None:
             continue
         if args.name not in takers:
-            where = ("the speed benchmarks" if len(takers) == 3
-                     else "bench " + " and ".join(takers))
+            where = ("the speed benchmarks" if takers == ("gpt", "lstm", "ops")
+                     else "bench " + ", ".join(takers[:-1]) + " and " + takers[-1]
+                     if len(takers) > 1 else "bench " + takers[0])
             raise CLIError(f"--{dest} does not apply to bench {args.name}: it is an option of "
                            f"{where}")
         kw[dest] = value
@@ -826,7 +827,8 @@ def build_parser():
     g.add_argument("--compare", choices=["torch"], default=None,
                    help="also time a PyTorch eager reference (same weights, same batches)")
     g.add_argument("--size", choices=["cpu", "gpu"], default=None,
-                   help="gpt, ops: nanoGPT's configuration (default: gpu on CUDA, else cpu)")
+                   help="gpt, ops, shakespeare-gpt: nanoGPT's configuration (default: gpu on "
+                        "CUDA, else cpu)")
     g.add_argument("--sizes", default=None, metavar="small,medium",
                    help="lstm: comma list of Zaremba sizes (default small,medium)")
     g.add_argument("--steps", type=int, default=None,

@@ -80,7 +80,7 @@ class Linear(Function):
         g2 = g.reshape(rows, n)
         gx = (g2 @ w.T).reshape(x.shape)
         gw = x.reshape(rows, k).T @ g2
-        gb = g2.sum(axis=0) if self.has_b else None
+        gb = backend.column_sum(g2) if self.has_b else None
         return gx, gw, gb
 
 
@@ -670,8 +670,7 @@ class Dropout(Function):
 
 def _keep_mask(x, p):
     """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0 (device RNG)."""
-    r = backend.generator(x.device).random(x.shape, x.dtype)
-    return (r >= p).astype(x.dtype) * (1.0 / (1.0 - p))      # a Python float keeps the dtype
+    return backend.generator(x.device).dropout_mask(x.shape, x.dtype, p)
 
 
 def dropout(x, p=0.5, training=True):
@@ -857,8 +856,7 @@ def packed_self_attention(qkv, is_causal=False, dropout_p=0.0, scale=None):
     drop = None
     if dropout_p > 0:
         shape = qkv.shape[1:-1] + (qkv.shape[-2],)
-        r = backend.generator(qkv.device).random(shape, qkv.dtype)
-        drop = (r >= dropout_p).astype(qkv.dtype) * (1.0 / (1.0 - dropout_p))
+        drop = backend.generator(qkv.device).dropout_mask(shape, qkv.dtype, dropout_p)
     return PackedSelfAttention.apply(qkv, is_causal=is_causal, scale=scale, drop=drop,
                                      dev=qkv.device)
 
@@ -901,8 +899,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
     drop = None
     if dropout_p > 0:
         shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
-        r = backend.generator(q.device).random(shape, q.dtype)
-        drop = (r >= dropout_p).astype(q.dtype) * (1.0 / (1.0 - dropout_p))
+        drop = backend.generator(q.device).dropout_mask(shape, q.dtype, dropout_p)
     if attn_mask is not None and attn_mask.dtype.kind == "f":
         return SDPA.apply(q, k, v, attn_mask, is_causal=is_causal, scale=scale, drop=drop,
                           dev=q.device)

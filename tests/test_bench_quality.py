@@ -217,6 +217,20 @@ def test_fast_shakespeare_specifics(data_for):
     assert r["val_loss"] < math.log(65) + 0.1               # not worse than uniform
 
 
+@pytest.mark.parametrize("size,anchor,n_layer", [("cpu", 1.88, 4), ("gpu", 1.4697, 6)])
+def test_shakespeare_recipes(data_for, size, anchor, n_layer):
+    """--size picks nanoGPT's recipe and its anchor; max_iters shortens training only."""
+    data_for("shakespeare-gpt")
+    r = bench.shakespeare_gpt(device=DEVICE, fast=True, progress=False, log=None, size=size,
+                              max_iters=4)
+    assert r["settings"]["size"] == size and anchor in r["anchor"].values()
+    assert Q.SHAKESPEARE_SIZES[size]["n_layer"] == n_layer
+    assert r["settings"]["max_iters"] == 4 and r["settings"]["lr_decay_iters"] == 6
+    assert [e["iter"] for e in r["eval_history"]] == [0, 3, 4]
+    with pytest.raises(ValueError, match="size must be one of cpu, gpu, got 'tpu'"):
+        bench.shakespeare_gpt(device=DEVICE, fast=True, progress=False, log=None, size="tpu")
+
+
 def test_fast_ngram_perplexity_is_ngramlm_perplexity(data_for):
     data_for("ptb-ngram")
     from minillm import datasets

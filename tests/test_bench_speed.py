@@ -48,7 +48,7 @@ def test_bench_gpt_fast_minillm_alone(tmp_path):
     r = S.bench_gpt(device=DEVICE, fast=True, progress=False, output_dir=tmp_path, log=None)
     assert COMMON_KEYS | TIMING_KEYS | {"parameters", "flops_per_token", "tokens_per_step",
                                         "flops_per_step", "matmul_peak"} <= set(r)
-    assert r["benchmark"] == "gpt" and r["fast"] is True and r["device"] == DEVICE
+    assert r["benchmark"] == "gpt" and r["fast"] is True and r["device"] == str(mm.device(DEVICE))
     assert r["torch"] is None and r["ratio"] is None and r["torch_device"] is None
     assert r["settings"]["steps"] == 2 and r["settings"]["repeats"] == 2
     _check_library(r["minillm"], 2)
@@ -182,7 +182,8 @@ def test_bench_gpt_and_lstm_train_like_torch():
     state) gives the same losses in both libraries when there is no dropout."""
     pytest.importorskip("torch")
     r = S.bench_gpt(device=DEVICE, fast=True, compare="torch", progress=False, log=None)
-    assert r["torch_device"] == "cpu" and r["environment"]["torch_threads"] >= 1
+    want = "cuda:0" if DEVICE.startswith("cuda") else "cpu"        # the matching device
+    assert r["torch_device"] == want and r["environment"]["torch_threads"] >= 1
     _check_library(r["torch"], 2)
     assert r["losses_agree"] is True and r["loss_abs_diff"] < 1e-4
     assert abs(r["final_loss_minillm"] - r["final_loss_torch"]) < 1e-4   # after 5 AdamW steps

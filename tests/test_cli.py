@@ -354,7 +354,8 @@ def test_bench_speed_gpt_fast(tmp_path):
     (["shakespeare-gpt", "--compare", "torch"], "--compare does not apply to bench "
                                                 "shakespeare-gpt"),
     (["ptb-ngram", "--steps", "3"], "--steps does not apply to bench ptb-ngram"),
-    (["lstm", "--size", "cpu"], "--size does not apply to bench lstm"),
+    (["lstm", "--size", "cpu"], "--size does not apply to bench lstm: it is an option of bench "
+                                "gpt, ops and shakespeare-gpt"),
     (["gpt", "--sizes", "small"], "--sizes does not apply to bench gpt"),
     (["lstm", "--sizes", "bogus"], "--sizes: expected a comma list of small, medium"),
     (["lstm", "--sizes", "small,"], None),

@@ -27,7 +27,8 @@ from minillm.backend.strict import strict_numpy
 GPU = "cuda"
 KERNELS = ["gelu_tanh_forward", "gelu_tanh_backward", "layer_norm_forward",
            "layer_norm_backward", "softmax_cross_entropy_forward",
-           "softmax_cross_entropy_backward", "softmax_lastdim", "softmax_backward_lastdim"]
+           "softmax_cross_entropy_backward", "softmax_lastdim", "softmax_backward_lastdim",
+           "index_add_rows", "column_sums", "dropout_mask"]
 # tolerances of a kernel against the float64 reference, by input dtype
 TOL = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 2e-3}
 
@@ -59,14 +60,22 @@ def test_module_imports_without_cupy_and_says_whether_it_is_usable(monkeypatch):
 def _every_fused_op(device, dtype=np.float64):
     """Forward and backward of every op that has a fused CUDA kernel; returns the grads."""
     r = rng(1)
+    mm.manual_seed(0)                                  # the same dropout mask every call
 
     def t(*shape, grad=True):
         return mm.tensor(r.normal(size=shape).astype(dtype), device=device, requires_grad=grad)
 
     x, w, b = t(3, 4, 8), t(8), t(8)
     z, q, k, v, qkv = t(6, 5), t(2, 4, 3), t(2, 4, 3), t(2, 4, 3), t(3, 2, 2, 4, 3)
+    table, lw, lb = t(5, 8), t(8, 3), t(3)
     target = mm.tensor(np.array([0, 4, -100, 1, 2, 3]), device=device)
+    ids = mm.tensor(np.array([[0, 3, 3, 1], [4, 0, 0, 0], [2, 2, 3, 0]]), device=device)
+    picks = mm.tensor(np.array([0, 2, 2, 5, 0]), device=device)
     losses = [
+        (F.embedding(ids, table) * x).sum(),                      # repeated ids add up
+        (z[picks] * z[picks]).sum(),                              # indexing backward
+        (F.dropout(x, 0.3) * x).sum(),
+        (F.linear(x, lw, lb) ** 2).sum(),                         # the bias gradient
         F.gelu(x, approximate="tanh").sum(),
         F.layer_norm(x, w, b).sum(),
         F.layer_norm(x, None, None, normalized_shape=8).sum(),
@@ -82,7 +91,7 @@ def _every_fused_op(device, dtype=np.float64):
     for loss in losses[1:]:
         total = total + loss
     total.backward()
-    return [a.grad.numpy() for a in (x, w, b, z, q, k, v, qkv)] + [total.item()]
+    return [a.grad.numpy() for a in (x, w, b, z, q, k, v, qkv, table, lw, lb)] + [total.item()]
 
 
 @pytest.mark.parametrize("device", ["cpu", "fake"])
@@ -348,6 +357,130 @@ def test_ops_with_kernels_match_the_numpy_path(name, dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("n,v,d", [(1000, 7, 33), (5, 50, 300), (1, 3, 1), (0, 4, 8),
+                                   (4096, 1, 16), (300, 2000, 5)])
+def test_index_add_rows_kernel(xp, dtype, n, v, d):
+    """Against np.add.at in float64; the same bits on every run (no atomics)."""
+    r = rng(3)
+    rows = r.integers(0, v, size=n)
+    vals = r.normal(size=(n, d)).astype(dtype)
+    base = r.normal(size=(v, d)).astype(dtype)
+    want = base.astype(np.float64)
+    np.add.at(want, rows, vals.astype(np.float64))
+    runs = []
+    for _ in range(3):
+        tgt = dev(xp, base)
+        assert ck.index_add_rows(tgt, dev(xp, rows), dev(xp, vals)) is tgt
+        runs.append(host(tgt))
+    assert all(np.array_equal(runs[0], other) for other in runs[1:])
+    tol = TOL[dtype]
+    np.testing.assert_allclose(runs[0].astype(np.float64), want, rtol=tol,
+                               atol=tol * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.gpu
+def test_index_add_rows_kernel_skips_ids_out_of_range_and_checks_shapes(xp):
+    tgt = dev(xp, np.zeros((3, 2), np.float32))
+    ck.index_add_rows(tgt, dev(xp, np.array([-1, 0, 3, 0, 2])),
+                      dev(xp, np.arange(10, dtype=np.float32).reshape(5, 2)))
+    np.testing.assert_array_equal(host(tgt), [[8, 10], [0, 0], [8, 9]])
+    with pytest.raises(ValueError, match=r"expected target \(V, D\), rows \(N,\)"):
+        ck.index_add_rows(tgt, dev(xp, np.array([0, 1])), dev(xp, np.ones((3, 2), np.float32)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", ["rows", "pairs", "mask", "rows_and_slice"])
+def test_scatter_add_on_the_gpu_is_deterministic_and_matches_numpy(xp, index):
+    """backend.scatter_add (the indexing backward) through the kernel: np.add.at's result,
+    the same bits every run."""
+    r = rng(4)
+    shape = (40, 6)
+    idx = {"rows": (r.integers(0, 40, 500),),
+           "pairs": (r.integers(0, 40, 500), r.integers(0, 6, 500)),
+           "mask": (r.random(shape) < 0.5,),
+           "rows_and_slice": (r.integers(0, 40, 500), slice(1, 4))}[index]
+    want = np.zeros(shape)
+    vals = r.normal(size=want[idx].shape).astype(np.float32)
+    np.add.at(want, idx, vals.astype(np.float64))
+    didx = tuple(dev(xp, i) if isinstance(i, np.ndarray) else i for i in idx)
+    runs = []
+    for _ in range(3):
+        tgt = dev(xp, np.zeros(shape, np.float32))
+        mm.backend.scatter_add(tgt, didx, dev(xp, vals))
+        runs.append(host(tgt))
+    assert all(np.array_equal(runs[0], other) for other in runs[1:])
+    np.testing.assert_allclose(runs[0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    tgt = dev(xp, np.zeros(shape, np.float32))                   # a scalar value broadcasts
+    mm.backend.scatter_add(tgt, didx, np.float32(1.0))
+    ones = np.zeros(shape)
+    np.add.at(ones, idx, 1.0)
+    np.testing.assert_array_equal(host(tgt), ones)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("rows,n", [(5, 8), (3000, 70), (1, 1000), (2049, 1), (0, 4), (7, 0)])
+@pytest.mark.parametrize("with_h", [True, False])
+def test_column_sums_kernel(xp, dtype, rows, n, with_h):
+    """Both sums against float64 NumPy; 3000 rows use the partial-sum pass."""
+    r = rng(6)
+    g = r.normal(size=(rows, n)).astype(dtype)
+    h = r.normal(size=(rows, n)).astype(np.float32 if dtype == np.float16 else dtype)
+    gh, gs = ck.column_sums(dev(xp, g), dev(xp, h) if with_h else None)
+    assert (gh is None) == (not with_h)
+    work = np.float64 if dtype == np.float64 else np.float32
+    assert gs.dtype == work and gs.shape == (n,)
+    g64 = g.astype(np.float64)
+    tol = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-5}[dtype] * max(1, rows) ** 0.5
+    np.testing.assert_allclose(host(gs), g64.sum(axis=0), rtol=tol, atol=tol)
+    if with_h:
+        np.testing.assert_allclose(host(gh), (g64 * h).sum(axis=0), rtol=tol, atol=tol)
+    _, none = ck.column_sums(dev(xp, g), dev(xp, h), need_g=False)
+    assert none is None
+    if rows:
+        np.testing.assert_array_equal(host(mm.backend.column_sum(dev(xp, g))),
+                                      host(gs).astype(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_kernels_moments_and_ranges(xp, dtype):
+    n = 1_000_000
+    u = host(ck.random_uniform(123, (n,), dtype))
+    assert u.dtype == dtype and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 3e-3 and abs(u.var() - 1 / 12) < 2e-3
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 0.098 * n
+    z = host(ck.random_normal(123, (n,), dtype))
+    assert abs(z.mean()) < 5e-3 and abs(z.std() - 1) < 5e-3
+    assert abs((np.abs(z) < 1).mean() - 0.6827) < 3e-3
+    k = host(ck.random_integers(7, -3, 4, (n,)))
+    assert k.dtype == np.int64 and k.min() == -3 and k.max() == 3
+    assert np.bincount(k + 3).min() > 0.14 * n
+    assert not np.array_equal(u[:100], host(ck.random_uniform(124, (100,), dtype)))
+    np.testing.assert_array_equal(u[:100], host(ck.random_uniform(123, (100,), dtype)))
+    m = host(ck.dropout_mask(123, (n,), dtype, 0.3))
+    scale = dtype(1.0) * (1.0 / 0.7)
+    np.testing.assert_array_equal(m, (u >= dtype(0.3)).astype(dtype) * scale)
+    with pytest.raises(ValueError, match="high"):
+        ck.random_integers(1, 5, 5, (3,))
+
+
+@pytest.mark.gpu
+def test_cuda_generator_state_round_trips_and_dropout_mask_matches_random(xp):
+    g = mm.backend.generator(GPU)
+    g.seed(5)
+    state = g.get_state()
+    a = host(g.random((3, 4), np.float32))
+    mask = host(g.dropout_mask((3, 4), np.float32, 0.5))
+    g.set_state(state)
+    np.testing.assert_array_equal(host(g.random((3, 4), np.float32)), a)
+    r = host(g.random((3, 4), np.float32))          # the draw the mask was made from
+    np.testing.assert_array_equal(mask, (r >= 0.5).astype(np.float32) * np.float32(2.0))
+    assert g.get_state()["counter"] == state["counter"] + 2
+
+
+@pytest.mark.gpu
 def test_kernels_are_used_on_the_gpu_and_the_switch_turns_them_off(monkeypatch):
     calls = []
 
@@ -370,10 +503,11 @@ def test_kernels_are_used_on_the_gpu_and_the_switch_turns_them_off(monkeypatch):
 
 def _gpt_step(dtype=np.float32, steps=2):
     """Two AdamW steps of a small GPT on the GPU: the losses and the first step's grads."""
+    # Initialised on the CPU and moved: with the kernels off, the GPU draws from cuRAND,
+    # another stream, and the two runs would start from different weights.
     mm.manual_seed(0)
-    with mm.backend.default_device_as(GPU):
-        model = mm.models.GPT(mm.models.GPTConfig(vocab_size=97, block_size=32, n_layer=2,
-                                                  n_head=2, n_embd=64, dropout=0.0))
+    model = mm.models.GPT(mm.models.GPTConfig(vocab_size=97, block_size=32, n_layer=2,
+                                              n_head=2, n_embd=64, dropout=0.0)).to(GPU)
     opt = model.configure_optimizers(0.1, 1e-3)
     r = rng(5)
     losses, grads = [], None

@@ -51,6 +51,8 @@ def mpi_run(tmp_path_factory):
     """Run the worker on 2 processes once; the folder it wrote."""
     out = tmp_path_factory.mktemp("mpi")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if hasattr(os, "geteuid") and os.geteuid() == 0:     # Open MPI refuses root without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), str(out)],
                           capture_output=True, text=True, timeout=120, env=env, cwd=HERE.parent)
     assert proc.returncode == 0, f"mpiexec failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

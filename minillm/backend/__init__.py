@@ -25,7 +25,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
     "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "read_flags", "pending_checks", "discard_checks",
-    "device_of", "is_device_array", "is_cupy", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "erfc",
+    "device_of", "is_device_array", "is_cupy", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "column_sum", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
 ]
@@ -401,9 +401,10 @@ def set_default_dtype(dtype):
 class Generator:
     """Random numbers for one device. cpu and fake draw the same stream for the same seed.
 
-    On CUDA every draw comes from a fresh cuRAND stream seeded by ``(seed, counter)``
-    (counter = number of draws so far), so the state is two integers: saving and restoring
-    it continues the exact sequence, which makes resumed GPU runs reproducible too.
+    On CUDA every draw is made by a counter-based kernel from a 64-bit key derived from
+    ``(seed, counter)`` (counter = number of draws so far; cuRAND with
+    ``MINILLM_CUDA_KERNELS=0``), so the state is two integers: saving and restoring it
+    continues the exact sequence, which makes resumed GPU runs reproducible too.
     """
 
     def __init__(self, dev, seed):
@@ -427,6 +428,19 @@ class Generator:
         # generator (cuRAND), so this is not counted as a host -> device transfer
         return StrictArray(a) if self.device.type == "fake" else a
 
+    def _key(self):
+        """The 64-bit key of the next CUDA draw (seed and counter mixed by a SeedSequence)."""
+        key = int(np.random.SeedSequence([self._seed, self._counter]).generate_state(
+            1, dtype=np.uint64)[0])
+        self._counter += 1
+        return key
+
+    def _kernels(self):
+        """The counter-based CUDA kernels (cuda_kernels.random_*) draw on CUDA unless the
+        kill switch MINILLM_CUDA_KERNELS=0 is set; then CuPy's cuRAND does (another stream)."""
+        from . import cuda_kernels  # noqa: PLC0415
+        return cuda_kernels if cuda_kernels.use(self.device.xp) else None
+
     def _floats(self, method, shape, dtype):
         """Draw with ``method`` ("random" or "standard_normal") in ``dtype``. NumPy's and
         CuPy's generators draw float32/float64 only: float16 is drawn as float32 and cast."""
@@ -434,9 +448,14 @@ class Generator:
         draw = np.dtype(np.float32) if dtype == np.float16 else dtype
         if self.device.type == "cuda":
             with self.device:
-                rs = self._cuda()
-                a = (rs.random_sample if method == "random" else rs.standard_normal)(
-                    shape, dtype=draw)
+                ck = self._kernels()
+                if ck is not None:
+                    fn = ck.random_uniform if method == "random" else ck.random_normal
+                    a = fn(self._key(), shape, draw)
+                else:
+                    rs = self._cuda()
+                    a = (rs.random_sample if method == "random" else rs.standard_normal)(
+                        shape, dtype=draw)
         else:
             a = self._out(getattr(self._g, method)(shape, dtype=draw))
         return a if draw == dtype else a.astype(dtype)
@@ -453,8 +472,24 @@ class Generator:
         """Uniform integers in [low, high)."""
         if self.device.type == "cuda":
             with self.device:
+                ck = self._kernels()
+                if ck is not None:
+                    return ck.random_integers(self._key(), low, high, shape, dtype)
                 return self._cuda().randint(low, high, size=shape, dtype=dtype)
         return self._out(self._g.integers(low, high, size=shape, dtype=dtype))
+
+    def dropout_mask(self, shape, dtype, p):
+        """The inverted-dropout mask ``(random(shape, dtype) >= p) * 1/(1-p)``: ``1/(1-p)``
+        with probability 1 - p, else 0. On CUDA (float32/float64) one fused kernel makes it
+        from the same uniforms, instead of a draw, a comparison, a cast and a product."""
+        dtype = np.dtype(dtype or _default_dtype)
+        if self.device.type == "cuda" and dtype != np.float16:
+            ck = self._kernels()
+            if ck is not None:
+                with self.device:
+                    return ck.dropout_mask(self._key(), shape, dtype, p)
+        r = self.random(shape, dtype)
+        return (r >= p).astype(dtype) * (1.0 / (1.0 - p))      # a Python float keeps the dtype
 
     def get_state(self):
         """A JSON-serialisable state that :meth:`set_state` restores exactly (every device)."""
@@ -512,10 +547,20 @@ def _ufunc_at(xp):
 def scatter_add(target, indices, values):
     """In place ``target[indices] += values`` where repeated indices accumulate.
 
-    The one scatter-add of the library (indexing and embedding backward). NumPy and
-    current CuPy both provide ``add.at``; very old CuPy only ``cupyx.scatter_add``.
+    The one scatter-add of the library (the backward of advanced indexing). NumPy and
+    current CuPy both provide ``add.at``; very old CuPy only ``cupyx.scatter_add``. On CuPy
+    (fused kernels on) the indexed elements' flat positions go through the deterministic
+    :func:`cuda_kernels.index_add_rows` instead of CuPy's atomic ``add.at``, so a GPU run
+    gives the same bits every time.
     """
     xp = device_of(target).xp
+    from . import cuda_kernels  # noqa: PLC0415
+    if cuda_kernels.use(xp) and target.flags.c_contiguous and target.size:
+        flat = xp.arange(target.size, dtype=np.int64).reshape(target.shape)[indices]
+        vals = xp.broadcast_to(xp.asarray(values, dtype=target.dtype), flat.shape)
+        cuda_kernels.index_add_rows(target.reshape(-1, 1), flat.reshape(-1),
+                                    vals.reshape(-1, 1))
+        return target
     _ufunc_at(xp)(target, indices, values)
     return target
 
@@ -523,8 +568,11 @@ def scatter_add(target, indices, values):
 def index_add_rows(target, rows, values):
     """``target[rows[i]] += values[i]`` for a 1-D integer ``rows``: the embedding backward.
 
-    On the CPU this sorts the rows and sums each run with ``add.reduceat`` (much faster
-    than ``np.add.at`` on big tables); elsewhere it uses :func:`scatter_add`.
+    Deterministic on every device: on the CPU the rows are sorted and each run summed with
+    ``add.reduceat`` (much faster than ``np.add.at`` on big tables); on CuPy one fused
+    kernel sums each run in sorted order (:func:`cuda_kernels.index_add_rows`; an atomic
+    scatter-add would sum in arrival order, so identical runs would differ by rounding);
+    elsewhere (the stand-in device, or the CuPy kernels switched off) :func:`scatter_add`.
     """
     if isinstance(target, np.ndarray) and rows.size:
         order = np.argsort(rows, kind="stable")
@@ -532,7 +580,22 @@ def index_add_rows(target, rows, values):
         starts = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
         target[r[starts]] += np.add.reduceat(values[order], starts, axis=0)
         return target
-    return scatter_add(target, rows, values)
+    xp = device_of(target).xp
+    from . import cuda_kernels  # noqa: PLC0415
+    if cuda_kernels.use(xp) and target.ndim == 2 and values.ndim == 2:
+        return cuda_kernels.index_add_rows(target, rows, values)
+    _ufunc_at(xp)(target, rows, values)
+    return target
+
+
+def column_sum(a2):
+    """The sum over the rows of a 2-D array (bias gradients): ``a2.sum(axis=0)``; on CuPy
+    one coalesced, deterministic kernel (:func:`cuda_kernels.column_sums`)."""
+    xp = device_of(a2).xp
+    from . import cuda_kernels  # noqa: PLC0415
+    if cuda_kernels.use(xp) and a2.ndim == 2:
+        return cuda_kernels.column_sums(a2)[1].astype(a2.dtype, copy=False)
+    return a2.sum(axis=0)
 
 
 def erfc(x):

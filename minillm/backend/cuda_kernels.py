@@ -9,12 +9,26 @@ here do the same math in one kernel per op (or per pass that needs a whole row):
   y = x/2 (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)) and its derivative;
 * :func:`layer_norm_forward` (RawKernel, per row): xhat = (x - mean) rstd, y = xhat w + b;
   :func:`layer_norm_backward`: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-  (RawKernel, per row), dw = sum over rows of g xhat (ReductionKernel);
+  (RawKernel, per row), dw = sum over rows of g xhat (:func:`column_sums`);
 * :func:`softmax_cross_entropy_forward` (RawKernel, per row): p = softmax(z), lse and the
   row loss lse - z[t]; :func:`softmax_cross_entropy_backward` (ElementwiseKernel):
   dz = coef (p - onehot(t)), the one-hot subtracted by index;
 * :func:`softmax_lastdim` / :func:`softmax_backward_lastdim` (RawKernel, per row): the
-  attention softmax p = exp(s - max) / sum exp(s - max), in place, and ds = p (dp - sum(dp p)).
+  attention softmax p = exp(s - max) / sum exp(s - max), in place, and ds = p (dp - sum(dp p));
+* :func:`column_sums` (RawKernel): the column sums of a (rows, N) array and, with a second
+  array, of the product of the two (the LayerNorm weight gradient, Linear bias gradients),
+  read row by row in coalesced 32-column tiles (CuPy's generic axis-0 reduction reads
+  down the columns, several times slower);
+* :func:`random_uniform`, :func:`random_normal`, :func:`random_integers`,
+  :func:`dropout_mask` (ElementwiseKernel): counter-based random numbers, element i of a draw
+  made from ``splitmix64(key + (i + 1) * golden)`` with one 64-bit ``key`` per draw: no
+  generator state to set up (a cuRAND RandomState initialises one XORWOW state per thread
+  for every draw, which cost more than the draw), and the dropout mask
+  ``(u >= p) / (1 - p)`` in the same single pass;
+* :func:`index_add_rows` (RawKernel): the embedding backward ``W[ids[i]] += G[i]`` summed
+  in a fixed order (ids sorted, each run of equal ids added up by one thread per column), so
+  it is deterministic: an atomic scatter-add sums in whatever order the threads arrive, and
+  two identical runs (a resumed one and an uninterrupted one) would drift apart by rounding.
 
 The row kernels (``cupy.RawKernel``) give each row to one thread block: its threads
 stride over the row, and the row's max/sum is a block reduction (warp shuffles, then one
@@ -40,7 +54,9 @@ import numpy as np
 
 __all__ = ["enabled", "available", "use", "gelu_tanh_forward", "gelu_tanh_backward",
            "layer_norm_forward", "layer_norm_backward", "softmax_cross_entropy_forward",
-           "softmax_cross_entropy_backward", "softmax_lastdim", "softmax_backward_lastdim"]
+           "softmax_cross_entropy_backward", "softmax_lastdim", "softmax_backward_lastdim",
+           "index_add_rows", "column_sums", "random_uniform", "random_normal",
+           "random_integers", "dropout_mask"]
 
 ENV = "MINILLM_CUDA_KERNELS"
 #: Threads per block of the row kernels (at most; fewer for short rows). 256 threads can
@@ -303,6 +319,60 @@ extern "C" __global__ void minillm_layer_norm_bwd(const x_t* g, const acc_t* xha
     }
 }
 """,
+    # Deterministic embedding backward. r = the sorted row ids, order = the argsort that
+    # sorted them. One thread per (position i, column c); the thread at the first position
+    # of a run of equal ids sums that run's values of column c in sorted order and adds the
+    # sum to target[row, c]. No two threads write the same element, so no atomics.
+    "index_add_rows": r"""
+extern "C" __global__ void minillm_index_add_rows(const long long* r, const long long* order,
+                                                  const x_t* v, y_t* target,
+                                                  const long long n, const int d,
+                                                  const long long n_target_rows) {
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n * d) return;
+    const long long i = idx / d;
+    const int c = (int)(idx - i * d);
+    const long long row = r[i];
+    if ((i > 0 && r[i - 1] == row) || row < 0 || row >= n_target_rows) return;
+    acc_t s = 0;
+    for (long long j = i; j < n && r[j] == row; ++j) s += ld(v[order[j] * d + c]);
+    const long long o = row * d + c;
+    st(target + o, ld(target[o]) + s);
+}
+""",
+    # Column sums of g (rows, n_cols) and of g * h, over a tile of 32 columns x 8 row lanes:
+    # threadIdx.x walks the columns (coalesced reads), threadIdx.y and blockIdx.y the rows.
+    # Each block writes one partial row: part[blockIdx.y, c]; a second launch with one row
+    # block (has_h = 0) sums the partials. Fixed order: deterministic.
+    "column_sums": r"""
+extern "C" __global__ void minillm_column_sums(const x_t* g, const y_t* h, acc_t* part_gh,
+                                               acc_t* part_g, const long long n_rows,
+                                               const int n_cols, const int has_h,
+                                               const int need_g) {
+    __shared__ acc_t s_gh[8][33], s_g[8][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    acc_t a_gh = 0, a_g = 0;
+    if (c < n_cols) {
+        for (long long r = (long long)blockIdx.y * 8 + threadIdx.y; r < n_rows;
+             r += (long long)gridDim.y * 8) {
+            const acc_t v = ld(g[r * n_cols + c]);
+            if (has_h) a_gh += v * ld(h[r * n_cols + c]);
+            a_g += v;
+        }
+    }
+    s_gh[threadIdx.y][threadIdx.x] = a_gh;
+    s_g[threadIdx.y][threadIdx.x] = a_g;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < n_cols) {
+        for (int k = 1; k < 8; ++k) {
+            a_gh += s_gh[k][threadIdx.x];
+            a_g += s_g[k][threadIdx.x];
+        }
+        if (has_h) part_gh[(long long)blockIdx.y * n_cols + c] = a_gh;
+        if (need_g) part_g[(long long)blockIdx.y * n_cols + c] = a_g;
+    }
+}
+""",
 }
 
 _kernels = {}
@@ -532,19 +602,6 @@ def gelu_tanh_backward(x, t, g):
 
 
 # -- LayerNorm ------------------------------------------------------------------------------------
-_COLSUM = {}
-
-
-def _colsum_prod(g2, xhat):
-    """``sum over rows of g * xhat`` (the LayerNorm weight gradient): ONE ReductionKernel,
-    in xhat's dtype, without the (rows, N) product array."""
-    k = _COLSUM.get("k")
-    if k is None:
-        k = _COLSUM["k"] = _cp().ReductionKernel(
-            "T g, A h", "A dw", "(A)g * h", "a + b", "dw = a", "0", "minillm_colsum_prod")
-    return k(g2, xhat, axis=0)
-
-
 def layer_norm_forward(x2, w, b, eps):
     """LayerNorm of the rows of ``x2`` (rows, N) -> ``(y, xhat, rstd)``, ONE kernel.
 
@@ -576,8 +633,9 @@ def layer_norm_backward(g2, xhat, rstd, w, need_bias=True):
     """LayerNorm backward on rows -> ``(dx, dw, db)``.
 
     ``dxhat = g * w``; ``dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))``
-    (ONE row kernel); ``dw = sum over rows of g * xhat`` (one ReductionKernel; None when
-    ``w`` is None); ``db = sum over rows of g`` (None unless ``need_bias``). Sums in xhat's
+    (ONE row kernel); ``dw = sum over rows of g * xhat`` and ``db = sum over rows of g``
+    (both from one :func:`column_sums`; dw None when ``w`` is None, db None unless
+    ``need_bias``). Sums in xhat's
     dtype (float32 for float16), results in ``g2``'s dtype.
     """
     cp = _cp()
@@ -594,6 +652,219 @@ def layer_norm_backward(g2, xhat, rstd, w, need_bias=True):
         k = _raw("layer_norm_bwd", _acc(work), _ctype(g2.dtype))
         _launch(k, n_rows, n, (gc, hc, _contiguous(rstd), wc, dx, np.int32(n),
                                _scalar(work, 1.0 / n if n else 0.0), np.int32(w is not None)))
-        dw = None if w is None else _colsum_prod(gc, hc).astype(g2.dtype, copy=False)
-        db = gc.sum(axis=0, dtype=work).astype(g2.dtype, copy=False) if need_bias else None
+        dw, db = column_sums(gc, None if w is None else hc, need_g=need_bias)
+        dw = None if dw is None else dw.astype(g2.dtype, copy=False)
+        db = None if db is None else db.astype(g2.dtype, copy=False)
     return dx, dw, db
+
+
+# -- embedding backward ---------------------------------------------------------------------------
+ELEMENTWISE_THREADS = 256
+
+
+def index_add_rows(target, rows, values):
+    """``target[rows[i]] += values[i]`` in place, deterministically (the embedding backward).
+
+    ``target`` (V, D), ``rows`` (N,) integer ids, ``values`` (N, D). The ids are sorted
+    (``argsort``), then one kernel sums each run of equal ids column by column in sorted
+    order: the same inputs give the same bits on every run, unlike an atomic scatter-add.
+    Ids outside [0, V) are skipped (the embedding's device check reports them). Sums in
+    float32 for float16 values, else in the values' dtype.
+    """
+    cp = _cp()
+    if target.ndim != 2 or rows.ndim != 1 or values.shape != (rows.shape[0], target.shape[1]):
+        raise ValueError(f"index_add_rows: expected target (V, D), rows (N,), values (N, D); "
+                         f"got {target.shape}, {rows.shape}, {values.shape}")
+    n, d = values.shape
+    if n == 0 or d == 0:
+        return target
+    if n * d >= 2 ** 62 or d >= 2 ** 31:
+        raise ValueError(f"cuda_kernels.index_add_rows: {n} x {d} is too large; set {ENV}=0")
+    with _on(target):
+        r64 = rows.astype(np.int64, copy=False)
+        order = cp.argsort(r64)
+        r = r64[order]
+        dst = target if target.flags.c_contiguous else cp.ascontiguousarray(target)
+        acc = "double" if np.float64 in (values.dtype, target.dtype) else "float"
+        k = _raw("index_add_rows", acc, _ctype(values.dtype), _ctype(dst.dtype))
+        total = n * d
+        blocks = -(-total // ELEMENTWISE_THREADS)
+        k((int(blocks),), (ELEMENTWISE_THREADS,),
+          (r, order, _contiguous(values), dst, np.int64(n), np.int32(d),
+           np.int64(target.shape[0])))
+        if dst is not target:
+            target[...] = dst
+    return target
+
+
+# -- column sums (LayerNorm weight, Linear bias gradients) ---------------------------------------
+COLUMN_TILE = (32, 8)
+MAX_ROW_BLOCKS = 256
+
+
+def column_sums(g2, h2=None, need_g=True):
+    """Column sums of ``g2`` (rows, N) -> ``(sum_rows(g2 * h2), sum_rows(g2))``.
+
+    The first is None without ``h2`` (same shape as ``g2``), the second None unless
+    ``need_g``. Two launches of one kernel: partial sums of up to 256 row blocks, then the
+    sum of the partials; every element is read once, in coalesced rows. Sums in float32 for
+    float16 data (float64 for float64), returned in that working dtype; deterministic.
+    """
+    cp = _cp()
+    n_rows, n = g2.shape
+    acc_dtype = np.dtype(np.float64) if np.float64 in (
+        g2.dtype, None if h2 is None else h2.dtype) else np.dtype(np.float32)
+    with _on(g2):
+        if n == 0 or n_rows == 0:
+            z = cp.zeros(n, dtype=acc_dtype)
+            return (None if h2 is None else z), (z.copy() if need_g else None)
+        if n >= 2 ** 31:
+            raise ValueError(f"cuda_kernels.column_sums: {n} columns exceed int32; set {ENV}=0")
+        if h2 is not None and h2.shape != g2.shape:
+            raise ValueError(f"column_sums: h2 {h2.shape} != g2 {g2.shape}")
+        acc = _acc(acc_dtype)
+        gx, tx = -(-n // COLUMN_TILE[0]), COLUMN_TILE
+        blocks = int(min(MAX_ROW_BLOCKS, -(-n_rows // COLUMN_TILE[1])))
+        gc = _contiguous(g2)
+        hc = gc if h2 is None else _contiguous(h2)
+        part_gh = cp.empty((blocks, n), dtype=acc_dtype) if h2 is not None else None
+        part_g = cp.empty((blocks, n), dtype=acc_dtype) if need_g else None
+        dummy = part_gh if part_gh is not None else part_g
+        k = _raw("column_sums", acc, _ctype(gc.dtype), _ctype(hc.dtype))
+        k((gx, blocks), tx, (gc, hc, part_gh if part_gh is not None else dummy,
+                             part_g if part_g is not None else dummy, np.int64(n_rows),
+                             np.int32(n), np.int32(h2 is not None), np.int32(bool(need_g))))
+        out = []
+        k2 = _raw("column_sums", acc, _ctype(acc_dtype), _ctype(acc_dtype))
+        for part in (part_gh, part_g):
+            if part is None:
+                out.append(None)
+                continue
+            if blocks == 1:
+                out.append(part.reshape(n))
+                continue
+            total = cp.empty((1, n), dtype=acc_dtype)
+            k2((gx, 1), tx, (part, part, total, total, np.int64(blocks), np.int32(n),
+                             np.int32(0), np.int32(1)))
+            out.append(total.reshape(n))
+    return out[0], out[1]
+
+
+# -- random numbers -------------------------------------------------------------------------------
+# splitmix64 (Steele, Lea & Flood 2014) on the counter i of a draw with a 64-bit key: the
+# output of a SplitMix64 generator whose state after i + 1 steps is key + (i + 1) * gamma.
+# Uniforms keep the top 24 (float32) or 53 (float64) bits: k / 2^24 or k / 2^53 in [0, 1).
+_RNG = r"""
+__device__ __forceinline__ unsigned long long minillm_mix(const unsigned long long key,
+                                                          const unsigned long long i) {
+    unsigned long long z = key + (i + 1ULL) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+__device__ __forceinline__ float minillm_u24(const unsigned long long key,
+                                             const unsigned long long i) {
+    return (float)(minillm_mix(key, i) >> 40) * 5.9604644775390625e-08f;
+}
+__device__ __forceinline__ double minillm_u53(const unsigned long long key,
+                                              const unsigned long long i) {
+    return (double)(minillm_mix(key, i) >> 11) * 1.1102230246251565e-16;
+}
+"""
+_RNG_KERNELS = {}
+
+
+def _rng_kernel(name):
+    k = _RNG_KERNELS.get(name)
+    if k is not None:
+        return k
+    cp = _cp()
+    if name == "uniform":
+        k = cp.ElementwiseKernel(
+            "uint64 key", "T y",
+            """
+            const unsigned long long n = (unsigned long long)i;
+            if (sizeof(T) == 8) y = (T)minillm_u53(key, n); else y = (T)minillm_u24(key, n);
+            """, "minillm_random_uniform", preamble=_RNG)
+    elif name == "normal":                        # Box-Muller on draws 2i and 2i + 1
+        k = cp.ElementwiseKernel(
+            "uint64 key", "T y",
+            """
+            const unsigned long long n = 2ULL * (unsigned long long)i;
+            if (sizeof(T) == 8) {
+                const double u1 = 1.0 - minillm_u53(key, n), u2 = minillm_u53(key, n + 1ULL);
+                y = (T)(sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));
+            } else {
+                const float u1 = 1.0f - minillm_u24(key, n), u2 = minillm_u24(key, n + 1ULL);
+                y = (T)(sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+            }
+            """, "minillm_random_normal", preamble=_RNG)
+    elif name == "integers":
+        k = cp.ElementwiseKernel(
+            "uint64 key, int64 low, uint64 span", "T y",
+            "y = (T)(low + (long long)(minillm_mix(key, (unsigned long long)i) % span));",
+            "minillm_random_integers", preamble=_RNG)
+    elif name == "dropout":
+        k = cp.ElementwiseKernel(
+            "uint64 key, float64 p, float64 scale", "T m",
+            """
+            const unsigned long long n = (unsigned long long)i;
+            if (sizeof(T) == 8) m = minillm_u53(key, n) >= p ? (T)scale : (T)0;
+            else m = minillm_u24(key, n) >= (float)p ? (T)(float)scale : (T)0;
+            """, "minillm_dropout_mask", preamble=_RNG)
+    else:
+        raise KeyError(name)
+    _RNG_KERNELS[name] = k
+    return k
+
+
+def _key(key):
+    return np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF)
+
+
+def random_uniform(key, shape, dtype):
+    """Uniform floats in [0, 1) of ``shape``: element i is the top 24 (float32) or 53
+    (float64) bits of ``splitmix64(key, i)`` over 2^24 or 2^53. float32/float64 only."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"random_uniform: float32 or float64, got {dtype}")
+    y = _cp().empty(shape, dtype=dtype)
+    if y.size:
+        _rng_kernel("uniform")(_key(key), y)
+    return y
+
+
+def random_normal(key, shape, dtype):
+    """Standard normal floats (Box-Muller on uniforms 2i, 2i + 1 of ``key``)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"random_normal: float32 or float64, got {dtype}")
+    y = _cp().empty(shape, dtype=dtype)
+    if y.size:
+        _rng_kernel("normal")(_key(key), y)
+    return y
+
+
+def random_integers(key, low, high, shape, dtype=np.int64):
+    """Integers uniform in [low, high): ``low + splitmix64(key, i) mod (high - low)`` (the
+    modulo bias is below (high - low) / 2^64)."""
+    low, high = int(low), int(high)
+    if high <= low:
+        raise ValueError(f"random_integers: high ({high}) must be > low ({low})")
+    y = _cp().empty(shape, dtype=dtype)
+    if y.size:
+        _rng_kernel("integers")(_key(key), np.int64(low), np.uint64(high - low), y)
+    return y
+
+
+def dropout_mask(key, shape, dtype, p):
+    """The inverted-dropout mask in ONE kernel: ``1/(1-p)`` where the uniform draw i of
+    ``key`` is ``>= p``, else 0; equal to ``(random_uniform(key, shape, dtype) >= p) *
+    (1/(1-p))`` in ``dtype`` (float32 or float64)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dropout_mask: float32 or float64, got {dtype}")
+    m = _cp().empty(shape, dtype=dtype)
+    if m.size:
+        _rng_kernel("dropout")(_key(key), np.float64(p), np.float64(1.0 / (1.0 - p)), m)
+    return m

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from .. import backend
 from .. import functional as F
 from ..autograd.function import Function
 from ..autograd.ops import sigmoid, stack, tanh, relu
@@ -210,7 +211,7 @@ def _input_and_weight_grads(fn, dz2, h_prev):
         dw_hh = fn.h0.T @ dz2[:B]
         if h_prev.shape[0]:
             dw_hh += h_prev.reshape(-1, h_prev.shape[-1]).T @ dz2[B:]
-    db = dz2.sum(axis=0) if fn.has_b and needs[3] else None
+    db = backend.column_sum(dz2) if fn.has_b and needs[3] else None
     return dx, dw_ih, dw_hh, db
 
 
