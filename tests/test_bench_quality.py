@@ -30,7 +30,7 @@ COMMON_KEYS = {"benchmark", "version", "device", "seed", "fast", "settings", "an
                "total_seconds"}
 # the documented keys of each result, and which of them are numbers that must be finite
 KEYS = {
-    "shakespeare-gpt": ["val_loss", "train_loss", "val_loss_20", "train_seconds",
+    "shakespeare-gpt": ["val_loss", "train_loss", "val_loss_20", "best_val_loss", "train_seconds",
                         "eval_seconds", "ms_per_iter", "tokens_per_second", "parameters"],
     "ptb-lstm": ["test_perplexity", "valid_perplexity", "train_perplexity", "train_seconds",
                  "test_eval_seconds", "ms_per_step", "parameters"],
@@ -227,6 +227,10 @@ def test_shakespeare_recipes(data_for, size, anchor, n_layer):
     assert Q.SHAKESPEARE_SIZES[size]["n_layer"] == n_layer
     assert r["settings"]["max_iters"] == 4 and r["settings"]["lr_decay_iters"] == 6
     assert [e["iter"] for e in r["eval_history"]] == [0, 3, 4]
+    best = min(r["eval_history"], key=lambda e: e["val_loss"])
+    assert (r["best_val_loss"], r["best_iter"]) == (best["val_loss"], best["iter"])
+    assert r["settings"]["eval_iters"] == 2                 # --fast's, over the recipe's
+    assert Q.SHAKESPEARE_SIZES[size]["eval_iters"] == {"cpu": 20, "gpu": 200}[size]
     with pytest.raises(ValueError, match="size must be one of cpu, gpu, got 'tpu'"):
         bench.shakespeare_gpt(device=DEVICE, fast=True, progress=False, log=None, size="tpu")
 

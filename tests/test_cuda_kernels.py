@@ -506,8 +506,10 @@ def _gpt_step(dtype=np.float32, steps=2):
     # Initialised on the CPU and moved: with the kernels off, the GPU draws from cuRAND,
     # another stream, and the two runs would start from different weights.
     mm.manual_seed(0)
-    model = mm.models.GPT(mm.models.GPTConfig(vocab_size=97, block_size=32, n_layer=2,
-                                              n_head=2, n_embd=64, dropout=0.0)).to(GPU)
+    with mm.backend.default_device_as("cpu"):
+        model = mm.models.GPT(mm.models.GPTConfig(vocab_size=97, block_size=32, n_layer=2,
+                                                  n_head=2, n_embd=64, dropout=0.0))
+    model.to(GPU)
     opt = model.configure_optimizers(0.1, 1e-3)
     r = rng(5)
     losses, grads = [], None
