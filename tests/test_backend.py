@@ -83,6 +83,19 @@ def test_generator_state_round_trip():
     np.testing.assert_array_equal(g.random((5,)), x)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_uniform_draws_stay_below_one_in_every_float_dtype(device, dtype):
+    """float16 is drawn as float32: rounded to nearest, draws in [1 - 2^-12, 1) became 1.0
+    (about 240 of these 10^6); they are rounded down to multiples of 2^-11 instead."""
+    mm.manual_seed(3)
+    u = mm.rand(1_000_000, dtype=dtype, device=device).numpy()
+    assert u.dtype == dtype and u.min() >= 0 and u.max() < 1
+    assert abs(float(u.mean(dtype=np.float64)) - 0.5) < 2e-3
+    if dtype == np.float16:
+        assert np.array_equal(u, np.floor(u.astype(np.float64) * 2048) / 2048)
+        assert len(np.unique(u)) == 2048
+
+
 def test_default_dtype_switch():
     assert mm.randn(2).dtype == np.float32 and mm.tensor([1.0]).dtype == np.float32
     mm.set_default_dtype(np.float64)

@@ -443,7 +443,9 @@ class Generator:
 
     def _floats(self, method, shape, dtype):
         """Draw with ``method`` ("random" or "standard_normal") in ``dtype``. NumPy's and
-        CuPy's generators draw float32/float64 only: float16 is drawn as float32 and cast."""
+        CuPy's generators draw float32/float64 only: float16 is drawn as float32 and cast.
+        A float16 uniform is first rounded down to a multiple of 2^-11 (exact in float16):
+        rounding to nearest would turn the draws in [1 - 2^-12, 1) into 1.0, outside [0, 1)."""
         dtype = np.dtype(dtype or _default_dtype)
         draw = np.dtype(np.float32) if dtype == np.float16 else dtype
         if self.device.type == "cuda":
@@ -457,8 +459,13 @@ class Generator:
                     a = (rs.random_sample if method == "random" else rs.standard_normal)(
                         shape, dtype=draw)
         else:
-            a = self._out(getattr(self._g, method)(shape, dtype=draw))
-        return a if draw == dtype else a.astype(dtype)
+            a = getattr(self._g, method)(shape, dtype=draw)
+        if draw != dtype:
+            xp = self.device.xp if self.device.type == "cuda" else np
+            if method == "random":
+                a = xp.floor(a * 2048) * (1 / 2048)
+            a = a.astype(dtype)
+        return a if self.device.type == "cuda" else self._out(a)
 
     def random(self, shape, dtype=None):
         """Uniform on [0, 1)."""
