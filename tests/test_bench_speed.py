@@ -33,7 +33,10 @@ def _check_library(block, steps_rounds):
     assert set(block) == LIBRARY_KEYS
     assert len(block["ms_per_step_rounds"]) == steps_rounds
     assert block["ms_per_step"] > 0 and block["tokens_per_second"] > 0
-    assert block["peak_gflops"] > 0 and 0 < block["mfu"] < 1
+    # MFU is achieved / peak; no upper bound here: in fast mode the peak comes from a 128 x 128
+    # product, which a tiny model's step can outrun (PyTorch's MFU read 1.016 once)
+    assert block["peak_gflops"] > 0 and block["mfu"] > 0
+    assert block["mfu"] == pytest.approx(block["achieved_gflops"] / block["peak_gflops"])
 
 
 def _written(tmp_path, result):

@@ -94,6 +94,41 @@ def _every_fused_op(device, dtype=np.float64):
     return [a.grad.numpy() for a in (x, w, b, z, q, k, v, qkv, table, lw, lb)] + [total.item()]
 
 
+def test_random_wrappers_pass_key_inputs_and_output_in_kernel_order(monkeypatch):
+    """The host side of the random kernels, run everywhere with NumPy standing in for CuPy:
+    the key as uint64 (wrapped to 64 bits), the extra inputs, then the output array."""
+    calls = []
+
+    def kernel(kind):
+        def launch(*args):
+            calls.append((kind, args))
+        return launch
+
+    monkeypatch.setattr(ck, "_cp", lambda: np)
+    monkeypatch.setattr(ck, "_rng_kernel", kernel)
+    y = ck.random_uniform(-1, (2, 3), np.float32)
+    assert y.shape == (2, 3) and y.dtype == np.float32
+    kind, args = calls.pop()
+    assert kind == "uniform" and args[0] == np.uint64(2 ** 64 - 1) and args[1] is y
+    assert args[0].dtype == np.uint64
+    ck.random_normal(5, (4,), np.float64)
+    assert calls.pop()[0] == "normal"
+    k = ck.random_integers(5, -2, 3, (4,))
+    kind, args = calls.pop()
+    assert kind == "integers" and args[1:3] == (-2, 5) and args[3] is k and k.dtype == np.int64
+    m = ck.dropout_mask(5, (7,), np.float32, 0.2)
+    kind, args = calls.pop()
+    assert kind == "dropout" and args[1] == 0.2 and args[2] == pytest.approx(1.25)
+    assert args[3] is m
+    ck.random_uniform(5, (0,), np.float32)                 # nothing to draw: no launch
+    assert calls == []
+    for fn in (ck.random_uniform, ck.random_normal):
+        with pytest.raises(TypeError, match="float32 or float64, got float16"):
+            fn(1, (2,), np.float16)
+    with pytest.raises(TypeError, match="dropout_mask: float32 or float64"):
+        ck.dropout_mask(1, (2,), np.int32, 0.5)
+
+
 @pytest.mark.parametrize("device", ["cpu", "fake"])
 def test_ops_on_cpu_and_fake_never_call_the_kernels(device, monkeypatch):
     want = _every_fused_op("cpu")

@@ -818,31 +818,27 @@ def _rng_kernel(name):
     return k
 
 
-def _key(key):
-    return np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF)
+def _draw(op, kind, key, shape, dtype, *args, floats_only=True):
+    """Allocate ``shape`` of ``dtype`` and fill it with the random kernel ``kind`` for the
+    64-bit ``key`` (extra kernel inputs ``args`` go between the key and the output)."""
+    dtype = np.dtype(dtype)
+    if floats_only and dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: float32 or float64, got {dtype}")
+    y = _cp().empty(shape, dtype=dtype)
+    if y.size:
+        _rng_kernel(kind)(np.uint64(int(key) & 0xFFFFFFFFFFFFFFFF), *args, y)
+    return y
 
 
 def random_uniform(key, shape, dtype):
     """Uniform floats in [0, 1) of ``shape``: element i is the top 24 (float32) or 53
     (float64) bits of ``splitmix64(key, i)`` over 2^24 or 2^53. float32/float64 only."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"random_uniform: float32 or float64, got {dtype}")
-    y = _cp().empty(shape, dtype=dtype)
-    if y.size:
-        _rng_kernel("uniform")(_key(key), y)
-    return y
+    return _draw("random_uniform", "uniform", key, shape, dtype)
 
 
 def random_normal(key, shape, dtype):
     """Standard normal floats (Box-Muller on uniforms 2i, 2i + 1 of ``key``)."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"random_normal: float32 or float64, got {dtype}")
-    y = _cp().empty(shape, dtype=dtype)
-    if y.size:
-        _rng_kernel("normal")(_key(key), y)
-    return y
+    return _draw("random_normal", "normal", key, shape, dtype)
 
 
 def random_integers(key, low, high, shape, dtype=np.int64):
@@ -851,20 +847,13 @@ def random_integers(key, low, high, shape, dtype=np.int64):
     low, high = int(low), int(high)
     if high <= low:
         raise ValueError(f"random_integers: high ({high}) must be > low ({low})")
-    y = _cp().empty(shape, dtype=dtype)
-    if y.size:
-        _rng_kernel("integers")(_key(key), np.int64(low), np.uint64(high - low), y)
-    return y
+    return _draw("random_integers", "integers", key, shape, dtype, np.int64(low),
+                 np.uint64(high - low), floats_only=False)
 
 
 def dropout_mask(key, shape, dtype, p):
     """The inverted-dropout mask in ONE kernel: ``1/(1-p)`` where the uniform draw i of
     ``key`` is ``>= p``, else 0; equal to ``(random_uniform(key, shape, dtype) >= p) *
     (1/(1-p))`` in ``dtype`` (float32 or float64)."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dropout_mask: float32 or float64, got {dtype}")
-    m = _cp().empty(shape, dtype=dtype)
-    if m.size:
-        _rng_kernel("dropout")(_key(key), np.float64(p), np.float64(1.0 / (1.0 - p)), m)
-    return m
+    return _draw("dropout_mask", "dropout", key, shape, dtype, np.float64(p),
+                 np.float64(1.0 / (1.0 - p)))
