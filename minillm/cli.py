@@ -601,9 +601,9 @@ def _bench_speed_kwargs(args):
         if value is None:
             continue
         if args.name not in takers:
+            names = ", ".join(takers[:-1]) + " and " + takers[-1] if len(takers) > 1 else takers[0]
             where = ("the speed benchmarks" if takers == ("gpt", "lstm", "ops")
-                     else "bench " + ", ".join(takers[:-1]) + " and " + takers[-1]
-                     if len(takers) > 1 else "bench " + takers[0])
+                     else "bench " + names)
             raise CLIError(f"--{dest} does not apply to bench {args.name}: it is an option of "
                            f"{where}")
         kw[dest] = value

@@ -668,11 +668,6 @@ class Dropout(Function):
         return g * self.mask
 
 
-def _keep_mask(x, p):
-    """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0 (device RNG)."""
-    return backend.generator(x.device).dropout_mask(x.shape, x.dtype, p)
-
-
 def dropout(x, p=0.5, training=True):
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p) (training only)."""
     _check_tensor(x, "x", "dropout")
@@ -682,7 +677,7 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1.0:
         return x * 0.0
-    return Dropout.apply(x, mask=_keep_mask(x, p))
+    return Dropout.apply(x, mask=backend.generator(x.device).dropout_mask(x.shape, x.dtype, p))
 
 
 # -- embedding ------------------------------------------------------------------------------------

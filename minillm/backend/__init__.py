@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import host_memory, special
+from . import cuda_kernels, host_memory, special
 from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_numpy
 
 __all__ = [
@@ -438,7 +438,6 @@ class Generator:
     def _kernels(self):
         """The counter-based CUDA kernels (cuda_kernels.random_*) draw on CUDA unless the
         kill switch MINILLM_CUDA_KERNELS=0 is set; then CuPy's cuRAND does (another stream)."""
-        from . import cuda_kernels  # noqa: PLC0415
         return cuda_kernels if cuda_kernels.use(self.device.xp) else None
 
     def _floats(self, method, shape, dtype):
@@ -561,7 +560,6 @@ def scatter_add(target, indices, values):
     gives the same bits every time.
     """
     xp = device_of(target).xp
-    from . import cuda_kernels  # noqa: PLC0415
     if cuda_kernels.use(xp) and target.flags.c_contiguous and target.size:
         flat = xp.arange(target.size, dtype=np.int64).reshape(target.shape)[indices]
         vals = xp.broadcast_to(xp.asarray(values, dtype=target.dtype), flat.shape)
@@ -588,7 +586,6 @@ def index_add_rows(target, rows, values):
         target[r[starts]] += np.add.reduceat(values[order], starts, axis=0)
         return target
     xp = device_of(target).xp
-    from . import cuda_kernels  # noqa: PLC0415
     if cuda_kernels.use(xp) and target.ndim == 2 and values.ndim == 2:
         return cuda_kernels.index_add_rows(target, rows, values)
     _ufunc_at(xp)(target, rows, values)
@@ -599,7 +596,6 @@ def column_sum(a2):
     """The sum over the rows of a 2-D array (bias gradients): ``a2.sum(axis=0)``; on CuPy
     one coalesced, deterministic kernel (:func:`cuda_kernels.column_sums`)."""
     xp = device_of(a2).xp
-    from . import cuda_kernels  # noqa: PLC0415
     if cuda_kernels.use(xp) and a2.ndim == 2:
         return cuda_kernels.column_sums(a2)[1].astype(a2.dtype, copy=False)
     return a2.sum(axis=0)

@@ -729,10 +729,10 @@ def column_sums(g2, h2=None, need_g=True):
         hc = gc if h2 is None else _contiguous(h2)
         part_gh = cp.empty((blocks, n), dtype=acc_dtype) if h2 is not None else None
         part_g = cp.empty((blocks, n), dtype=acc_dtype) if need_g else None
-        dummy = part_gh if part_gh is not None else part_g
+        # the kernel skips an output it is told not to write, but still takes a pointer
         k = _raw("column_sums", acc, _ctype(gc.dtype), _ctype(hc.dtype))
-        k((gx, blocks), tx, (gc, hc, part_gh if part_gh is not None else dummy,
-                             part_g if part_g is not None else dummy, np.int64(n_rows),
+        k((gx, blocks), tx, (gc, hc, part_gh if part_gh is not None else part_g,
+                             part_g if part_g is not None else part_gh, np.int64(n_rows),
                              np.int32(n), np.int32(h2 is not None), np.int32(bool(need_g))))
         out = []
         k2 = _raw("column_sums", acc, _ctype(acc_dtype), _ctype(acc_dtype))

@@ -105,6 +105,15 @@ def same_settings(saved, cfg):
                if k not in ("device", "progress", "output_dir"))
 
 
+def recipe_size(size, dev, sizes):
+    """The recipe named ``size`` (a key of ``sizes``), by default ``gpu`` on CUDA, else
+    ``cpu``: nanoGPT's two configurations, shared by the GPT speed and quality benchmarks."""
+    size = size or ("gpu" if dev.type == "cuda" else "cpu")
+    if size not in sizes:
+        raise ValueError(f"size must be one of {', '.join(sizes)}, got {size!r}")
+    return size
+
+
 def _set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -261,9 +270,7 @@ def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_di
 
     say = _logger(log)
     t_start = time.perf_counter()
-    size = size or ("gpu" if backend.device(device).type == "cuda" else "cpu")
-    if size not in SHAKESPEARE_SIZES:
-        raise ValueError(f"size must be one of {', '.join(SHAKESPEARE_SIZES)}, got {size!r}")
+    size = recipe_size(size, backend.device(device), SHAKESPEARE_SIZES)
     s = dict(SHAKESPEARE_SIZES[size], size=size, bias=bias, learning_rate=1e-3,
              betas=(0.9, 0.99), weight_decay=0.1, warmup_iters=100, min_lr=1e-4,
              grad_clip=1.0, eval_interval=eval_interval,
@@ -344,10 +351,10 @@ def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_di
 
     tokens = s["max_iters"] * s["batch_size"] * s["block_size"]
     result = _header("shakespeare-gpt", dev, seed, fast, s, anchor)
+    best = min(eval_history, key=lambda e: e["val_loss"])
     result.update(
         val_loss=val_loss, train_loss=train_loss, val_loss_20=val_loss_periodic,
-        best_val_loss=min(e["val_loss"] for e in eval_history),
-        best_iter=min(eval_history, key=lambda e: e["val_loss"])["iter"],
+        best_val_loss=best["val_loss"], best_iter=best["iter"],
         eval_history=eval_history, history=history, parameters=int(n_params),
         train_seconds=train_seconds, eval_seconds=eval_seconds,
         ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),

@@ -57,7 +57,8 @@ from ..estimate import transformer_flops_per_token
 from ..models import GPT, LSTMLM, GPTConfig
 from ..models.lstm_lm import LSTMLMConfig
 from ..optim import SGD, clip_grad_norm_
-from .quality import _bar, _finish, _logger, _on, new_axes, save_axes, zaremba_init_
+from .quality import (_bar, _finish, _logger, _on, new_axes, recipe_size, save_axes,
+                      zaremba_init_)
 
 __all__ = ["SPEED_BENCHMARKS", "SpeedBenchmark", "bench_gpt", "bench_lstm", "bench_ops",
            "matmul_peak", "format_speed", "gpt_flops_per_token", "lstm_flops_per_token", "mfu",
@@ -555,10 +556,7 @@ def _bar_plot(path, groups, series, title, ylabel, logy=False):
 
 # == 1. GPT ===================================================================================
 def _gpt_size(size, dev):
-    size = size or ("gpu" if dev.type == "cuda" else "cpu")
-    if size not in GPT_SIZES:
-        raise ValueError(f"size must be one of {', '.join(GPT_SIZES)}, got {size!r}")
-    return size
+    return recipe_size(size, dev, GPT_SIZES)
 
 
 def _gpt_settings(size, fast):
