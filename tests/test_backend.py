@@ -1,4 +1,4 @@
-"""Backend: devices, the strict stand-in array, RNG, dtype, scatter-add, erfc."""
+"""Backend: devices, the strict stand-in array, RNG, dtype, scatter-add, row reductions, erfc."""
 import math
 import subprocess
 import sys
@@ -117,6 +117,58 @@ def test_scatter_add_helpers_match_a_loop(dev):
         target = backend.to_device(np.zeros((7, 3)), dev)
         fn(target, backend.to_device(rows, dev), backend.to_device(vals, dev))
         np.testing.assert_allclose(backend.to_host(target), expect, rtol=1e-12)
+
+
+def _rows(kind, dtype):
+    """Row tables for the last-axis reductions: (rows, columns) data with a given twist."""
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((6, 64)) * 5).astype(dtype)
+    if kind == "nan":
+        a[1, 7] = np.nan
+        a[4, 0] = np.nan
+    elif kind == "inf":
+        a[0] = -np.inf                        # a fully masked row
+        a[2, :40] = -np.inf                   # a causal-style row
+        a[3, 5] = np.inf
+    elif kind == "ties":
+        a[:] = np.round(a)                    # repeated maxima
+    elif kind == "strided":
+        a = np.asfortranarray(np.concatenate([a, a], axis=1))[:, ::3]
+    elif kind == "batched":
+        a = a.reshape(2, 3, 4, 16)
+    elif kind == "short":
+        a = a[:, :1]
+    elif kind == "no rows":
+        a = a[:0]
+    return a
+
+
+@pytest.mark.parametrize("dev", ["cpu", "fake"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["plain", "nan", "inf", "ties", "strided", "batched", "short",
+                                  "no rows"])
+def test_row_max_and_row_sum_equal_numpy_reductions(dev, dtype, kind):
+    a = _rows(kind, dtype)
+    got_max = backend.row_max(backend.to_device(a, dev))
+    got_sum = backend.row_sum(backend.to_device(a, dev))
+    want_max, want_sum = a.max(axis=-1, keepdims=True), a.sum(axis=-1, keepdims=True)
+    for got, want in ((got_max, want_max), (got_sum, want_sum)):
+        got = backend.to_host(got)
+        assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(backend.to_host(got_max), want_max)   # a max is exact
+    rtol = {np.float16: 2e-3, np.float32: 1e-5, np.float64: 1e-13}[dtype]
+    got_sum = backend.to_host(got_sum).astype(np.float64)
+    scale = np.abs(a.astype(np.float64)).sum(axis=-1, keepdims=True)    # per row
+    with np.errstate(invalid="ignore"):
+        ok = ((got_sum == want_sum) | (np.isnan(got_sum) & np.isnan(want_sum))
+              | (np.abs(got_sum - want_sum) <= rtol * scale))
+    assert ok.all(), (got_sum[~ok], want_sum[~ok])
+
+
+@pytest.mark.parametrize("dev", ["cpu", "fake"])
+def test_row_max_of_an_empty_row_is_numpys_error(dev):
+    with pytest.raises(ValueError):
+        backend.row_max(backend.to_device(np.ones((3, 0), np.float32), dev))
 
 
 def test_erfc_matches_math_erfc():

