@@ -124,9 +124,8 @@ class Softmax(Function):
             return self.y if self.y.dtype == self.dtype else self.y.astype(self.dtype)
         if x.dtype == np.float16:                    # float32 island
             x = x.astype(np.float32)
-        last = axis in (-1, x.ndim - 1)
-        e = self.xp.exp(x - (backend.row_max(x) if last else x.max(axis=axis, keepdims=True)))
-        e /= backend.row_sum(e) if last else e.sum(axis=axis, keepdims=True)
+        e = self.xp.exp(x - backend.row_max(x, axis))
+        e /= backend.row_sum(e, axis)
         self.y = e
         return e if e.dtype == self.dtype else e.astype(self.dtype)
 
@@ -154,10 +153,8 @@ class LogSoftmax(Function):
         self.axis, self.dtype = axis, x.dtype
         if x.dtype == np.float16:                    # float32 island
             x = x.astype(np.float32)
-        last = axis in (-1, x.ndim - 1)
-        z = x - (backend.row_max(x) if last else x.max(axis=axis, keepdims=True))
-        e = self.xp.exp(z)
-        z -= self.xp.log(backend.row_sum(e) if last else e.sum(axis=axis, keepdims=True))
+        z = x - backend.row_max(x, axis)
+        z -= self.xp.log(backend.row_sum(self.xp.exp(z), axis))
         self.y = z
         return z if z.dtype == self.dtype else z.astype(self.dtype)
 
