@@ -345,13 +345,15 @@ FINETUNE_HELP = {
     "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
              "a small model from scratch",
     "model_type": "from scratch: bert (bidirectional) or gpt (causal)",
-    "tokenizer": "from scratch: char, wordpiece (built from the training texts) or a "
-                 "tokenizer.json / model directory to reuse",
-    "vocab_size": "wordpiece vocabulary size",
+    "tokenizer": "from scratch: auto (characters for Chinese, BPE otherwise), char, bpe, "
+                 "wordpiece (built from the training texts), or a tokenizer.json / model "
+                 "directory to reuse",
+    "vocab_size": "bpe/wordpiece: most tokens learned",
     "min_freq": "char tokenizer: keep characters seen this often",
     "n_layer": "from scratch: layers", "n_head": "from scratch: heads",
     "n_embd": "from scratch: width",
-    "max_length": "tokens per example/window (none: 128, capped by the model's positions)",
+    "max_length": "tokens per example (none: the 98th percentile of the training texts' "
+                  "lengths, capped by the model's positions; QA windows: 128)",
     "pooling": "classification pooling: auto (BERT [CLS], GPT mean), cls, mean, last",
     "dropout": "from scratch: dropout",
     "method": "full (every weight), head-only (the body frozen), freeze (--freeze-layers), "
@@ -370,7 +372,8 @@ FINETUNE_HELP = {
                "text",
     "doc_stride": "QA: tokens shared by consecutive windows",
     "max_query_length": "QA: question tokens kept", "max_answer_length": "QA: longest answer "
-    "(tokens)", "num_train_epochs": "epochs (may be fractional)",
+    "(tokens)", "num_train_epochs": "epochs, may be fractional (none: about 3,000 steps, "
+    "3 to 30 epochs, from the training set's size)",
     "max_steps": "optimizer steps (wins over epochs)", "batch_size": "training batch size",
     "eval_batch_size": "evaluation batch size",
     "learning_rate": "peak learning rate (none: 5e-4 from scratch, 1e-4 from --model)",
@@ -379,7 +382,10 @@ FINETUNE_HELP = {
     "max_grad_norm": "clip the global gradient norm",
     "eval_steps": "evaluate (and checkpoint) every N steps (none: once per epoch)",
     "save_total_limit": "checkpoints kept (plus the best)",
-    "early_stopping_patience": "stop after N evaluations without improvement",
+    "early_stopping_patience": "stop after N evaluations without improvement (none: "
+                               "train every epoch); the best evaluation's weights are kept",
+    "baseline": "do not fit and report the bag-of-n-grams baseline (naive Bayes, logistic "
+                "regression; NER: most frequent tag) beside the model",
     "seed": "random seed", "progress": "no tqdm progress bars",
 }
 FINETUNE_FAST = dict(max_train_examples=48, max_eval_examples=16, max_steps=4, n_layer=1,
@@ -405,7 +411,8 @@ def cmd_evaluate(args):
                        max_examples=args.max_examples, text_column=args.text_column,
                        label_column=args.label_column, no_header=args.no_header,
                        token_column=args.token_column, tag_column=args.tag_column,
-                       quantize=args.quantize, prune=args.prune, log=log)
+                       quantize=args.quantize, prune=args.prune, baseline=args.baseline,
+                       log=log)
     if args.output_dir:
         path = tasks.atomic_write_json(os.path.join(args.output_dir, "eval_metrics.json"), r)
         log(f"metrics written to {path}")
@@ -413,7 +420,7 @@ def cmd_evaluate(args):
         _print_json(r)
     else:
         for k, v in r.items():
-            if k != "per_type":
+            if k not in ("per_type", "baselines"):
                 print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         for typ, m in (r.get("per_type") or {}).items():
             print(f"  {typ}: precision {m['precision']:.4f} recall {m['recall']:.4f} "
@@ -758,6 +765,8 @@ def build_parser():
     s.add_argument("--prune", type=float, default=None, metavar="SPARSITY",
                    help="first zero this fraction of the smallest Linear weights (global "
                         "magnitude pruning, the head excluded), e.g. 0.5")
+    s.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not refit and report the bag-of-n-grams baseline beside the model")
     add_common(s, None, fast=False)
 
     s = add("generate", cmd_generate, help="sample text from a model directory",

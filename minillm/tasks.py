@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, datasets, distributed, metrics
+from . import backend, baselines, datasets, distributed, metrics
 from ._fileio import atomic_write_json
 from .autograd import no_grad, tensor
-from .data import CharTokenizer, Collator, MLMCollator, Tokenizer, WordPieceTokenizer
+from .data import (BPETokenizer, CharTokenizer, Collator, MLMCollator, Tokenizer,
+                   WordPieceTokenizer)
 from .demo import _Windows, is_fast_env
 from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
 from .models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
@@ -52,6 +53,7 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
 
 TASKS = ("classification", "ner", "qa")
 METHODS = ("full", "head-only", "freeze", "lora")
+TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -105,13 +107,13 @@ class FinetuneConfig:
     # model
     model: str | None = None           # a minillm model directory to start from
     model_type: str = "bert"           # from scratch: "bert" or "gpt"
-    tokenizer: str = "char"            # from scratch: "char" or "wordpiece"
-    vocab_size: int = 8000             # wordpiece vocabulary size
+    tokenizer: str = "auto"            # from scratch: auto | char | bpe | wordpiece
+    vocab_size: int = 8000             # bpe/wordpiece: the most tokens learned
     min_freq: int = 1                  # char tokenizer: keep characters seen this often
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
-    max_length: int | None = None      # None: 128, capped by the model's positions
+    max_length: int | None = None      # None: from the training texts' lengths
     pooling: str = "auto"
     dropout: float = 0.1
     # fine-tuning method (minillm.finetune)
@@ -132,7 +134,7 @@ class FinetuneConfig:
     max_query_length: int = 32
     max_answer_length: int = 30
     # training
-    num_train_epochs: float = 3.0
+    num_train_epochs: float | None = None  # None: from the training set's size
     max_steps: int | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -143,7 +145,8 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     eval_steps: int | None = None      # None: once per epoch
     save_total_limit: int = 2
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = 3
+    baseline: bool = True              # also fit and report the bag-of-n-grams baseline
     seed: int = 0
     device: str | None = None
     progress: bool = True
@@ -159,8 +162,8 @@ class FinetuneConfig:
                             "dataset brings its own splits")
         if self.model_type not in ("bert", "gpt"):
             raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
-        if self.tokenizer not in ("char", "wordpiece") and not _tokenizer_path(self.tokenizer):
-            raise TaskError(f"tokenizer must be 'char', 'wordpiece' or an existing "
+        if self.tokenizer not in TOKENIZERS and not _tokenizer_path(self.tokenizer):
+            raise TaskError(f"tokenizer must be one of {', '.join(TOKENIZERS)} or an existing "
                             f"tokenizer.json (or a directory holding one), got "
                             f"{self.tokenizer!r}")
         if not 0 < self.validation_fraction < 1:
@@ -414,11 +417,16 @@ def _placeable(ds, split, log):
     return datasets.Dataset(ok, ds.label_names, ds.name, ds.split, ds.meta)
 
 
-def _lang(examples):
-    """'zh' when contexts are mostly CJK characters (CMRC scoring), else 'en'."""
-    text = "".join(e["context"][:200] for e in examples[:50])
+def text_language(texts):
+    """'zh' when the texts (the first 200 characters of the first 50) are mostly CJK
+    characters, else 'en': what picks characters over subwords, and CMRC's scoring."""
+    text = "".join(t[:200] for t in texts[:50])
     cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in text)
     return "zh" if text and cjk / len(text) > 0.3 else "en"
+
+
+def _lang(examples):
+    return text_language([e["context"] for e in examples])
 
 
 # =============================================================================================
@@ -432,12 +440,48 @@ def _texts_for_tokenizer(task, ds):
     return [e["context"] for e in ds] + [e["question"] for e in ds]
 
 
-def build_tokenizer(task, train, kind="char", min_freq=1, vocab_size=8000):
-    """A tokenizer trained on the training texts, with [PAD] [UNK] [CLS] [SEP] [MASK]."""
+def choose_tokenizer(texts):
+    """The tokenizer kind ``"auto"`` means: characters for Chinese (each character already
+    carries meaning, and a Chinese vocabulary of characters is a few thousand), byte-level
+    BPE for space-separated scripts (a character model of English must first learn to spell
+    words, which a few thousand sentences do not teach; see README's ablation)."""
+    return "char" if text_language(texts) == "zh" else "bpe"
+
+
+def build_tokenizer(task, train, kind="auto", min_freq=1, vocab_size=8000):
+    """A tokenizer trained on the training texts, with [PAD] [UNK] [CLS] [SEP] [MASK].
+
+    ``kind``: "char", "bpe" (byte-level, at most ``vocab_size`` tokens; merging stops at
+    pairs seen once, so a small file gets a smaller vocabulary), "wordpiece", or "auto"
+    (:func:`choose_tokenizer`)."""
     texts = [t for t in _texts_for_tokenizer(task, train) if t]
+    if kind == "auto":
+        kind = choose_tokenizer(texts)
     if kind == "char":
         return CharTokenizer.train(texts, min_freq=min_freq, special_tokens=SPECIALS)
+    if kind == "bpe":
+        specials = {**SPECIALS, "bos": None, "eos": None}
+        return BPETokenizer.train(texts, vocab_size=vocab_size, special_tokens=specials)
     return WordPieceTokenizer.train(texts, vocab_size=vocab_size)
+
+
+def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
+    """``max_length`` read from the tokenized training examples' ``lengths`` (specials
+    included): their ``quantile``, rounded up to a ``multiple``, within ``[floor, cap]``.
+    Batches are padded to their longest example only, so a short corpus stays fast and a
+    long one is cut where few examples are affected."""
+    if not len(lengths):
+        return floor
+    q = float(np.quantile(np.asarray(lengths), quantile))
+    return int(min(cap, max(floor, multiple * math.ceil(q / multiple))))
+
+
+def epochs_from_data(n_examples, batch_size, target_steps=3000, low=3, high=30):
+    """``num_train_epochs`` when none is given: enough epochs for about ``target_steps``
+    optimizer steps, between ``low`` and ``high`` (early stopping on the validation split
+    ends the run sooner when it stops improving)."""
+    steps_per_epoch = max(1, math.ceil(n_examples / batch_size))
+    return int(min(high, max(low, math.ceil(target_steps / steps_per_epoch))))
 
 
 def _with_specials(tok, ids, max_length):
@@ -529,8 +573,9 @@ def load_tokenizer(directory):
     return Tokenizer.load(p)
 
 
-def build_task_model(cfg, tok, label_names, log=print):
-    """The head model for ``cfg.task``: on a loaded body (``cfg.model``) or a fresh one."""
+def build_task_model(cfg, tok, label_names, log=print, max_length=None):
+    """The head model for ``cfg.task``: on a loaded body (``cfg.model``) or a fresh one
+    (with ``max_length`` positions, default ``cfg.max_length`` or 128)."""
     task = cfg.task
     if cfg.model is not None:
         body = _load_body(cfg.model, log)
@@ -539,7 +584,7 @@ def build_task_model(cfg, tok, label_names, log=print):
             raise TaskError(f"the tokenizer in {cfg.model} has {tok.vocab_size} tokens but the "
                             f"model's vocabulary is {vocab}")
     else:
-        limit = cfg.max_length or 128
+        limit = max_length or cfg.max_length or 128
         if cfg.model_type == "gpt":
             body = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=limit,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -556,9 +601,23 @@ def build_task_model(cfg, tok, label_names, log=print):
     return model
 
 
-def _resolve_max_length(cfg, body_positions):
+def data_max_length(task, train, tok, log=print, sample=2000):
+    """The ``max_length`` a run without ``--max-length`` uses: :func:`length_from_data` of
+    (a seeded sample of ``sample``) training examples tokenized; 128 for QA windows."""
+    if task == "qa":
+        return 128
+    texts = _texts_for_tokenizer(task, sample_examples(train, sample))
+    extra = tok.num_special_tokens_to_add()
+    lengths = np.array([len(tok.encode(t)) + extra for t in texts])
+    n = length_from_data(lengths)
+    _log(log, f"max_length {n} from the training texts: {np.mean(lengths <= n):.1%} fit whole "
+              f"(median {int(np.median(lengths))} tokens, longest {int(lengths.max())})")
+    return n
+
+
+def _resolve_max_length(cfg, body_positions, from_data=128):
     if cfg.max_length is None:
-        return min(128, body_positions)
+        return min(from_data, body_positions)
     if cfg.max_length > body_positions:
         raise TaskError(f"max_length={cfg.max_length} exceeds the model's {body_positions} "
                         "positions; lower --max-length")
@@ -633,13 +692,26 @@ def _eval_classification(model, ds, feats, collator, info, batch_size):
         preds.append(_logits_host(logits).argmax(axis=-1))
     pred = np.concatenate(preds).astype(np.int64)
     gold = np.array([f["labels"] for f in feats], dtype=np.int64)
-    labels = list(range(len(info["label_names"])))
+    out = classification_scores(gold, pred, info["label_names"])
+    return out, {"gold": gold.tolist(), "pred": pred.tolist()}
+
+
+def classification_scores(gold, pred, label_names):
+    """Accuracy, macro and weighted F1 (and CLINC150's two numbers when there is ``oos``)."""
+    gold, pred = np.asarray(gold, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    labels = list(range(len(label_names)))
     macro = metrics.precision_recall_f1(gold, pred, average="macro", labels=labels)
     weighted = metrics.precision_recall_f1(gold, pred, average="weighted", labels=labels)
     out = {"accuracy": float(metrics.accuracy(gold, pred)), "macro_f1": float(macro[2]),
            "weighted_f1": float(weighted[2]), "examples": int(len(gold))}
-    out.update(out_of_scope_metrics(gold, pred, info["label_names"]))
-    return out, {"gold": gold.tolist(), "pred": pred.tolist()}
+    out.update(out_of_scope_metrics(gold, pred, label_names))
+    return out
+
+
+def _ner_scores(gold, pred):
+    r = metrics.ner_f1(gold, pred)
+    return {"precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
+            "per_type": r["per_type"], "sentences": len(gold)}
 
 
 def out_of_scope_metrics(gold, pred, label_names, oos_label="oos"):
@@ -683,10 +755,7 @@ def _eval_ner(model, ds, feats, collator, info, batch_size):
             gold_tags.append(list(ds[k]["tags"]))
             pred_tags.append(tags)
             k += 1
-    r = metrics.ner_f1(gold_tags, pred_tags)
-    out = {"precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
-           "per_type": r["per_type"], "sentences": len(gold_tags)}
-    return out, {"gold": gold_tags, "pred": pred_tags}
+    return _ner_scores(gold_tags, pred_tags), {"gold": gold_tags, "pred": pred_tags}
 
 
 def _eval_qa(model, ds, feats, collator, info, batch_size):
@@ -833,8 +902,9 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
                             f"of {cfg.model} has no [CLS]/[SEP] tokens")
         tok.save(out / TOKENIZER_FILE)
-        model = build_task_model(cfg, tok, label_names, log).to(dev)
-        max_length = _resolve_max_length(cfg, _body_positions(model.base))
+        wanted = cfg.max_length or data_max_length(task, splits["train"], tok, log)
+        model = build_task_model(cfg, tok, label_names, log, wanted).to(dev)
+        max_length = _resolve_max_length(cfg, _body_positions(model.base), wanted)
         if teacher is not None and cfg.max_length is None:     # read what the teacher read
             max_length = min(max_length, teacher[2]["max_length"])
         if teacher is not None and max_length > _body_positions(teacher[0].base):
@@ -844,11 +914,12 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
         info = {"task": task, "label_names": label_names, "max_length": max_length,
                 "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length,
                 "max_answer_length": cfg.max_answer_length, "base_model": cfg.model,
-                "dataset": cfg.dataset or cfg.train}
+                "dataset": cfg.dataset or cfg.train, "training_data": _training_data(cfg)}
         if task == "qa":
             info["lang"] = _lang(splits["train"].examples)
         if task == "qa":
             splits["train"] = _placeable(splits["train"], "train", log)
+        baseline_train = splits["train"]
         if cfg.augment:
             splits["train"] = augment_classification(splits["train"], cfg.augment, cfg.seed, log)
         train_feats = _features(task, splits["train"], tok, info, with_answers=True)
@@ -869,8 +940,10 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
         steps_per_epoch = max(1, math.ceil(len(train_feats) / cfg.batch_size))
         lr = cfg.learning_rate or (1e-4 if cfg.model else 5e-4)
         eval_steps = cfg.eval_steps or steps_per_epoch
+        epochs = cfg.num_train_epochs or epochs_from_data(len(train_feats), cfg.batch_size)
+        _log_schedule(cfg, epochs, eval_steps, log)
         args = TrainingArguments(
-            str(out), num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps or -1,
+            str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=lr,
             warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler_type,
@@ -880,7 +953,8 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             save_total_limit=cfg.save_total_limit,
             early_stopping_patience=cfg.early_stopping_patience,
             metric_for_best_model=f"eval_{MAIN_METRIC[task]}", greater_is_better=True,
-            seed=cfg.seed, device=str(dev), disable_tqdm=not cfg.progress)
+            load_best_model_at_end=True, seed=cfg.seed, device=str(dev),
+            disable_tqdm=not cfg.progress)
         # the Trainer's eval loss needs targets: QA evaluates its loss on windows with answer
         # positions (the metrics use the answer-free windows and all reference answers)
         loss_feats = eval_feats["validation"] if task != "qa" else _features(
@@ -891,8 +965,9 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
                           compute_loss=_distillation_loss(teacher, cfg),
                           optimizers=(_optimizer(model, cfg, lr), None))
         t0 = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
+        _log_best(state, MAIN_METRIC[task], log)
         if cfg.method == "lora":           # adapters on their own, then one merged model
             from .finetune import lora  # noqa: PLC0415
             lora.save_adapters(model, out / "adapter")
@@ -902,19 +977,76 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
                    "device": str(dev), "train_seconds": train_seconds,
                    "steps": trainer.state.global_step, "parameters": model.num_parameters(),
                    **method, "train_examples": len(splits["train"]),
-                   "train_features": len(train_feats)}
+                   "train_features": len(train_feats), "epochs": epochs,
+                   "best_step": state.loaded_best_step, "max_length": max_length,
+                   "tokenizer": type(tok).__name__, "vocab_size": tok.vocab_size}
         for s, feats in eval_feats.items():
             r, pred = evaluate_features(model, task, splits[s], feats, collator, info,
                                         cfg.eval_batch_size)
             results[s] = r
             if task == "classification" and s == "test":
                 _confusion_plot(pred, label_names, out / "confusion_matrix.png")
+        if cfg.baseline and task in BASELINE_TASKS:
+            results["baselines"] = baseline_results(
+                task, baseline_train, splits["validation"], {s: splits[s] for s in eval_feats},
+                label_names, cfg.seed, dev)
     plot_history(trainer.state.history, out / "loss.png",
                  title=f"minillm finetune --task {task} ({info['dataset']})")
     results["total_seconds"] = time.perf_counter() - t_start
     atomic_write_json(out / "metrics.json", results)
     _log(log, summary_line(results))
+    log_baselines(task, results, results.get("baselines"), log)
     return results
+
+
+def _training_data(cfg):
+    """What :func:`evaluate` needs to rebuild this run's training split for the baseline."""
+    keys = ("dataset", "train", "validation", "text_column", "label_column", "no_header",
+            "token_column", "tag_column", "validation_fraction", "max_train_examples", "seed")
+    data = {k: getattr(cfg, k) for k in keys}
+    for k in ("train", "validation"):
+        if data[k] is not None:
+            data[k] = str(Path(data[k]).resolve())
+    return data
+
+
+def _evaluation_baselines(info, ds, log):
+    """The baselines of a fine-tuned model's task, refitted on its training split (rebuilt
+    from ``task.json``) and scored on ``ds``; None (and a note) when that data is gone."""
+    spec = info.get("training_data")
+    if spec is None:
+        _log(log, "baseline: skipped (the model's task.json does not say what it was trained "
+                  "on; models fine-tuned before minillm recorded it)")
+        return None
+    try:
+        cfg = FinetuneConfig(task=info["task"], **spec)
+        splits, names = load_task_data(cfg, log=None)
+    except (OSError, TaskError) as e:
+        _log(log, f"baseline: skipped (the training data cannot be read again: {e})")
+        return None
+    return baseline_results(info["task"], splits["train"], splits["validation"],
+                            {"evaluation": ds}, names, spec["seed"])
+
+
+def _log_schedule(cfg, epochs, eval_steps, log):
+    if cfg.max_steps:
+        length = f"{cfg.max_steps} steps (--max-steps)"
+    else:
+        length = f"{epochs:g} epochs" + ("" if cfg.num_train_epochs
+                                         else " (from the training set's size)")
+    stop = (f"; early stopping after {cfg.early_stopping_patience} evaluations without "
+            "improvement" if cfg.early_stopping_patience else "")
+    _log(log, f"training: {length}, evaluating every {eval_steps} steps{stop}; the best "
+              "evaluation's weights are kept")
+
+
+def _log_best(state, metric, log):
+    step = state.loaded_best_step
+    if step is None:
+        return
+    where = "the last step" if step == state.global_step else f"step {step}"
+    _log(log, f"best validation {metric} {state.best_metric:.4f} at {where} of "
+              f"{state.global_step}: the saved model has the weights of {where}")
 
 
 def _confusion_plot(pred, label_names, path):
@@ -936,18 +1068,74 @@ def summary_line(results):
 
 
 # =============================================================================================
+# baselines beside the neural model
+# =============================================================================================
+BASELINE_TASKS = ("classification", "ner")
+
+
+def baseline_results(task, train, validation, evaluate, label_names, seed=0, device=None):
+    """``{baseline name: {split: metrics, "train_seconds", "parameters"}}`` on the Datasets
+    ``evaluate`` (``{split: Dataset}``), fitted on ``train`` (``validation`` picks the
+    logistic regression's epoch): bag-of-n-grams naive Bayes and logistic regression for
+    classification (:func:`minillm.baselines.classification_baselines`), the most frequent
+    training tag per token for NER. Empty for QA."""
+    if task == "classification":
+        lang = text_language([e["text"] for e in train.examples])
+        data = {s: ([e["text"] for e in d], [e["label"] for e in d])
+                for s, d in {"train": train, "validation": validation, **evaluate}.items()}
+        runs = baselines.classification_baselines(
+            data["train"], data["validation"], {s: data[s][0] for s in evaluate},
+            len(label_names), lang, seed=seed, device=device)
+
+        def score(split, pred):
+            return classification_scores(data[split][1], pred, label_names)
+    elif task == "ner":
+        lang = text_language([" ".join(e["tokens"]) for e in train.examples])
+        runs = baselines.ner_baseline(([e["tokens"] for e in train], [e["tags"] for e in train]),
+                                      {s: [e["tokens"] for e in d] for s, d in evaluate.items()},
+                                      lower=lang != "zh")
+
+        def score(split, pred):
+            return _ner_scores([list(e["tags"]) for e in evaluate[split]], pred)
+    else:
+        return {}
+    return {name: {"train_seconds": r["train_seconds"], "parameters": r["parameters"],
+                   **{s: score(s, p) for s, p in r["predictions"].items()}}
+            for name, r in runs.items()}
+
+
+def log_baselines(task, model_results, base, log=print, splits=("validation", "test")):
+    """One line per baseline and split, and how the model compares with the best one."""
+    key = MAIN_METRIC[task]
+    for split in splits:
+        if split not in model_results or not base:
+            continue
+        for name, r in base.items():
+            _log(log, f"baseline {name}: {split} {key} {r[split][key]:.4f}")
+        best_name = max(base, key=lambda n: base[n][split][key])
+        mine, best = model_results[split][key], base[best_name][split][key]
+        verdict = "beats" if mine > best else ("ties" if mine == best else "loses to")
+        _log(log, f"{split}: the model's {key} {mine:.4f} {verdict} the best baseline "
+                  f"({best_name}, {best:.4f}) by {abs(mine - best):.4f}")
+
+
+# =============================================================================================
 # evaluate
 # =============================================================================================
 def evaluate(model_path, dataset=None, split="test", file=None, device=None, batch_size=64,
              max_examples=None, text_column="text", label_column="label", no_header=False,
-             token_column=0, tag_column=-1, quantize=None, prune=None, log=print):
+             token_column=0, tag_column=-1, quantize=None, prune=None, baseline=True,
+             log=print):
     """Metrics of a fine-tuned model (``minillm finetune``'s run directory or its ``model/``)
     on a built-in dataset's ``split`` or on a ``file``; returns the metrics dict.
 
     ``prune=s`` first zeroes the fraction ``s`` of the smallest-magnitude Linear weights
     (global threshold), ``quantize="int8"`` then stores every Linear in int8 with one scale
     per output channel; the task head stays as trained in both. The metrics then include
-    ``model_bytes`` before and after and the achieved sparsity."""
+    ``model_bytes`` before and after and the achieved sparsity.
+
+    ``baseline``: for classification and NER, also refit the bag-of-n-grams baseline on
+    the model's training split (as ``finetune`` did) and report it under ``"baselines"``."""
     if (dataset is None) == (file is None):
         raise TaskError("evaluate needs either a built-in dataset (--dataset NAME) or a file "
                         "(--file FILE)")
@@ -981,7 +1169,13 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
         feats = _features(task, ds, tok, info, with_answers=False)
         collator = Collator(pad_id=tok.pad_id, device=dev)
         r, _ = evaluate_features(model, task, ds, feats, collator, info, batch_size)
+        base = _evaluation_baselines(info, ds, log) if baseline and task in BASELINE_TASKS \
+            else None
     r = {"task": task, "data": where, **r, **compression}
+    if base:
+        r["baselines"] = {n: {k: v for k, v in b.items() if k != "evaluation"}
+                          | b["evaluation"] for n, b in base.items()}
+        log_baselines(task, {"evaluation": r}, base, log, splits=("evaluation",))
     return r
 
 

@@ -16,16 +16,15 @@ command stored beside the numbers.
 """
 from __future__ import annotations
 
-import collections
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend, metrics, tasks
-from ..autograd import no_grad
-from .quality import (BagOfNGrams, MultinomialNB, _bow_batches, _finish, _header, _logger,
-                      cli_flags, new_axes, save_axes, train_bow_logreg)
+from ..baselines import (BagOfNGrams, MultinomialNB, logreg_predict, memorise_tags,
+                         train_bow_logreg)
+from .quality import _finish, _header, _logger, cli_flags, new_axes, save_axes
 from .qa import _train_bpe
 
 __all__ = ["text_classification", "ner", "MODEL", "MODEL_FAST"]
@@ -77,16 +76,6 @@ def _cls_scores(gold, pred, names):
             **tasks.out_of_scope_metrics(gold, pred, names)}
 
 
-def _logreg_predict(model, X, device):
-    preds = []
-    model.eval()
-    with no_grad():
-        for x, _ in _bow_batches(X, np.zeros(X.n_rows, np.int64), 256, True, device,
-                                 np.arange(X.n_rows)):
-            preds.append(model(x).numpy().argmax(axis=-1))
-    return np.concatenate(preds)
-
-
 def text_classification(device=None, seed=0, fast=False, progress=True, output_dir=None,
                         log=print, datasets=("sst2", "clinc150")):
     """Bag-of-words baselines and a fine-tuned BERT on SST-2 and CLINC150.
@@ -117,7 +106,7 @@ def text_classification(device=None, seed=0, fast=False, progress=True, output_d
             lr_model, info = train_bow_logreg(X["train"], y["train"], X["validation"],
                                               y["validation"], epochs=2 if fast else 5,
                                               device=dev, seed=seed, progress=progress)
-            pred = _logreg_predict(lr_model, X[where], dev)
+            pred = logreg_predict(lr_model, X[where], dev)
         rows.append({**base, "model": "logistic regression (word 1+2-grams)",
                      **_cls_scores(y[where], pred, names), "train_seconds": info["train_seconds"],
                      "parameters": int(sum(p.size for p in lr_model.parameters()))})
@@ -136,15 +125,6 @@ def text_classification(device=None, seed=0, fast=False, progress=True, output_d
     return _done("text-classification", rows, cols, device, seed, fast, t_start, root, say,
                  "accuracy", {"datasets": list(datasets), "model": MODEL,
                               "max_length": MAX_LENGTH, "bpe_vocab": BPE_VOCAB})
-
-
-def memorise_tags(train_tokens, train_tags, lower=False):
-    """``token -> its most frequent training tag`` (ties: the tag seen first)."""
-    counts = collections.defaultdict(collections.Counter)
-    for toks, tags in zip(train_tokens, train_tags):
-        for t, g in zip(toks, tags):
-            counts[t.lower() if lower else t][g] += 1
-    return {t: c.most_common(1)[0][0] for t, c in counts.items()}
 
 
 def ner(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,

@@ -106,7 +106,10 @@ class TrainingArguments:
     (``None`` turns periodic evaluation/saving off); a final checkpoint is always written.
     ``save_total_limit`` keeps the last N checkpoints plus the best by
     ``metric_for_best_model``. ``early_stopping_patience``: stop after that many evaluations
-    without improvement (needs ``eval_steps`` and an eval dataset). ``fp16``: mixed precision
+    without improvement (needs ``eval_steps`` and an eval dataset). ``load_best_model_at_end``:
+    after training, load the weights of the checkpoint with the best ``metric_for_best_model``
+    (``save_steps`` must then be a multiple of ``eval_steps``, so every evaluation that
+    could be the best has its checkpoint). ``fp16``: mixed precision
     (float16 compute, float32 master weights, dynamic loss scaling; needs a float32 model).
     ``bf16`` exists for Hugging Face compatibility only: ``True`` raises (no bfloat16 dtype in
     NumPy/CuPy).
@@ -140,6 +143,7 @@ class TrainingArguments:
     early_stopping_patience: int | None = None
     metric_for_best_model: str = "eval_loss"
     greater_is_better: bool = False
+    load_best_model_at_end: bool = False
     dataloader_drop_last: bool = False
     device: str | None = None
     disable_tqdm: bool = False
@@ -193,6 +197,11 @@ class TrainingArguments:
         if self.early_stopping_patience is not None and self.eval_steps is None:
             raise ValueError("TrainingArguments: early_stopping_patience needs evaluations; "
                              "set eval_steps too")
+        if self.load_best_model_at_end and (self.eval_steps is None or self.save_steps is None
+                                            or self.save_steps % self.eval_steps):
+            raise ValueError(f"TrainingArguments: load_best_model_at_end needs evaluations and a "
+                             f"checkpoint at each: save_steps ({self.save_steps}) must be a "
+                             f"multiple of eval_steps ({self.eval_steps})")
         if not isinstance(self.metric_for_best_model, str) or not self.metric_for_best_model:
             bad("metric_for_best_model", "a metric name such as 'eval_loss'")
         if self.device is not None:
@@ -225,6 +234,7 @@ class TrainerState:
     tokens_seen: int = 0
     best_metric: float | None = None
     best_step: int | None = None
+    loaded_best_step: int | None = None
     patience_counter: int = 0
     log_loss_sum: float = 0.0
     log_loss_count: int = 0
@@ -683,9 +693,24 @@ class Trainer:
                 dist.barrier()
         finally:
             bar.close()
+        if args.load_best_model_at_end:
+            self._load_best()
         self.save_history()
         self._call("on_train_end")
         return s
+
+    def _load_best(self):
+        """Load the best checkpoint's weights (``load_best_model_at_end``); the optimizer
+        and the RNGs stay as they are. Sets ``state.loaded_best_step``."""
+        s = self.state
+        best = self.checkpoints.best()
+        s.loaded_best_step = None
+        if best is None:
+            return
+        step = int(best.name.rsplit("-", 1)[-1])
+        if step != s.global_step:
+            load_checkpoint(best, self.model, restore_rng=False)
+        s.loaded_best_step = step
 
     def _allreduce_grads(self):
         """Data parallel: average the gradients of the optimizer's parameters (the float32
