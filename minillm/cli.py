@@ -285,6 +285,8 @@ PRETRAIN_HELP = {
                   "model/ (the GPT with its tokenizer), sample.txt, results.json",
     "dataset": "built-in text corpus: tinyshakespeare, peoples_daily_text or ptb",
     "train": "your own UTF-8 text file (replaces the default --dataset)",
+    "model": "continue pretraining this model directory (a GPT or masked-LM BERT from "
+             "minillm pretrain, with its tokenizer) on the text: domain-adaptive pretraining",
     "validation": "validation text file (default: the dataset's split, or the last 10%% of "
                   "--train)",
     "model_type": "gpt (next-token prediction) or bert (masked LM: 15%% of the characters "
@@ -314,7 +316,8 @@ def cmd_pretrain(args):
             and "dataset" not in args._explicit:
         kw["dataset"] = None                  # --train FILE replaces the default corpus
     cfg = tasks.PretrainConfig(**kw)
-    what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
+    what = f"continuing {cfg.model}" if cfg.model else \
+        ("BERT (masked LM)" if cfg.model_type == "bert" else "GPT")
     print(f"minillm {mm.__version__} pretrain: {what} on {cfg.dataset or cfg.train}, device "
           f"{mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
           f"{cfg.output_dir}", flush=True)

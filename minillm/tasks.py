@@ -210,6 +210,7 @@ class PretrainConfig:
     dataset: str | None = "tinyshakespeare"  # peoples_daily_text, tinyshakespeare, ptb
     train: str | None = None                 # your own UTF-8 text file instead
     validation: str | None = None            # default: the dataset's split / last 10% of train
+    model: str | None = None                 # continue this pretrained GPT / BERT (masked LM)
     model_type: str = "gpt"                  # "gpt" (next token) or "bert" (masked LM)
     tokenizer: str = "char"                  # "char" or "bpe"
     vocab_size: int = 512                    # BPE only
@@ -248,6 +249,9 @@ class PretrainConfig:
             raise TaskError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
         if self.model_type not in ("gpt", "bert"):
             raise TaskError(f"model_type must be 'gpt' or 'bert', got {self.model_type!r}")
+        if self.model is not None and not Path(self.model).is_dir():
+            raise TaskError(f"--model {self.model}: no such model directory (continued "
+                            "pretraining starts from the model/ folder of a pretrain run)")
         if self.model_type == "bert" and self.tokenizer != "char":
             raise TaskError("BERT pretraining uses the character tokenizer (it needs [CLS], "
                             "[SEP] and [MASK]); drop --tokenizer bpe or use --model-type gpt")
@@ -1300,6 +1304,50 @@ def fill_mask_sample(model, tok, windows, n=3):
     return "\n".join(lines)
 
 
+def _pretrain_model(cfg, train_text, log):
+    """``(model, tokenizer)``: a fresh GPT / BertForMaskedLM of ``cfg``'s size with a
+    tokenizer learned from ``train_text``, or, with ``cfg.model``, that pretrained model and
+    its own tokenizer (continued, domain-adaptive pretraining: the vocabulary stays, so the
+    weights keep their meaning)."""
+    if cfg.model is None:
+        if cfg.tokenizer == "char":
+            tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=SPECIALS)
+        else:
+            tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size)
+        if cfg.model_type == "bert":
+            return BertForMaskedLM(_bert_config(cfg, tok.vocab_size, cfg.block_size)), tok
+        return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
+                             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                             dropout=cfg.dropout)), tok
+    from .models import auto  # noqa: PLC0415
+    model = auto.load_model(cfg.model)
+    if not isinstance(model, (GPT, BertForMaskedLM)):
+        raise TaskError(f"{cfg.model} holds a {model.model_type!r} model; continued "
+                        "pretraining takes a GPT or a masked-LM BERT (the model/ folder of "
+                        "`minillm pretrain`)")
+    positions = _body_positions(model if isinstance(model, GPT) else model.bert)
+    if cfg.block_size > positions:
+        raise TaskError(f"--block-size {cfg.block_size} exceeds the {positions} positions of "
+                        f"{cfg.model}; lower --block-size")
+    _log(log, f"continuing {type(model).__name__} from {cfg.model} with its tokenizer")
+    return model, load_tokenizer(cfg.model)
+
+
+def _size(model):
+    """``layers x heads x width`` of a GPT or BERT."""
+    c = model.config
+    return (f"{c.n_layer}x{c.n_head}x{c.n_embd}" if isinstance(model, GPT) else
+            f"{c.num_hidden_layers}x{c.num_attention_heads}x{c.hidden_size}")
+
+
+def _log_unknown(tok, ids, log):
+    unk = getattr(tok, "unk_id", None)
+    share = float(np.mean(ids == unk)) if unk is not None and len(ids) else 0.0
+    if share > 0.01:
+        _log(log, f"note: {share:.1%} of the training tokens are unknown to the tokenizer "
+                  "([UNK]); continued pretraining cannot learn them")
+
+
 def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     """Pretrain a GPT (next-token) or a BERT (masked LM, ``cfg.model_type="bert"``) on a text
     corpus with the Trainer (cosine LR with warmup, AdamW, gradient clipping); writes
@@ -1307,7 +1355,6 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     BERT: masked tokens and the model's guesses); returns the results dict (also
     ``results.json``)."""
     from . import __version__
-    from .data import BPETokenizer
 
     t_start = time.perf_counter()
     dev = backend.device(cfg.device)
@@ -1319,10 +1366,10 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     train_text, val_text = _corpus(cfg, log)
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
-        if cfg.tokenizer == "char":
-            tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=SPECIALS)
-        else:
-            tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size)
+        model, tok = _pretrain_model(cfg, train_text, log)
+        model.to(dev)
+        cfg = dataclasses.replace(cfg, model_type="bert" if isinstance(model, BertForMaskedLM)
+                                  else "gpt")
         tok.save(out / TOKENIZER_FILE)
         train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
         val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
@@ -1331,19 +1378,16 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
                 raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
                                 f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
                                 "--block-size")
+        _log_unknown(tok, train_ids, log)
         # one window per example of every step; under `mpiexec -n W` a step's global batch is
         # W x batch_size, so W ranks see exactly the windows one process with W x batch_size does
         n_windows = cfg.max_steps * cfg.batch_size * max(1, distributed.launched_world_size())
         if cfg.model_type == "bert":
-            model = BertForMaskedLM(_bert_config(cfg, tok.vocab_size, cfg.block_size)).to(dev)
             train = _MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok)
             val = _MLMWindows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
                               cfg.seed + 1, tok)
             collator = Collator(pad_id=tok.pad_id, device=dev)
         else:
-            model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
-                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                  dropout=cfg.dropout)).to(dev)
             train = _Windows(train_ids, cfg.block_size, n_windows, cfg.seed)
             val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
                            cfg.seed + 1)
@@ -1361,7 +1405,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,
                           data_collator=collator)
         what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
-        _log(log, f"{what} {cfg.n_layer}x{cfg.n_head}x{cfg.n_embd}, block {cfg.block_size}, "
+        _log(log, f"{what} {_size(model)}, block {cfg.block_size}, "
                   f"{model.num_parameters():,} parameters; {type(tok).__name__} "
                   f"({tok.vocab_size} tokens); {len(train_ids):,} training tokens; "
                   f"{cfg.max_steps} steps of {cfg.batch_size}")
