@@ -14,6 +14,7 @@ import pytest
 
 import minillm as mm
 from minillm.data.tokenizers import CharTokenizer
+from minillm.finetune import prompting
 from minillm.finetune.prompting import (ClozeClassifier, InContextClassifier,
                                         select_demonstrations)
 from minillm.models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
@@ -362,3 +363,42 @@ def test_select_demonstrations_options():
 def test_select_demonstrations_errors(args, exc, match):
     with pytest.raises(exc, match=re.escape(match)):
         select_demonstrations(*args)
+
+
+# -- contextual calibration (Zhao et al. 2021) ---------------------------------------------------
+class _Table(prompting._PromptClassifier):
+    """Raw label probabilities from a table: a biased 'model' that prefers label 'a'."""
+
+    TABLE = {"N/A": [0.9, 0.1], "": [0.5, 0.5], "x": [0.8, 0.2], "y": [0.95, 0.05]}
+
+    def __init__(self):
+        super().__init__(None, {"a": "A", "b": "B"})
+
+    def raw_scores(self, texts, batch_size=32):
+        return np.log(np.array([self.TABLE[t] for t in texts]))
+
+
+@pytest.mark.parametrize("content_free, p_cf, want", [
+    ((), None, ["a", "a"]),                         # uncalibrated: always the biased label
+    (["N/A"], [0.9, 0.1], ["b", "a"]),              # x: 0.8/0.9 < 0.2/0.1; y: 0.95/0.9 > 0.5
+    (["N/A", ""], [0.7, 0.3], ["a", "a"]),          # a weaker prior: x 0.8/0.7 > 0.2/0.3
+])
+def test_contextual_calibration_divides_by_the_content_free_prior(content_free, p_cf, want):
+    clf = _Table()
+    got = clf.calibrate(content_free)
+    if p_cf is None:
+        assert got is None and clf.log_prior is None
+    else:
+        np.testing.assert_allclose(got, p_cf)
+        np.testing.assert_allclose(clf.scores(["x"]), clf.raw_scores(["x"]) - np.log(p_cf))
+    assert clf.predict(["x", "y"]) == want
+
+
+def test_calibration_of_a_real_cloze_model_sums_to_one():
+    clf = ClozeClassifier(mlm(), TOK, TEMPLATE, VERB)
+    raw = clf.scores(TEXTS)
+    p_cf = clf.calibrate()
+    assert p_cf.shape == (len(VERB),) and abs(p_cf.sum() - 1) < 1e-6
+    np.testing.assert_allclose(clf.scores(TEXTS), raw - np.log(p_cf), rtol=1e-6)
+    clf.calibrate(())
+    np.testing.assert_array_equal(clf.scores(TEXTS), raw)

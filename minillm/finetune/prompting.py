@@ -32,6 +32,15 @@ inside text, see :mod:`minillm.data.tokenizers.base`). With a character tokenize
 the same as encoding the whole string; with a BPE tokenizer put a leading space into the
 verbalizer word (``" positive"``) rather than into the template.
 
+**Contextual calibration (Zhao et al. 2021).** A small or badly prompted LM often prefers
+one label word whatever the text (it predicts one class for every input). Calibration
+measures that prior on *content-free* inputs (``"N/A"``, ``""``): with ``p_cf`` the mean of
+their label probabilities (normalised over the labels), a text is then classified by::
+
+    argmax_y  p(y | x) / p_cf(y)      (the paper's W = diag(p_cf)^-1, b = 0)
+
+:meth:`calibrate` sets ``p_cf``; :meth:`scores` then return calibrated log-scores.
+
 Long inputs are never cut silently: the cloze classifier truncates the text part (the
 template is kept) and counts it in ``num_truncated``; the in-context classifier first drops
 demonstrations from the front (``demonstrations_dropped``), then cuts the query text from
@@ -131,6 +140,7 @@ class _PromptClassifier:
         self.verbalizer = verbalizer
         self.labels = list(verbalizer)
         self.num_truncated = 0
+        self.log_prior = None              # log p_cf after calibrate(): subtracted from scores
 
     def _device(self):
         return next(iter(self.model.parameters())).device
@@ -145,8 +155,28 @@ class _PromptClassifier:
         finally:
             self.model.train(was_training)
 
-    def scores(self, texts, batch_size=32):  # pragma: no cover - abstract
+    def raw_scores(self, texts, batch_size=32):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def scores(self, texts, batch_size=32):
+        """``(N, num_labels)`` log-scores of every label (see :meth:`raw_scores`); after
+        :meth:`calibrate`, minus ``log p_cf`` (contextual calibration)."""
+        s = self.raw_scores(texts, batch_size)
+        return s if self.log_prior is None else s - self.log_prior
+
+    def calibrate(self, content_free=("N/A", "")):
+        """Contextual calibration: ``p_cf`` = the mean over the ``content_free`` texts of
+        the label probabilities (softmax of the raw scores over the labels). Returns
+        ``p_cf`` (a NumPy array in ``self.labels`` order); ``calibrate(())`` turns it off."""
+        content_free = check_texts(content_free, f"{type(self).__name__}.calibrate")
+        if not content_free:
+            self.log_prior = None
+            return None
+        s = self.raw_scores(content_free)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p_cf = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
+        self.log_prior = np.log(p_cf)
+        return p_cf
 
     def predict(self, texts, batch_size=32):
         """The label with the highest score for every text (a list)."""
@@ -241,11 +271,11 @@ class ClozeClassifier(_PromptClassifier):
         # encoding text never yields a special id, so the only mask id is the one inserted
         return ids, ids.index(self.tokenizer.mask_id), truncated
 
-    def scores(self, texts, batch_size=32):
+    def raw_scores(self, texts, batch_size=32):
         """``(N, num_labels)`` NumPy log-probabilities of the label words at the mask position
         (log-softmax over the full vocabulary, then the label-word columns), columns in
         ``self.labels`` order. Batched with right padding and an attention mask."""
-        who = "ClozeClassifier.scores"
+        who = "ClozeClassifier.raw_scores"
         texts = check_texts(texts, who)
         batch_size = _check_batch_size(batch_size, who)
         encoded = [self.encode(t) for t in texts]
@@ -413,11 +443,11 @@ class InContextClassifier(_PromptClassifier):
                              "first label token needs some context")
         return prompt, dropped, truncated
 
-    def scores(self, texts, batch_size=32):
+    def raw_scores(self, texts, batch_size=32):
         """``(N, num_labels)`` NumPy scores: for each label the sum of the log-probabilities
         of its word's tokens continuing the prompt, columns in ``self.labels`` order.
         ``batch_size`` texts per forward pass (each gives one row per label)."""
-        who = "InContextClassifier.scores"
+        who = "InContextClassifier.raw_scores"
         texts = check_texts(texts, who)
         batch_size = _check_batch_size(batch_size, who)
         prompts = [self.prompt_ids(t) for t in texts]
