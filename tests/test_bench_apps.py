@@ -5,8 +5,7 @@ import os
 import pytest
 
 import minillm as mm
-from minillm import bench, tasks
-from minillm.bench import apps
+from minillm import baselines, bench, tasks
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 
@@ -15,10 +14,10 @@ from test_cli import need_data as need  # noqa: E402  (skip when a dataset is mi
 
 
 def test_memorise_tags_takes_the_most_frequent_tag():
-    table = apps.memorise_tags([["A", "b", "A"], ["a", "c"]],
+    table = baselines.memorise_tags([["A", "b", "A"], ["a", "c"]],
                                [["B-X", "O", "O"], ["B-X", "O"]], lower=True)
     assert table == {"a": "B-X", "b": "O", "c": "O"}
-    assert apps.memorise_tags([["A"], ["A"]], [["O"], ["B-X"]])["A"] == "O"    # tie: first
+    assert baselines.memorise_tags([["A"], ["A"]], [["O"], ["B-X"]])["A"] == "O"    # tie: first
 
 
 def test_sst2_trains_without_its_hidden_test_labels():
@@ -43,7 +42,12 @@ def test_fast_benchmark_rows(name, datasets, metric, models, tmp_path):
     for r in result["rows"]:
         assert 0 <= r[metric] <= 1 and r["command"].startswith("minillm ")
     finetuned = [r for r in result["rows"] if r["model"].startswith("BERT")]
-    assert all("--output-dir" in r["command"] for r in finetuned)
+    assert len(finetuned) == len(datasets)
+    assert all("--output-dir" in r["command"] for r in result["rows"])
+    for d in datasets:                  # the baselines come from that dataset's finetune run
+        run = json.loads((tmp_path / d / "metrics.json").read_text(encoding="utf-8"))
+        assert sorted(run["baselines"]) == sorted(
+            r["model"] for r in result["rows"] if r["dataset"] == d and r not in finetuned)
     clinc = [r for r in result["rows"] if r["dataset"] == "clinc150"]
     assert all("in_scope_accuracy" in r for r in clinc)
     saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
