@@ -957,7 +957,7 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
             save_total_limit=cfg.save_total_limit,
             early_stopping_patience=cfg.early_stopping_patience,
             metric_for_best_model=f"eval_{MAIN_METRIC[task]}", greater_is_better=True,
-            load_best_model_at_end=True, seed=cfg.seed, device=str(dev),
+            load_best_model_at_end=True, group_by_length=True, seed=cfg.seed, device=str(dev),
             disable_tqdm=not cfg.progress)
         # the Trainer's eval loss needs targets: QA evaluates its loss on windows with answer
         # positions (the metrics use the answer-free windows and all reference answers)

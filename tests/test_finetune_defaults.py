@@ -217,3 +217,30 @@ def test_ner_reports_the_memorising_baseline(tmp_path):
     (b,) = res["baselines"].values()
     assert b["validation"]["f1"] == 1.0             # every token was seen with its tag
     assert "baseline most frequent training tag per token: validation f1 1.0000" in out
+
+
+# -- batches of similar length (group_by_length) ------------------------------------------------
+@pytest.mark.parametrize("n, batch", [(103, 8), (64, 8), (5, 8), (1000, 32)])
+def test_group_by_length_is_a_permutation_with_little_padding(n, batch):
+    from minillm.data import batching
+    lengths = np.random.default_rng(1).integers(1, 200, n)
+    loader = batching.DataLoader(list(range(n)), batch, shuffle=True, seed=3, lengths=lengths)
+    order = loader.order(0)
+    assert sorted(order.tolist()) == list(range(n))
+    np.testing.assert_array_equal(order, loader.order(0))          # resumable: (seed, epoch)
+    if n >= 2 * batch:                         # several batches: each epoch its own order
+        assert not np.array_equal(order, loader.order(1))
+    batches = [order[i:i + batch] for i in range(0, n, batch)]
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    plain = batching.DataLoader(list(range(n)), batch, shuffle=True, seed=3).order(0)
+    padded_plain = sum(len(b) * lengths[b].max()
+                       for b in (plain[i:i + batch] for i in range(0, n, batch)))
+    assert padded <= padded_plain
+    if n % batch:                              # the short batch is the last one
+        assert len(batches[-1]) == n % batch
+
+
+def test_dataloader_lengths_must_match():
+    from minillm.data import batching
+    with pytest.raises(ValueError, match="one length per example"):
+        batching.DataLoader([1, 2, 3], 2, shuffle=True, seed=0, lengths=[1, 2])

@@ -99,10 +99,14 @@ class DataLoader:
     ``set_epoch(k)`` replays epoch ``k`` (e.g. after resuming). Each ``iter(loader)``
     uses the current epoch and then advances it. ``seed=None`` draws a seed from
     minillm's generator (so ``mm.manual_seed`` makes it reproducible).
+
+    ``lengths`` (with ``shuffle``): one length per example; each epoch then groups examples
+    of similar length into the same batch (:func:`group_by_length`), so a batch padded to its
+    longest example wastes little. The batches still come in a random order.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False,
-                 collate_fn=None):
+                 collate_fn=None, lengths=None):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -116,6 +120,10 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
         self.epoch = 0
+        if lengths is not None and len(lengths) != len(dataset):
+            raise ValueError(f"DataLoader: {len(lengths)} lengths for {len(dataset)} examples; "
+                             "give one length per example")
+        self.lengths = None if lengths is None else np.asarray(lengths)
 
     def set_epoch(self, epoch):
         """Use epoch ``epoch``'s order for the next iteration."""
@@ -131,7 +139,11 @@ class DataLoader:
         if not self.shuffle:
             return np.arange(n)
         epoch = self.epoch if epoch is None else epoch
-        return np.random.default_rng([self.seed, epoch]).permutation(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n)
+        if self.lengths is None:
+            return order
+        return group_by_length(order, self.lengths, self.batch_size, rng)
 
     def __iter__(self):
         order = self.order()
@@ -148,6 +160,19 @@ class DataLoader:
         return (f"DataLoader({len(self.dataset)} examples, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, "
                 f"epoch={self.epoch})")
+
+
+def group_by_length(order, lengths, batch_size, rng, window=50):
+    """``order`` rearranged so that batches hold examples of similar length: each run of
+    ``window`` batches' worth of examples is sorted by length (longest first), cut into
+    batches, and the full batches are shuffled; a short last batch stays last (batches are
+    consecutive slices of the order)."""
+    size = window * batch_size
+    runs = [order[i:i + size] for i in range(0, len(order), size)]
+    ranked = np.concatenate([r[np.argsort(-lengths[r], kind="stable")] for r in runs])
+    n_full = len(ranked) // batch_size
+    batches = ranked[:n_full * batch_size].reshape(n_full, batch_size)[rng.permutation(n_full)]
+    return np.concatenate([batches.reshape(-1), ranked[n_full * batch_size:]])
 
 
 # -- language-model batches ---------------------------------------------------------------

@@ -109,7 +109,9 @@ class TrainingArguments:
     without improvement (needs ``eval_steps`` and an eval dataset). ``load_best_model_at_end``:
     after training, load the weights of the checkpoint with the best ``metric_for_best_model``
     (``save_steps`` must then be a multiple of ``eval_steps``, so every evaluation that
-    could be the best has its checkpoint). ``fp16``: mixed precision
+    could be the best has its checkpoint). ``group_by_length``: batches of training examples
+    of similar length (the length of each example's first field, e.g. ``input_ids``), for
+    less padding. ``fp16``: mixed precision
     (float16 compute, float32 master weights, dynamic loss scaling; needs a float32 model).
     ``bf16`` exists for Hugging Face compatibility only: ``True`` raises (no bfloat16 dtype in
     NumPy/CuPy).
@@ -144,6 +146,7 @@ class TrainingArguments:
     metric_for_best_model: str = "eval_loss"
     greater_is_better: bool = False
     load_best_model_at_end: bool = False
+    group_by_length: bool = False
     dataloader_drop_last: bool = False
     device: str | None = None
     disable_tqdm: bool = False
@@ -402,9 +405,14 @@ class Trainer:
     def get_train_dataloader(self):
         if self.train_dataset is None:
             raise ValueError("Trainer.train needs a train_dataset")
+        lengths = None
+        if self.args.group_by_length:
+            lengths = [len(_first_field(self.train_dataset[i]))
+                       for i in range(len(self.train_dataset))]
         return DataLoader(self.train_dataset, self.args.per_device_train_batch_size,
                           shuffle=True, seed=self.args.seed,
-                          drop_last=self.args.dataloader_drop_last, collate_fn=self.data_collator)
+                          drop_last=self.args.dataloader_drop_last, collate_fn=self.data_collator,
+                          lengths=lengths)
 
     def get_eval_dataloader(self, eval_dataset=None):
         ds = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -731,6 +739,13 @@ class Trainer:
 def _rank_step_seed(seed, rank, step):
     """A generator seed for (seed, rank, step): independent streams per rank and step."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _first_field(example):
+    """An example's first field (``input_ids`` of a dict, the first item of a tuple)."""
+    if isinstance(example, dict):
+        return next(iter(example.values()))
+    return example[0] if isinstance(example, (tuple, list)) else example
 
 
 def _batch_size(batch):
