@@ -357,7 +357,7 @@ FINETUNE_HELP = {
     "n_embd": "from scratch: width",
     "max_length": "tokens per example (none: the 98th percentile of the training texts' "
                   "lengths, capped by the model's positions; QA windows: 128)",
-    "pooling": "classification pooling: auto (BERT [CLS], GPT mean), cls, mean, last",
+    "pooling": "classification pooling: auto (the mean of the real tokens), cls, mean, last",
     "dropout": "from scratch: dropout",
     "method": "full (every weight), head-only (the body frozen), freeze (--freeze-layers), "
               "lora (low-rank adapters on attention; the head trains too)",

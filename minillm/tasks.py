@@ -54,6 +54,10 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
 TASKS = ("classification", "ner", "qa")
 METHODS = ("full", "head-only", "freeze", "lora")
 TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
+# what --pooling auto means for a task model: the mean of the real tokens, for BERT and GPT
+# bodies alike (CLINC150 from scratch: in-scope accuracy 0.888 against 0.797 with [CLS]; a
+# masked-LM BERT never trains its [CLS] vector as a summary; README has the ablation)
+POOLING_AUTO = "mean"
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -598,7 +602,7 @@ def build_task_model(cfg, tok, label_names, log=print, max_length=None):
     kw = {}
     if task == "classification":
         kw = dict(num_labels=len(label_names), label_names=list(label_names),
-                  pooling=cfg.pooling)
+                  pooling=POOLING_AUTO if cfg.pooling == "auto" else cfg.pooling)
     elif task == "ner":
         kw = dict(num_labels=len(label_names), label_names=list(label_names))
     model = _head_class(task).from_base(body, **kw)

@@ -244,3 +244,13 @@ def test_dataloader_lengths_must_match():
     from minillm.data import batching
     with pytest.raises(ValueError, match="one length per example"):
         batching.DataLoader([1, 2, 3], 2, shuffle=True, seed=0, lengths=[1, 2])
+
+
+@pytest.mark.parametrize("pooling, want", [("auto", "mean"), ("cls", "cls"), ("last", "last")])
+def test_task_models_pool_the_mean_by_default(pooling, want):
+    from minillm.data import CharTokenizer
+    cfg = tasks.FinetuneConfig(task="classification", train=__file__, pooling=pooling,
+                               n_layer=1, n_head=2, n_embd=16)
+    tok = CharTokenizer.train(["abc"], special_tokens=tasks.SPECIALS)
+    model = tasks.build_task_model(cfg, tok, ["a", "b"], log=None, max_length=16)
+    assert model.pooling == want
