@@ -11,6 +11,7 @@ from minillm import baselines, tasks
 from minillm.training import Trainer, TrainerCallback, TrainingArguments
 
 from test_cli import run  # noqa: E402  (minillm argv... in-process)
+from test_finetune_tasks import tsv  # noqa: E402  (a tiny polarity TSV)
 from test_trainer import args_for, tiny_gpt, windows
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
@@ -114,26 +115,10 @@ def test_ner_baseline_memorises_tags_case_insensitively():
 
 
 # -- the command line on a user's file ----------------------------------------------------------
-WORDS = {1: ["good", "great", "fine", "lovely"], 0: ["bad", "awful", "poor", "dull"]}
-FILLER = ["the", "film", "was", "a", "plot", "very", "story", "really"]
-
-
-def polarity_tsv(path, n, seed):
-    r = np.random.default_rng(seed)
-    rows = ["text\tlabel"]
-    for _ in range(n):
-        y = int(r.integers(2))
-        words = list(r.choice(FILLER, 4)) + [str(r.choice(WORDS[y]))]
-        r.shuffle(words)
-        rows.append(f"{' '.join(words)}\t{'pos' if y else 'neg'}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("defaults")
-    train, test = polarity_tsv(root / "train.tsv", 80, 0), polarity_tsv(root / "test.tsv", 30, 1)
+    train, test = tsv(root / "train.tsv", 80, 0), tsv(root / "test.tsv", 30, 1)
     out = root / "run"
     rc, text, err = run("finetune", "--task", "classification", "--train", train, "--test",
                         test, "--fast", "--device", DEVICE, "--output-dir", out,
