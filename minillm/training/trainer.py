@@ -200,11 +200,7 @@ class TrainingArguments:
         if self.early_stopping_patience is not None and self.eval_steps is None:
             raise ValueError("TrainingArguments: early_stopping_patience needs evaluations; "
                              "set eval_steps too")
-        if self.load_best_model_at_end and (self.eval_steps is None or self.save_steps is None
-                                            or self.save_steps % self.eval_steps):
-            raise ValueError(f"TrainingArguments: load_best_model_at_end needs evaluations and a "
-                             f"checkpoint at each: save_steps ({self.save_steps}) must be a "
-                             f"multiple of eval_steps ({self.eval_steps})")
+        self._check_best_model_args()
         if not isinstance(self.metric_for_best_model, str) or not self.metric_for_best_model:
             bad("metric_for_best_model", "a metric name such as 'eval_loss'")
         if self.device is not None:
@@ -217,6 +213,13 @@ class TrainingArguments:
         if self.data_parallel not in (None, "auto", *distributed.BACKENDS):
             bad("data_parallel", f"None, 'auto' or one of {list(distributed.BACKENDS)}")
         self.output_dir = str(self.output_dir)
+
+    def _check_best_model_args(self):
+        if self.load_best_model_at_end and (self.eval_steps is None or self.save_steps is None
+                                            or self.save_steps % self.eval_steps):
+            raise ValueError(f"TrainingArguments: load_best_model_at_end needs evaluations and a "
+                             f"checkpoint at each: save_steps ({self.save_steps}) must be a "
+                             f"multiple of eval_steps ({self.eval_steps})")
 
     def to_dict(self):
         return dataclasses.asdict(self)
