@@ -77,7 +77,7 @@ from ..data import DataLoader, default_collate
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
 from ..optim.lr_scheduler import SCHEDULER_NAMES
 from .amp import BFLOAT16_UNAVAILABLE, GradScaler, MixedPrecision
-from .checkpoint import CheckpointManager, load_checkpoint
+from .checkpoint import CHECKPOINT_PREFIX, CheckpointManager, load_checkpoint
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerState", "TrainerCallback",
            "EarlyStoppingCallback", "default_compute_loss"]
@@ -711,17 +711,15 @@ class Trainer:
         return s
 
     def _load_best(self):
-        """Load the best checkpoint's weights (``load_best_model_at_end``); the optimizer
-        and the RNGs stay as they are. Sets ``state.loaded_best_step``."""
+        """Load the weights of this run's best evaluation (``load_best_model_at_end``) from
+        its checkpoint; the optimizer and the RNGs stay as they are. Sets
+        ``state.loaded_best_step``. (``state.best_step``, not the best checkpoint found in
+        ``output_dir``, which could be another run's.)"""
         s = self.state
-        best = self.checkpoints.best()
-        s.loaded_best_step = None
-        if best is None:
-            return
-        step = int(best.name.rsplit("-", 1)[-1])
-        if step != s.global_step:
-            load_checkpoint(best, self.model, restore_rng=False)
-        s.loaded_best_step = step
+        s.loaded_best_step = s.best_step
+        if s.best_step is not None and s.best_step != s.global_step:
+            load_checkpoint(self.output_dir / f"{CHECKPOINT_PREFIX}{s.best_step}", self.model,
+                            restore_rng=False)
 
     def _allreduce_grads(self):
         """Data parallel: average the gradients of the optimizer's parameters (the float32
