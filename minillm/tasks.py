@@ -468,9 +468,14 @@ def build_tokenizer(task, train, kind="auto", min_freq=1, vocab_size=8000):
     if kind == "char":
         return CharTokenizer.train(texts, min_freq=min_freq, special_tokens=SPECIALS)
     if kind == "bpe":
-        specials = {**SPECIALS, "bos": None, "eos": None}
-        return BPETokenizer.train(texts, vocab_size=vocab_size, special_tokens=specials)
+        return bpe_tokenizer(texts, vocab_size)
     return WordPieceTokenizer.train(texts, vocab_size=vocab_size)
+
+
+def bpe_tokenizer(texts, vocab_size):
+    """A byte-level BPE tokenizer learned from ``texts`` with BERT's special tokens."""
+    specials = {**SPECIALS, "bos": None, "eos": None}
+    return BPETokenizer.train(texts, vocab_size=vocab_size, special_tokens=specials)
 
 
 def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):

@@ -163,11 +163,7 @@ def _train_bpe(texts, vocab_size, path):
 
     (BPE rather than ``finetune --tokenizer wordpiece``: minillm's WordPiece trainer merges
     rare pairs first and leaves frequent words like "the" as single characters on SQuAD.)"""
-    from ..data.tokenizers.bpe import BPETokenizer  # noqa: PLC0415
-    specials = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
-                "mask": "[MASK]", "bos": None, "eos": None}
-    tok = BPETokenizer.train(texts, vocab_size=vocab_size, special_tokens=specials)
-    tok.save(path)
+    tasks.bpe_tokenizer(texts, vocab_size).save(path)
     return path
 
 
