@@ -291,6 +291,7 @@ PRETRAIN_HELP = {
                   "--train)",
     "model_type": "gpt (next-token prediction) or bert (masked LM: 15%% of the characters "
                   "hidden, BERT's 80/10/10 rule; a body for fine-tuning and cloze prompts)",
+    "mlm_probability": "BERT: the share of tokens masked in each window (BERT used 0.15)",
     "tokenizer": "char or bpe", "vocab_size": "BPE vocabulary size",
     "min_freq": "char tokenizer: keep characters seen at least this often",
     "n_layer": "Transformer blocks", "n_head": "attention heads", "n_embd": "model width",
@@ -599,7 +600,9 @@ def cmd_datasets(args):
 # options of the speed benchmarks, and which of them each benchmark takes
 BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops", "shakespeare-gpt"),
                        "sizes": ("lstm",), "steps": ("gpt", "lstm", "ops"),
-                       "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops")}
+                       "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
+                       "datasets": ("pretraining-payoff",), "labels": ("pretraining-payoff",),
+                       "seeds": ("pretraining-payoff",)}
 
 
 def _bench_speed_kwargs(args):
@@ -619,6 +622,8 @@ def _bench_speed_kwargs(args):
         kw[dest] = value
     if "repeats" in kw and kw["repeats"] < 1:
         raise CLIError("--repeats must be at least 1")
+    if "seeds" in kw and kw["seeds"] < 1:
+        raise CLIError("--seeds must be at least 1")
     if "warmup" in kw and kw["warmup"] < 0:
         raise CLIError("--warmup must be at least 0")
     if "sizes" in kw:
@@ -849,8 +854,36 @@ def build_parser():
                    help="timed rounds, minillm and torch interleaved (default 5; 2 with --fast)")
     g.add_argument("--warmup", type=int, default=None,
                    help="untimed steps before the rounds (default 3; 1 with --fast)")
+    g = s.add_argument_group("pretraining-payoff")
+    g.add_argument("--datasets", type=_comma_list, default=None, metavar="A,B",
+                   help="chinese_reviews, peoples_daily_ner, sst2 (default chinese_reviews)")
+    g.add_argument("--labels", type=_label_sizes, default=None, metavar="100,300,all",
+                   help="labelled training examples per point (default 100,300,1000,3000,all)")
+    g.add_argument("--seeds", type=int, default=None,
+                   help="seeds at the sizes up to 1,000 labels (default 3)")
     add_common(s, None)
     return p
+
+
+def _comma_list(text):
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return tuple(items)
+
+
+def _label_sizes(text):
+    """``"100,300,all"`` -> ``(100, 300, None)``."""
+    sizes = []
+    for x in _comma_list(text):
+        if x == "all":
+            sizes.append(None)
+        elif x.isdigit() and int(x) > 0:
+            sizes.append(int(x))
+        else:
+            raise argparse.ArgumentTypeError(f"--labels: {x!r} is neither a positive count "
+                                             "nor 'all'")
+    return tuple(sizes)
 
 
 def _explicit_dests(parser, argv):

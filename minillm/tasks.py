@@ -216,6 +216,7 @@ class PretrainConfig:
     validation: str | None = None            # default: the dataset's split / last 10% of train
     model: str | None = None                 # continue this pretrained GPT / BERT (masked LM)
     model_type: str = "gpt"                  # "gpt" (next token) or "bert" (masked LM)
+    mlm_probability: float = 0.15            # BERT: the share of tokens masked per window
     tokenizer: str = "char"                  # "char" or "bpe"
     vocab_size: int = 512                    # BPE only
     min_freq: int = 1
@@ -263,6 +264,8 @@ class PretrainConfig:
                              "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
         if not 0 < self.min_lr_ratio <= 1:
             raise TaskError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
+        if not 0 < self.mlm_probability < 1:
+            raise TaskError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if self.device is not None:
             backend.device(self.device)
 
@@ -274,6 +277,7 @@ class PretrainConfig:
 # data
 # =============================================================================================
 TEXT_DATASETS = ("peoples_daily_text", "tinyshakespeare", "ptb")
+VALIDATION_MLM_PROBABILITY = 0.15
 
 
 def _column(spec, no_header):
@@ -1265,14 +1269,14 @@ class _MLMWindows:
     in every checkpoint), and every evaluation scores the same masked positions.
     """
 
-    def __init__(self, stream, block_size, n, seed, tokenizer):
+    def __init__(self, stream, block_size, n, seed, tokenizer, mlm_probability=0.15):
         if block_size < 3:
             raise TaskError(f"BERT pretraining needs block_size >= 3 ([CLS] text [SEP]), got "
                             f"{block_size}")
         self.stream, self.width, self.seed, self.tok = stream, block_size - 2, seed, tokenizer
         rng = np.random.default_rng(seed)
         self.starts = rng.integers(0, len(stream) - self.width, size=n)
-        self.masker = MLMCollator(tokenizer, seed=0)
+        self.masker = MLMCollator(tokenizer, mlm_probability=mlm_probability, seed=0)
 
     def __len__(self):
         return len(self.starts)
@@ -1392,9 +1396,11 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         # W x batch_size, so W ranks see exactly the windows one process with W x batch_size does
         n_windows = cfg.max_steps * cfg.batch_size * max(1, distributed.launched_world_size())
         if cfg.model_type == "bert":
-            train = _MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok)
+            train = _MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok,
+                                cfg.mlm_probability)
+            # validation masks BERT's 15% whatever the training rate: losses compare across runs
             val = _MLMWindows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
-                              cfg.seed + 1, tok)
+                              cfg.seed + 1, tok, VALIDATION_MLM_PROBABILITY)
             collator = Collator(pad_id=tok.pad_id, device=dev)
         else:
             train = _Windows(train_ids, cfg.block_size, n_windows, cfg.seed)

@@ -22,6 +22,7 @@ import functools
 from .apps import ner, text_classification
 from .generation import code_completion, translation
 from .methods import sentiment_methods
+from .payoff import pretraining_payoff
 from .qa import kb_qa, open_domain_qa
 from .speed import (SPEED_BENCHMARKS, SpeedBenchmark, bench_gpt, bench_lstm, bench_ops,
                     format_speed, matmul_peak)
@@ -52,7 +53,12 @@ BENCHMARKS["sentiment-methods"] = Benchmark(
     sentiment_methods, "chinese_reviews: full / head-only / frozen / LLRD / LoRA fine-tuning, "
     "distillation, pruning, int8, cloze and in-context prompting")
 
-__all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+BENCHMARKS["pretraining-payoff"] = Benchmark(
+    pretraining_payoff, "learning curves: test metric against labelled examples (100 to all) "
+    "for a GPT from scratch, pretrained, pretrained + domain-adaptive, and the bag-of-n-grams "
+    "baseline")
+
+__all__ = ["BENCHMARKS", "pretraining_payoff", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",
