@@ -42,7 +42,8 @@ from .autograd import no_grad, tensor
 from .data import (BPETokenizer, CharTokenizer, Collator, MLMCollator, Tokenizer,
                    WordPieceTokenizer)
 from .demo import _Windows, is_fast_env
-from .data.collators import postprocess_qa, prepare_qa_features, token_classification_features
+from .data.collators import (encode_words, postprocess_qa, prepare_qa_features,
+                               token_classification_features)
 from .models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
 from .training import Trainer, TrainingArguments, plot_history
 
@@ -512,9 +513,50 @@ def encode_classification(ds, tok, max_length):
              "labels": int(e["label"])} for e in ds]
 
 
+NER_BREAKS = frozenset("。！？；，、,.!?;:：")     # words after which a long sentence is cut
+
+
+def ner_chunks(words, tags, counts, room):
+    """``[(start, end)]`` word ranges of one sentence whose token counts (``counts[i]``:
+    the tokens of word ``i``) fit ``room`` each, covering every word once.
+
+    A chunk ends after the last punctuation word that fits, else before the last word that
+    fits; never between an entity's words (a word tagged ``I-``), unless one entity alone
+    is longer than ``room``. A word longer than ``room`` is a chunk of its own (its tail is
+    cut when encoded)."""
+    chunks, start = [], 0
+    while start < len(words):
+        end, used = start, 0
+        while end < len(words) and used + counts[end] <= room:
+            used += counts[end]
+            end += 1
+        if end == len(words) or end == start:
+            end = max(end, start + 1)
+        else:
+            cuts = [j for j in range(start + 1, end + 1) if not str(tags[j]).startswith("I-")]
+            breaks = [j for j in cuts if words[j - 1] in NER_BREAKS]
+            end = (breaks or cuts or [end])[-1]
+        chunks.append((start, end))
+        start = end
+    return chunks
+
+
 def encode_ner(ds, tok, label_names, max_length):
-    """Token-classification features (first sub-token of each word carries its tag)."""
-    return token_classification_features(ds.examples, tok, label_names, max_length=max_length)
+    """Token-classification features (the first sub-token of each word carries its tag).
+
+    A sentence longer than ``max_length`` tokens is not cut off: it becomes several
+    features over consecutive word ranges (:func:`ner_chunks`), each with the
+    ``example_index`` and ``word_offset`` that put its predictions back in place."""
+    room = max_length - tok.num_special_tokens_to_add()
+    feats = []
+    for k, ex in enumerate(ds.examples):
+        _, word_ids = encode_words(tok, ex["tokens"])
+        counts = np.bincount(np.asarray(word_ids, dtype=np.int64), minlength=len(ex["tokens"]))
+        for a, b in ner_chunks(ex["tokens"], ex["tags"], counts.tolist(), room):
+            part = {"tokens": ex["tokens"][a:b], "tags": ex["tags"][a:b]}
+            f = token_classification_features([part], tok, label_names, max_length)[0]
+            feats.append({**f, "example_index": k, "word_offset": a})
+    return feats
 
 
 def encode_qa(ds, tok, max_length, stride, max_query_length, with_answers=True):
@@ -749,14 +791,13 @@ def out_of_scope_metrics(gold, pred, label_names, oos_label="oos"):
 
 
 def _eval_ner(model, ds, feats, collator, info, batch_size):
+    """Entity F1 over whole sentences: each feature's tags (BIO-consistent Viterbi over its
+    words' first tokens) are put back at its ``word_offset`` in its sentence."""
     heads = _heads()
     names = info["label_names"]
-    gold_tags, pred_tags = [], []
-    k = 0
+    pred_tags = [["O"] * len(ex["tokens"]) for ex in ds]   # words cut off are predicted O
     for chunk, _, logits in _run(model, feats, collator, batch_size):
-        scores = _logits_host(logits)
-        for row, f in zip(scores, chunk):
-            words = ds[k]["tokens"]
+        for row, f in zip(_logits_host(logits), chunk):
             first = {}
             for pos, w in enumerate(f["word_ids"]):
                 if w is not None and w not in first:
@@ -766,12 +807,10 @@ def _eval_ner(model, ds, feats, collator, info, batch_size):
             z = z - z.max(axis=-1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
             ids = heads.bio_viterbi(logp, names) if len(order) else []
-            tags = ["O"] * len(words)          # words cut off by max_length are predicted O
+            tags = pred_tags[f["example_index"]]
             for w, i in zip(order, ids):
-                tags[w] = names[i]
-            gold_tags.append(list(ds[k]["tags"]))
-            pred_tags.append(tags)
-            k += 1
+                tags[f["word_offset"] + w] = names[i]
+    gold_tags = [list(ex["tags"]) for ex in ds]
     return _ner_scores(gold_tags, pred_tags), {"gold": gold_tags, "pred": pred_tags}
 
 
