@@ -63,6 +63,22 @@ def test_mlm_windows_mask_like_bert(windows):
     assert 0.75 < masked < 0.85, masked                        # 80% of those become [MASK]
 
 
+@pytest.mark.parametrize("probability", [0.15, 0.4])
+def test_mlm_windows_mask_the_share_asked_for(probability):
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    tok = CharTokenizer.train([text], special_tokens=tasks.SPECIALS)
+    stream = np.asarray(tok.encode(text), dtype=np.int64)
+    w = tasks._MLMWindows(stream, 16, 400, 7, tok, probability)
+    rate = np.mean([(w[i]["labels"][1:-1] != -100).mean() for i in range(len(w))])
+    assert abs(rate - probability) < 0.03, rate
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5])
+def test_mlm_probability_out_of_range_is_refused(value):
+    with pytest.raises(tasks.TaskError, match="mlm_probability must be in"):
+        tasks.PretrainConfig(model_type="bert", mlm_probability=value)
+
+
 def test_block_size_too_small_for_cls_and_sep(windows):
     _, tok = windows
     with pytest.raises(tasks.TaskError, match="block_size >= 3"):
@@ -133,3 +149,23 @@ def _tiny_tsv(tmp_path):
     p = tmp_path / "tiny.tsv"
     p.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return p
+
+
+def test_validation_masks_15_percent_whatever_the_training_rate(monkeypatch, tmp_path):
+    """Validation losses of runs with different --mlm-probability stay comparable."""
+    need_shakespeare()
+    made = []
+    real = tasks._MLMWindows
+
+    def spy(stream, block_size, n, seed, tok, mlm_probability=0.15):
+        made.append((n, mlm_probability))
+        return real(stream, block_size, n, seed, tok, mlm_probability)
+
+    monkeypatch.setattr(tasks, "_MLMWindows", spy)
+    cfg = tasks.PretrainConfig(model_type="bert", output_dir=str(tmp_path), mlm_probability=0.3,
+                               device=DEVICE, progress=False,
+                               **{**cli.PRETRAIN_FAST, "max_steps": 2, "save_steps": 2,
+                                  "eval_steps": 2})
+    tasks.pretrain(cfg, log=lambda *a: None)
+    assert made == [(2 * cfg.batch_size, 0.3), (cfg.eval_batches * cfg.batch_size, 0.15)]
+    assert tasks.PretrainConfig().mlm_probability == 0.4

@@ -55,8 +55,8 @@ DOMAIN_FAST = dict(max_steps=4, learning_rate=5e-4, warmup_steps=1, eval_steps=2
                    save_steps=2, eval_batches=2)
 LABELS = (100, 300, 1000, 3000, None)          # None: every labelled training example
 LABELS_FAST = (16, 32)
-SEEDS = 3                                      # seeds at the small sizes (<= SMALL)
-SMALL = 1000
+SEEDS = 3                                      # seeds at the small sizes (<= SMALL labels)
+SMALL = 300
 EVALUATIONS = 8                                # validation passes per fine-tune (at most)
 ARMS = ("from scratch", "pretrained", "pretrained + domain", "bag of n-grams")
 ARM_STYLE = {"from scratch": ("tab:gray", "o"), "pretrained": ("tab:blue", "s"),
