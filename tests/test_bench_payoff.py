@@ -109,3 +109,21 @@ def test_unknown_dataset_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
         payoff.pretraining_payoff(fast=True, output_dir=str(tmp_path), datasets=("imdb",))
     assert not any(tmp_path.iterdir())
+
+
+def test_a_finished_run_with_other_settings_is_never_overwritten(fast_run, tmp_path):
+    import shutil
+    from minillm import tasks
+    _, root, _ = fast_run
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    cfg = json.loads((copy / "general-peoples_daily_text" / "config.json").read_text(
+        encoding="utf-8"))
+    cfg["pretrain"]["max_steps"] += 1
+    (copy / "general-peoples_daily_text" / "config.json").write_text(json.dumps(cfg),
+                                                                     encoding="utf-8")
+    before = (copy / "general-peoples_daily_text" / "model" / "model.npz").read_bytes()
+    with pytest.raises(tasks.TaskError, match=r"other settings \(max_steps\)"):
+        bench.run_benchmark("pretraining-payoff", device=DEVICE, fast=True, progress=False,
+                            output_dir=str(copy), log=None)
+    assert (copy / "general-peoples_daily_text" / "model" / "model.npz").read_bytes() == before

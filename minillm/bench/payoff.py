@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .quality import _finish, _header, _logger, cli_flags, same_settings
+from .quality import _finish, _header, _logger, cli_flags
 
 __all__ = ["pretraining_payoff", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS", "ARMS"]
 
@@ -70,12 +70,28 @@ def _pretrain(out, settings, device, progress, log):
                                **settings)
     done = out / "results.json"
     if done.is_file():
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["pretrain"]
-        if same_settings(saved, cfg):
-            log(f"reusing the pretrained body in {out}")
-            return out / "model", json.loads(done.read_text(encoding="utf-8"))
+        _check_same(out, "pretrain", cfg)
+        log(f"reusing the pretrained body in {out}")
+        return out / "model", json.loads(done.read_text(encoding="utf-8"))
     command = f"minillm pretrain {cli_flags(settings)} --output-dir {out}"
     return out / "model", tasks.pretrain(cfg, command=command, log=log)
+
+
+IGNORED = ("device", "progress", "output_dir")
+
+
+def _check_same(out, kind, cfg):
+    """A finished run in ``out`` is reused only with the settings of ``cfg``; with others it
+    is an error, never a new run written over it (its models may start other runs)."""
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))[kind]
+    ignored = IGNORED + (("mlm_probability",) if saved.get("model_type") == "gpt" else ())
+    differ = sorted(k for k, v in cfg.to_dict().items()
+                    if k not in ignored and saved.get(k) != v)
+    if differ:
+        raise tasks.TaskError(
+            f"{out} holds a finished run with other settings ({', '.join(differ)}); this "
+            "benchmark's runs depend on it, so it is not overwritten: give another "
+            "--output-dir, or delete the folder to train it again")
 
 
 def task_texts(name):
@@ -147,11 +163,10 @@ def _finetune(name, spec, arm, model_dir, n, seed, root, fast, device, progress,
     command = (f"minillm finetune --task {spec['task']} --dataset {name} {flags}"
                f"{'' if kw['baseline'] else ' --no-baseline'} --output-dir {out}")
     done = out / "metrics.json"
-    if done.is_file() and (out / "config.json").is_file():
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["finetune"]
-        if same_settings(saved, cfg):
-            log(f"reusing {out}")
-            return json.loads(done.read_text(encoding="utf-8")), command
+    if done.is_file():
+        _check_same(out, "finetune", cfg)
+        log(f"reusing {out}")
+        return json.loads(done.read_text(encoding="utf-8")), command
     return tasks.finetune(cfg, command=command, log=log), command
 
 
