@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .quality import _finish, _header, _logger, cli_flags
+from .quality import _finish, _header, _logger, cli_flags, differing_settings
 
 __all__ = ["pretraining_payoff", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS", "ARMS"]
 
@@ -77,16 +77,12 @@ def _pretrain(out, settings, device, progress, log):
     return out / "model", tasks.pretrain(cfg, command=command, log=log)
 
 
-IGNORED = ("device", "progress", "output_dir")
-
-
 def _check_same(out, kind, cfg):
     """A finished run in ``out`` is reused only with the settings of ``cfg``; with others it
     is an error, never a new run written over it (its models may start other runs)."""
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))[kind]
-    ignored = IGNORED + (("mlm_probability",) if saved.get("model_type") == "gpt" else ())
-    differ = sorted(k for k, v in cfg.to_dict().items()
-                    if k not in ignored and saved.get(k) != v)
+    unused = ("mlm_probability",) if saved.get("model_type") == "gpt" else ()
+    differ = differing_settings(saved, cfg, ignore=unused)
     if differ:
         raise tasks.TaskError(
             f"{out} holds a finished run with other settings ({', '.join(differ)}); this "
@@ -98,13 +94,13 @@ def task_texts(name):
     """The training split of dataset ``name`` as plain text, one example per line, without
     its labels: the domain corpus (NER sentences are their tokens joined)."""
     ds = datasets.load(name, split="train")
-    sep = "" if tasks.text_language(_texts(ds.examples[:200])) == "zh" else " "
-    lines = [ex["text"] if "text" in ex else sep.join(ex["tokens"]) for ex in ds]
+    if "text" in ds.examples[0]:
+        lines = [ex["text"] for ex in ds]
+    else:
+        spaced = [" ".join(ex["tokens"]) for ex in ds]
+        lines = spaced if tasks.text_language(spaced) == "en" else \
+            ["".join(ex["tokens"]) for ex in ds]
     return "\n".join(line.replace("\n", " ") for line in lines) + "\n"
-
-
-def _texts(examples):
-    return [ex["text"] if "text" in ex else "".join(ex["tokens"]) for ex in examples]
 
 
 def _bodies(name, spec, root, fast, device, progress, log):
@@ -150,11 +146,12 @@ def _finetune_settings(spec, arm, model_dir, n, seed, fast):
     return kw
 
 
-def _finetune(name, spec, arm, model_dir, n, seed, root, fast, device, progress, log):
-    """One fine-tune (reused when its folder holds a finished run with the same settings):
+def _finetune(name, spec, arm, model_dir, n, n_train, seed, root, fast, device, progress,
+              log):
+    """One fine-tune on ``n_train`` labelled examples (``n``: the requested size, None for
+    all), reused when its folder holds a finished run with the same settings:
     ``(results, command)``."""
     kw = _finetune_settings(spec, arm, model_dir, n, seed, fast)
-    n_train = min(n or 10**9, len(datasets.load(name, split="train")))
     kw["eval_steps"] = _eval_steps(n_train, kw["batch_size"], fast)
     out = root / name / arm.replace(" + ", "+").replace(" ", "-") / f"{n or 'all'}-seed{seed}"
     cfg = tasks.FinetuneConfig(task=spec["task"], dataset=name, output_dir=str(out),
@@ -181,11 +178,13 @@ def _best_baseline(res, metric):
 def _points(name, spec, bodies, labels, seeds, root, fast, device, progress, log):
     """``[{arm, labels, seed, value, command}]`` for every size, seed and learner."""
     points = []
+    available = len(datasets.load(name, split="train"))
     for n in labels:
         for seed in range(seeds if n is not None and n <= (32 if fast else SMALL) else 1):
             for arm in ARMS[:3]:
-                res, command = _finetune(name, spec, arm, bodies.get(arm), n, seed, root,
-                                         fast, device, progress, log)
+                res, command = _finetune(name, spec, arm, bodies.get(arm), n,
+                                         min(n or available, available), seed, root, fast,
+                                         device, progress, log)
                 where = "test" if "test" in res else "validation"
                 value = res[where][spec["metric"]]
                 points.append(dict(arm=arm, labels=res["train_examples"], seed=seed,

@@ -99,12 +99,18 @@ def cli_flags(settings):
     return " ".join(parts)
 
 
+def differing_settings(saved, cfg, ignore=()):
+    """The settings of the config ``cfg`` that ``saved`` (a run's stored config dict) does
+    not share, sorted; the device, the progress bar, the output folder and ``ignore`` do not
+    count."""
+    skip = ("device", "progress", "output_dir", *ignore)
+    return sorted(k for k, v in cfg.to_dict().items() if k not in skip and saved.get(k) != v)
+
+
 def same_settings(saved, cfg):
-    """True when ``saved`` (a run's stored config dict) has every setting of the config
-    ``cfg`` but the device, the progress bar and the output folder: a finished run that a
-    benchmark may reuse instead of training again."""
-    return all(saved.get(k) == v for k, v in cfg.to_dict().items()
-               if k not in ("device", "progress", "output_dir"))
+    """True when ``saved`` has every setting of ``cfg`` (:func:`differing_settings`): a
+    finished run that a benchmark may reuse instead of training again."""
+    return not differing_settings(saved, cfg)
 
 
 def recipe_size(size, dev, sizes):
