@@ -289,6 +289,9 @@ PRETRAIN_HELP = {
              "minillm pretrain, with its tokenizer) on the text: domain-adaptive pretraining",
     "validation": "validation text file (default: the dataset's split, or the last 10%% of "
                   "--train)",
+    "extend_vocab": "with --model and a character vocabulary: add the text's characters seen "
+                    "at least N times that the model does not know (otherwise [UNK]), each "
+                    "with a new embedding row (0: keep the vocabulary)",
     "model_type": "gpt (next-token prediction) or bert (masked LM: --mlm-probability of the "
                   "characters hidden, BERT's 80/10/10 rule; a body for fine-tuning and cloze "
                   "prompts)",

@@ -218,6 +218,7 @@ class PretrainConfig:
     train: str | None = None                 # your own UTF-8 text file instead
     validation: str | None = None            # default: the dataset's split / last 10% of train
     model: str | None = None                 # continue this pretrained GPT / BERT (masked LM)
+    extend_vocab: int = 3                    # with model: add characters seen this often (0: no)
     model_type: str = "gpt"                  # "gpt" (next token) or "bert" (masked LM)
     mlm_probability: float = 0.4             # BERT: the share of tokens masked per window
     tokenizer: str = "char"                  # "char" or "bpe"
@@ -269,6 +270,7 @@ class PretrainConfig:
             raise TaskError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
         if not 0 < self.mlm_probability < 1:
             raise TaskError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        _require_ints(self, ("extend_vocab",), low=0)
         if self.device is not None:
             backend.device(self.device)
 
@@ -1384,7 +1386,28 @@ def _pretrain_model(cfg, train_text, log):
         raise TaskError(f"--block-size {cfg.block_size} exceeds the {positions} positions of "
                         f"{cfg.model}; lower --block-size")
     _log(log, f"continuing {type(model).__name__} from {cfg.model} with its tokenizer")
-    return model, load_tokenizer(cfg.model)
+    tok = load_tokenizer(cfg.model)
+    if cfg.extend_vocab:
+        tok = extend_vocabulary(model, tok, train_text, cfg.extend_vocab, log)
+    return model, tok
+
+
+def extend_vocabulary(model, tok, text, min_freq, log=print):
+    """Continued pretraining on new text: a character tokenizer learns the characters of
+    ``text`` it lacks (seen at least ``min_freq`` times) and the model grows a row for each
+    (:meth:`~minillm.models.base.PreTrainedModel.resize_token_embeddings`), so they stop
+    being ``[UNK]`` and pretraining can learn them. Returns the tokenizer to use."""
+    if not isinstance(tok, CharTokenizer):
+        return tok                    # byte-level BPE has no unknown tokens to learn
+    bigger, added = tok.extended([text], min_freq=min_freq)
+    if not added:
+        return tok
+    model.resize_token_embeddings(bigger.vocab_size)
+    shown = "".join(added[:20]) + ("..." if len(added) > 20 else "")
+    _log(log, f"vocabulary: {len(added)} characters of the new text seen at least {min_freq} "
+              f"times were [UNK] and are added ({tok.vocab_size} -> {bigger.vocab_size} "
+              f"tokens; new rows start at the mean embedding): {shown}")
+    return bigger
 
 
 def _size(model):

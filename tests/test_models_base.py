@@ -148,3 +148,46 @@ def test_from_pretrained_keeps_float64_weights(tmp_path):
     mm.set_default_dtype(np.float32)
     m.save_pretrained(tmp_path / "m")
     assert Bigram.from_pretrained(tmp_path / "m").table.weight.dtype == np.float64
+
+
+# -- resize_token_embeddings: new tokens for continued pretraining -------------------------------
+def _gpt():
+    from minillm.models.gpt import GPT, GPTConfig
+    return GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+
+
+def _bert_mlm():
+    from minillm.models.bert import BertConfig, BertForMaskedLM
+    return BertForMaskedLM(BertConfig(vocab_size=11, hidden_size=8, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=16,
+                                      max_position_embeddings=8))
+
+
+@pytest.mark.parametrize("make", [_gpt, _bert_mlm], ids=["gpt", "bert-mlm"])
+def test_resize_token_embeddings_keeps_what_was_learned(make, tmp_path):
+    mm.manual_seed(0)
+    model = make().eval()
+    ids = mm.tensor(np.array([[1, 4, 2, 10, 3]], dtype=np.int64))
+    before = model(ids).numpy()
+    table = model.get_input_embeddings().numpy().copy()
+    assert model.resize_token_embeddings(15) is model
+    after = model(ids).numpy()
+    assert after.shape == before.shape[:-1] + (15,) and model.config.vocab_size == 15
+    np.testing.assert_allclose(after[..., :11], before, rtol=1e-5, atol=1e-6)  # old tokens
+    grown = model.get_input_embeddings().numpy()
+    np.testing.assert_array_equal(grown[:11], table)
+    np.testing.assert_allclose(grown[11:], np.tile(table.mean(axis=0), (4, 1)), rtol=1e-6)
+    # the new rows are learned weights: they get gradients and survive a save/load
+    model.train()
+    loss = model(mm.tensor(np.array([[12, 13, 14]], dtype=np.int64))).sum()
+    loss.backward()
+    assert np.abs(model.get_input_embeddings().grad.numpy()[12:]).sum() > 0
+    model.save_pretrained(tmp_path / "m")
+    again = type(model).from_pretrained(tmp_path / "m").eval()
+    np.testing.assert_array_equal(again(ids).numpy(), model.eval()(ids).numpy())
+
+
+@pytest.mark.parametrize("size", [10, 11.0, True])
+def test_resize_token_embeddings_refuses_to_shrink_or_odd_sizes(size):
+    with pytest.raises(ValueError, match="new_num_tokens must be an int >= the current"):
+        _gpt().resize_token_embeddings(size)

@@ -18,8 +18,8 @@ def weights(path):
         return {k: z[k] for k in z.files}
 
 
-@pytest.mark.parametrize("model_type", ["gpt", "bert"])
-def test_continued_pretraining_starts_from_the_model(tmp_path, model_type):
+def _continue(tmp_path, model_type, *extra):
+    """Pretrain on TEXT, then continue one step at lr 1e-12 on OTHER; returns the two runs."""
     (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
     (tmp_path / "b.txt").write_text(OTHER, encoding="utf-8")
     first = tmp_path / "first"
@@ -29,14 +29,23 @@ def test_continued_pretraining_starts_from_the_model(tmp_path, model_type):
     again = tmp_path / "again"
     rc, text, err = run("pretrain", "--train", tmp_path / "b.txt", "--model", first / "model",
                         "--fast", "--max-steps", 1, "--learning-rate", 1e-12, "--device",
-                        DEVICE, "--output-dir", again, "--no-progress")
+                        DEVICE, "--output-dir", again, "--no-progress", *extra)
     assert rc == 0, err
     assert f"continuing {first / 'model'}" in text
-    assert (again / "model" / "tokenizer.json").read_text(encoding="utf-8") == \
-        (first / "model" / "tokenizer.json").read_text(encoding="utf-8")
     cfg = json.loads((again / "model" / "config.json").read_text(encoding="utf-8"))
     assert cfg["model_type"] == json.loads(
         (first / "model" / "config.json").read_text(encoding="utf-8"))["model_type"]
+    return first, again, text
+
+
+def _vocab(run_dir):
+    return json.loads((run_dir / "model" / "tokenizer.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "bert"])
+def test_continued_pretraining_starts_from_the_model(tmp_path, model_type):
+    first, again, text = _continue(tmp_path, model_type, "--extend-vocab", 0)
+    assert _vocab(again) == _vocab(first)
     before, after = weights(first / "model" / "model.npz"), weights(again / "model" / "model.npz")
     assert before.keys() == after.keys()
     for k in before:                                # one step at lr 1e-12: the same weights
@@ -44,7 +53,34 @@ def test_continued_pretraining_starts_from_the_model(tmp_path, model_type):
     assert "unknown to the tokenizer" in text       # 'z' and '!' were never seen
 
 
+@pytest.mark.parametrize("model_type", ["gpt", "bert"])
+def test_continued_pretraining_learns_the_new_characters(tmp_path, model_type):
+    first, again, text = _continue(tmp_path, model_type)     # --extend-vocab 3, the default
+    old, new = _vocab(first), _vocab(again)
+    old_tokens = old["vocab"]
+    added = new["vocab"][len(old_tokens):]
+    assert new["vocab"][:len(old_tokens)] == old_tokens       # every old id keeps its token
+    assert sorted(added) == sorted(set(OTHER) - set(TEXT))    # w, z, :, ! (each 40 times)
+    assert f"{len(added)} characters of the new text" in text
+    assert "unknown to the tokenizer" not in text
+    before, after = weights(first / "model" / "model.npz"), weights(again / "model" / "model.npz")
+    assert before.keys() == after.keys()
+    n = len(old_tokens)
+    for k in before:
+        if after[k].shape == before[k].shape:
+            np.testing.assert_allclose(after[k], before[k], atol=1e-6)
+            continue
+        assert after[k].shape[0] == n + len(added), k          # embedding rows, MLM bias
+        np.testing.assert_allclose(after[k][:n], before[k], atol=1e-6)
+        mean = before[k].mean(axis=0)
+        for row in after[k][n:]:                               # new rows start at the mean
+            np.testing.assert_allclose(row, mean, atol=1e-6)
+
+
 def test_continued_pretraining_errors(tmp_path):
     rc, _, err = run("pretrain", "--train", __file__, "--model", tmp_path / "none", "--fast",
                      "--output-dir", tmp_path / "x")
     assert rc == 2 and "no such model directory" in err, err
+    rc, _, err = run("pretrain", "--train", __file__, "--extend-vocab", -1, "--fast",
+                     "--output-dir", tmp_path / "y")
+    assert rc == 2 and "extend_vocab must be an int >= 0" in err, err

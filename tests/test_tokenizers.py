@@ -143,6 +143,24 @@ def test_char_min_freq_and_vocab_size():
     assert CharTokenizer.train(["aaabbc"], vocab_size=5).vocab_size == 5
 
 
+
+@pytest.mark.parametrize("min_freq,added", [(1, ["z", "y", "x"]), (2, ["z", "y"]), (3, ["z"])])
+def test_char_extended_appends_new_characters(min_freq, added):
+    tok = CharTokenizer.train(["abc"])
+    bigger, new = tok.extended(["zzzyyx", "abc"], min_freq=min_freq)
+    assert new == added                                  # most frequent first
+    assert bigger.get_vocab() == {**tok.get_vocab(),
+                                  **{c: tok.vocab_size + i for i, c in enumerate(added)}}
+    assert bigger.special_tokens == tok.special_tokens
+    assert bigger.encode("abz") == tok.encode("ab") + [tok.vocab_size]
+    assert tok.encode("z") == [tok.unk_id]               # the original is unchanged
+
+
+@pytest.mark.parametrize("min_freq", [0, 1.5, True])
+def test_char_extended_refuses_bad_min_freq(min_freq):
+    with pytest.raises(ValueError, match="min_freq must be an int >= 1"):
+        CharTokenizer.train(["abc"]).extended(["x"], min_freq=min_freq)
+
 # ------------------------------------------------------------------------- word tokenizer
 def test_word_tokenizer_english_and_chinese(trained):
     tok = trained["word"]

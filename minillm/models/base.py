@@ -22,7 +22,7 @@ import numpy as np
 from .. import backend
 from .._fileio import replace_directory
 from ..autograd import Tensor, no_grad, tensor
-from ..nn import Module
+from ..nn import Module, Parameter
 
 __all__ = ["Config", "PreTrainedModel", "CONFIG_NAME", "WEIGHTS_NAME", "sample_next"]
 
@@ -89,6 +89,44 @@ class PreTrainedModel(Module):
 
     def num_parameters(self, trainable_only=False):
         return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- a larger vocabulary ------------------------------------------------------------------
+    def get_input_embeddings(self):
+        """The token-embedding Parameter ``E`` (V, H); models with token ids override it."""
+        raise NotImplementedError(f"{type(self).__name__} has no token embeddings to resize")
+
+    def resize_token_embeddings(self, new_num_tokens):
+        """Grow the vocabulary to ``new_num_tokens`` (Hugging Face's name for it).
+
+        The rows ``V .. new_num_tokens - 1`` of ``E`` are new tokens (characters a tokenizer
+        learned from new text). Each starts at the mean of the old rows,
+
+            E_new[v] = (1/V) sum_u E[u]        for v >= V,
+
+        so a new token first looks like an average token and, through a tied output head
+        (``logits = h E^T``), gets an average score instead of a random one that could
+        dominate the softmax (Hewitt 2021, "Initializing new word embeddings"). Old rows,
+        and so everything the model learned, are unchanged. Returns the model.
+        """
+        old = self.get_input_embeddings()
+        v, h = old.shape
+        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, int) \
+                or new_num_tokens < v:
+            raise ValueError(f"resize_token_embeddings: new_num_tokens must be an int >= the "
+                             f"current vocabulary ({v}), got {new_num_tokens!r}; shrinking "
+                             "would drop learned tokens")
+        module = next(m for m in self.modules() if getattr(m, "weight", None) is old)
+        xp = old.device.xp
+        rows = xp.broadcast_to(old.data.mean(axis=0), (new_num_tokens - v, h))
+        module.weight = Parameter(tensor(xp.concatenate([old.data, rows.astype(old.dtype)]),
+                                         device=old.device), requires_grad=old.requires_grad)
+        module.num_embeddings = new_num_tokens
+        self._resize_output_bias(new_num_tokens)
+        self.config.vocab_size = new_num_tokens
+        return self
+
+    def _resize_output_bias(self, new_num_tokens):
+        """Models whose LM head has a per-token bias grow it too (BERT's MLM head)."""
 
     # -- saving and loading ------------------------------------------------------------------
     def save_pretrained(self, directory):

@@ -338,6 +338,16 @@ class BertPreTrainedModel(PreTrainedModel):
     def post_init(self):
         self.apply(self._init_weights)
 
+    def _resize_output_bias(self, new_num_tokens):
+        """New tokens' MLM bias starts at the mean of the old ones (as their embedding row)."""
+        head = getattr(getattr(self, "cls", None), "predictions", None)
+        if head is not None:
+            b = head.bias
+            xp = b.device.xp
+            rows = xp.full(new_num_tokens - b.shape[0], b.data.mean(), dtype=b.dtype)
+            head.bias = Parameter(tensor(xp.concatenate([b.data, rows]), device=b.device),
+                                  requires_grad=b.requires_grad)
+
     def get_input_embeddings(self):
         """The word-embedding Parameter E (V, H)."""
         return self.bert.embeddings.word_embeddings.weight

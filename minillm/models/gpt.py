@@ -174,6 +174,10 @@ class GPT(PreTrainedModel):
             else:                                        # LayerNorm weights
                 init.ones_(p)
 
+    def get_input_embeddings(self):
+        """The token-embedding Parameter ``wte`` (V, n_embd), also the LM head (tied)."""
+        return self.wte.weight
+
     def _check_ids(self, ids, offset=0):
         if not isinstance(ids, Tensor) or ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise ValueError(f"GPT: ids must be an integer Tensor (B, T), got "

@@ -59,6 +59,24 @@ class CharTokenizer(Tokenizer):
                              f"times; the vocabulary would be empty")
         return cls(vocab, specials)
 
+    def extended(self, texts, min_freq=1):
+        """``(tokenizer, added)``: a copy whose vocabulary also holds the characters of
+        ``texts`` seen at least ``min_freq`` times that this one lacks. They are appended
+        (most frequent first), so every old id keeps its token -- and a model trained with
+        this tokenizer keeps its meaning once its embeddings are grown to match
+        (``model.resize_token_embeddings(tokenizer.vocab_size)``)."""
+        texts = check_texts(texts, "CharTokenizer.extended")
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"CharTokenizer.extended: min_freq must be an int >= 1, got "
+                             f"{min_freq!r}")
+        counts = Counter()
+        for t in texts:
+            counts.update(t)
+        added = sorted((c for c, n in counts.items()
+                        if n >= min_freq and c not in self._token_to_id),
+                       key=lambda c: (-counts[c], c))
+        return type(self)(self._id_to_token + added, self.special_tokens), added
+
     def _encode_with_offsets(self, text):
         ids, get, unk = [], self._token_to_id.get, self.unk_id
         for ch in text:
