@@ -607,8 +607,9 @@ def cmd_datasets(args):
 BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops", "shakespeare-gpt"),
                        "sizes": ("lstm",), "steps": ("gpt", "lstm", "ops"),
                        "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
-                       "datasets": ("pretraining-payoff",), "labels": ("pretraining-payoff",),
-                       "seeds": ("pretraining-payoff",)}
+                       "datasets": ("pretraining-payoff", "prompting"),
+                       "labels": ("pretraining-payoff",), "seeds": ("pretraining-payoff",),
+                       "bodies": ("prompting",)}
 
 
 def _bench_speed_kwargs(args):
@@ -862,11 +863,16 @@ def build_parser():
                    help="untimed steps before the rounds (default 3; 1 with --fast)")
     g = s.add_argument_group("pretraining-payoff")
     g.add_argument("--datasets", type=_comma_list, default=None, metavar="A,B",
-                   help="chinese_reviews, peoples_daily_ner, sst2 (default chinese_reviews)")
+                   help="chinese_reviews, peoples_daily_ner, sst2 (default chinese_reviews; "
+                        "prompting: chinese_reviews, sst2)")
     g.add_argument("--labels", type=_label_sizes, default=None, metavar="100,300,all",
                    help="labelled training examples per point (default 100,300,1000,3000,all)")
     g.add_argument("--seeds", type=int, default=None,
                    help="seeds at the sizes up to 300 labels (default 3)")
+    g = s.add_argument_group("prompting")
+    g.add_argument("--bodies", default=None, metavar="DIR",
+                   help="the pretraining-payoff folder whose GPTs are prompted (trained there "
+                        "when missing; default: pretraining-payoff beside --output-dir)")
     add_common(s, None)
     return p
 

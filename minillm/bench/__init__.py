@@ -23,6 +23,7 @@ from .apps import ner, text_classification
 from .generation import code_completion, translation
 from .methods import sentiment_methods
 from .payoff import pretraining_payoff
+from .prompting import prompting_accuracy
 from .qa import kb_qa, open_domain_qa
 from .speed import (SPEED_BENCHMARKS, SpeedBenchmark, bench_gpt, bench_lstm, bench_ops,
                     format_speed, matmul_peak)
@@ -58,7 +59,11 @@ BENCHMARKS["pretraining-payoff"] = Benchmark(
     "for a GPT from scratch, pretrained, pretrained + domain-adaptive, and the bag-of-n-grams "
     "baseline")
 
-__all__ = ["BENCHMARKS", "pretraining_payoff", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+BENCHMARKS["prompting"] = Benchmark(
+    prompting_accuracy, "zero- and few-shot in-context classification with the "
+    "pretraining-payoff GPTs, raw and with contextual calibration, against the majority class")
+
+__all__ = ["BENCHMARKS", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",

@@ -81,7 +81,8 @@ def _check_same(out, kind, cfg):
     """A finished run in ``out`` is reused only with the settings of ``cfg``; with others it
     is an error, never a new run written over it (its models may start other runs)."""
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))[kind]
-    unused = ("mlm_probability",) if saved.get("model_type") == "gpt" else ()
+    unused = (("mlm_probability",) if saved.get("model_type") == "gpt" else ()) + \
+        (("extend_vocab",) if kind == "pretrain" and saved.get("model") is None else ())
     differ = differing_settings(saved, cfg, ignore=unused)
     if differ:
         raise tasks.TaskError(

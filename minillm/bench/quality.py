@@ -828,7 +828,7 @@ def format_result(name, result):
         lines += [f"  {r['order']:>5}  {r['valid_perplexity']:>9.1f}  {r['test_perplexity']:>8.1f}"
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
     elif name in ("sentiment", "sentiment-methods", "text-classification", "ner",
-                  "pretraining-payoff"):
+                  "pretraining-payoff", "prompting"):
         lines = [head, result["table"]]
     elif result.get("benchmark") in ("translation", "code-completion"):
         from .generation import format_generation  # noqa: PLC0415  (imports this module)
