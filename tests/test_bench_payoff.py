@@ -127,3 +127,14 @@ def test_a_finished_run_with_other_settings_is_never_overwritten(fast_run, tmp_p
         bench.run_benchmark("pretraining-payoff", device=DEVICE, fast=True, progress=False,
                             output_dir=str(copy), log=None)
     assert (copy / "general-peoples_daily_text" / "model" / "model.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("where,expected", [("test", ("nb", 0.7)), ("validation", ("nb", 0.9))])
+def test_best_baseline_is_chosen_on_validation_and_scored_where_the_learners_are(where,
+                                                                                 expected):
+    res = {"baselines": {"nb": {"validation": {"accuracy": 0.9}, "test": {"accuracy": 0.7}},
+                         "lr": {"validation": {"accuracy": 0.8}, "test": {"accuracy": 0.95}}}}
+    if where == "validation":                       # SST-2: no test labels
+        for b in res["baselines"].values():
+            del b["test"]
+    assert payoff._best_baseline(res, "accuracy", where) == expected

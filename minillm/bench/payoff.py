@@ -168,12 +168,13 @@ def _finetune(name, spec, arm, model_dir, n, n_train, seed, root, fast, device, 
     return tasks.finetune(cfg, command=command, log=log), command
 
 
-def _best_baseline(res, metric):
+def _best_baseline(res, metric, where="test"):
     """The baseline with the best validation ``metric`` (chosen on validation, as a user
-    would) and its test score: ``(name, test metric)``."""
+    would) and its score on split ``where`` (the split the neural learners report: test, or
+    validation for a dataset without test labels such as SST-2): ``(name, metric)``."""
     base = res["baselines"]
     name = max(base, key=lambda b: base[b]["validation"][metric])
-    return name, base[name]["test"][metric]
+    return name, base[name][where][metric]
 
 
 def _points(name, spec, bodies, labels, seeds, root, fast, device, progress, log):
@@ -194,7 +195,7 @@ def _points(name, spec, bodies, labels, seeds, root, fast, device, progress, log
                 log(f"{name}, {res['train_examples']} labels, seed {seed}, {arm}: "
                     f"{where} {spec['metric']} {value:.4f}")
                 if arm == "from scratch":
-                    b_name, b_value = _best_baseline(res, spec["metric"])
+                    b_name, b_value = _best_baseline(res, spec["metric"], where)
                     points.append(dict(arm="bag of n-grams", labels=res["train_examples"],
                                        seed=seed, value=b_value, split=where,
                                        command=command + "  (its baseline)", model=b_name))
