@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .quality import _finish, _header, _logger, cli_flags, differing_settings
+from .quality import _finish, _header, _logger, cli_flags, differing_settings, new_axes
 
 __all__ = ["pretraining_payoff", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS", "ARMS"]
 
@@ -233,12 +233,7 @@ def payoff_table(all_curves, metrics):
 
 
 def _plot(all_curves, metrics, path):
-    from matplotlib.figure import Figure  # noqa: PLC0415
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-
-    fig = Figure(figsize=(5.5 * len(all_curves), 4))
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, len(all_curves)))
+    fig, axes = new_axes((5.5 * len(all_curves), 4), ncols=len(all_curves))
     for ax, (name, c) in zip(axes, all_curves.items()):
         for arm, pts in c.items():
             color, marker = ARM_STYLE[arm]

@@ -24,7 +24,7 @@ import numpy as np
 from .. import backend, tasks
 from ..datasets import load as load_dataset
 from .payoff import PAYOFF_DATASETS, _bodies
-from .quality import _finish, _header, _logger
+from .quality import _finish, _header, _logger, new_axes
 
 __all__ = ["prompting_accuracy", "TEMPLATES", "SHOTS"]
 
@@ -52,19 +52,18 @@ CONTENT_FREE = ("N/A", "")
 def _texts_labels(ds, n=None, seed=0):
     idx = np.arange(len(ds)) if n is None or n >= len(ds) else \
         np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
-    return ([ds[int(i)]["text"] for i in idx],
-            [ds.label_names[ds[int(i)]["label"]] for i in idx])
+    examples = [ds[int(i)] for i in idx]
+    return [ex["text"] for ex in examples], [ds.label_names[ex["label"]] for ex in examples]
 
 
 def _accuracy(scores, names, gold):
     return float(np.mean([names[i] == g for i, g in zip(scores.argmax(axis=1), gold)]))
 
 
-def _classifier(model_dir, template, verbalizer, demos):
+def _classifier(body, template, verbalizer, demos):
+    """An in-context classifier on ``body`` = ``(GPT, tokenizer)``."""
     from ..finetune import InContextClassifier  # noqa: PLC0415
-    from ..models import auto  # noqa: PLC0415
-    return InContextClassifier(auto.load_model(model_dir), tasks.load_tokenizer(model_dir),
-                               template, verbalizer, demonstrations=demos)
+    return InContextClassifier(*body, template, verbalizer, demonstrations=demos)
 
 
 def _scores(clf, texts):
@@ -81,12 +80,12 @@ def _demonstrations(train, shots, seed):
     return select_demonstrations(short, shots, seed=seed) if shots else []
 
 
-def _choose(name, model_dir, demos, val, log):
+def _choose(name, body, demos, val, log):
     """The (template, verbalizer, calibrated) with the best validation accuracy, and every
     candidate's validation accuracies."""
     tried, best = [], None
     for template, verbalizer in TEMPLATES[name]:
-        clf = _classifier(model_dir, template, verbalizer, demos)
+        clf = _classifier(body, template, verbalizer, demos)
         raw, cal = _scores(clf, val[0])
         for calibrated, s in ((False, raw), (True, cal)):
             acc = _accuracy(s, clf.labels, val[1])
@@ -101,10 +100,12 @@ def _choose(name, model_dir, demos, val, log):
 
 def _row(name, arm, model_dir, shots, val, test, train, seed, log):
     """One body, one number of shots: choose on validation, score on test."""
+    from ..models import auto  # noqa: PLC0415
+    body = (auto.load_model(model_dir), tasks.load_tokenizer(model_dir))
     demos = _demonstrations(train, shots, seed)
     log(f"{name}, {arm}, {shots}-shot:")
-    best, tried = _choose(name, model_dir, demos, val, log)
-    clf = _classifier(model_dir, best["template"], best["verbalizer"], demos)
+    best, tried = _choose(name, body, demos, val, log)
+    clf = _classifier(body, best["template"], best["verbalizer"], demos)
     raw, cal = _scores(clf, test[0])
     s = cal if best["calibrated"] else raw
     pred = np.bincount(s.argmax(axis=1), minlength=len(clf.labels)) / len(test[0])
@@ -138,13 +139,8 @@ def prompting_table(rows, majority):
 
 
 def _plot(rows, majority, path):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
     names = list(majority)
-    fig = Figure(figsize=(5 * len(names), 3.8))
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    fig, axes = new_axes((5 * len(names), 3.8), ncols=len(names))
     for ax, name in zip(axes, names):
         mine = [r for r in rows if r["dataset"] == name]
         x = np.arange(len(mine))
@@ -163,8 +159,8 @@ def _plot(rows, majority, path):
     return path
 
 
-def prompting_accuracy(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,
-              datasets=("chinese_reviews",), bodies=None):
+def prompting_accuracy(device=None, seed=0, fast=False, progress=True, output_dir=None,
+                       log=print, datasets=("chinese_reviews",), bodies=None):
     """Zero- and few-shot in-context classification with the pretraining-payoff bodies
     (trained into ``bodies`` when missing; default: the ``pretraining-payoff`` folder beside
     ``output_dir``, so ``runs/bench/pretraining-payoff`` for the default output),

@@ -127,14 +127,17 @@ def _set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def new_axes(figsize=(6, 4)):
-    """A figure on the Agg canvas (no display needed) and its one ``Axes``."""
+def new_axes(figsize=(6, 4), ncols=None):
+    """A figure on the Agg canvas (no display needed) and its one ``Axes`` -- or, with
+    ``ncols``, a 1-D array of that many side by side."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    if ncols is None:
+        return fig, fig.subplots()
+    return fig, np.atleast_1d(fig.subplots(1, ncols))
 
 
 def save_axes(fig, ax, path, title, ylabel, logy=False):
