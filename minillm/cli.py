@@ -283,7 +283,8 @@ def _print_json(obj):
 PRETRAIN_HELP = {
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
                   "model/ (the GPT with its tokenizer), sample.txt, results.json",
-    "dataset": "built-in text corpus: tinyshakespeare, peoples_daily_text or ptb",
+    "dataset": "built-in text corpus: tinyshakespeare, peoples_daily_text, ptb, or a mix of "
+               "the training splits without labels: english_mix, chinese_mix",
     "train": "your own UTF-8 text file (replaces the default --dataset)",
     "model": "continue pretraining this model directory (a GPT or masked-LM BERT from "
              "minillm pretrain, with its tokenizer) on the text: domain-adaptive pretraining",

@@ -214,7 +214,7 @@ class PretrainConfig:
     that learns")."""
 
     output_dir: str = "runs/pretrain"
-    dataset: str | None = "tinyshakespeare"  # peoples_daily_text, tinyshakespeare, ptb
+    dataset: str | None = "tinyshakespeare"  # one of TEXT_DATASETS
     train: str | None = None                 # your own UTF-8 text file instead
     validation: str | None = None            # default: the dataset's split / last 10% of train
     model: str | None = None                 # continue this pretrained GPT / BERT (masked LM)
@@ -261,9 +261,6 @@ class PretrainConfig:
         if self.model is not None and not Path(self.model).is_dir():
             raise TaskError(f"--model {self.model}: no such model directory (continued "
                             "pretraining starts from the model/ folder of a pretrain run)")
-        if self.model_type == "bert" and self.tokenizer != "char":
-            raise TaskError("BERT pretraining uses the character tokenizer (it needs [CLS], "
-                            "[SEP] and [MASK]); drop --tokenizer bpe or use --model-type gpt")
         _require_ints(self, ("n_layer", "n_head", "n_embd", "block_size", "max_steps",
                              "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
         if not 0 < self.min_lr_ratio <= 1:
@@ -281,7 +278,7 @@ class PretrainConfig:
 # =============================================================================================
 # data
 # =============================================================================================
-TEXT_DATASETS = ("peoples_daily_text", "tinyshakespeare", "ptb")
+TEXT_DATASETS = ("peoples_daily_text", "tinyshakespeare", "ptb", "english_mix", "chinese_mix")
 VALIDATION_MLM_PROBABILITY = 0.15
 
 
@@ -1369,7 +1366,8 @@ def _pretrain_model(cfg, train_text, log):
         if cfg.tokenizer == "char":
             tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=SPECIALS)
         else:
-            tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size)
+            tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size,
+                                     special_tokens=SPECIALS)   # fine-tuning needs [CLS] ...
         if cfg.model_type == "bert":
             return BertForMaskedLM(_bert_config(cfg, tok.vocab_size, cfg.block_size)), tok
         return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,

@@ -88,6 +88,10 @@ COUNTS = [  # (name, split, options, len(result)) - the numbers of each SOURCE.m
     ("cmrc2018", "all", {}, 3_219),
     ("cmrc2018", "train", {}, 2_575),
     ("cmrc2018", "test", {}, 644),
+    ("english_mix", "train", {}, 132_523),
+    ("english_mix", "validation", {}, 7_410),
+    ("chinese_mix", "train", {}, 30_158),
+    ("chinese_mix", "validation", {}, 3_684),
 ]
 
 OFFLINE_COUNTS = [
@@ -124,6 +128,42 @@ def test_downloaded_dataset_counts(real_data, name, split, kw, n):
 @pytest.mark.parametrize("name,split,kw,n", OFFLINE_COUNTS, ids=_ids(OFFLINE_COUNTS))
 def test_offline_dataset_counts(name, split, kw, n):
     assert len(D.load(name, split, **kw)) == n
+
+
+def _texts(name, split, field="text"):
+    return {e[field] for e in D.load(name, split)}
+
+
+# (mix, task set, its held-out split, field): no held-out text may be in the task's part of
+# the mix, except the upstream duplicates that the task's own training split also holds
+# (another part may hold a short query by chance: "great" is an SST-2 phrase and a CLINC one)
+MIX_CLEAN = [
+    ("english_mix", "sst2", "validation", "text"),
+    ("english_mix", "clinc150", "test", "text"),
+    ("english_mix", "squad_v1.1", "test", "context"),
+    ("chinese_mix", "chinese_reviews", "test", "text"),
+    ("chinese_mix", "cmrc2018", "test", "context"),
+    ("chinese_mix", "peoples_daily_text", "test", None),
+]
+
+
+@pytest.mark.parametrize("mix,name,split,field", MIX_CLEAN, ids=[f"{m}-{n}" for m, n, _, _ in
+                                                                   MIX_CLEAN])
+def test_pretraining_mixes_hold_no_held_out_text(real_data, mix, name, split, field):
+    lines = set(D.load(mix, "train", by_part=True)[name])
+    if field is None:
+        held, train = set(D.load(name, split)), set(D.load(name, "train"))
+    else:
+        held, train = _texts(name, split, field), _texts(name, "train", field)
+    assert held and not {t for t in held & lines if t not in train}
+    assert not any("\n" in line for line in lines)
+
+
+def test_pretraining_mixes_by_part_add_up(real_data):
+    parts = D.load("english_mix", "train", by_part=True)
+    assert list(parts) == ["ptb", "sst2", "clinc150", "squad_v1.1", "tinyshakespeare"]
+    assert sum(parts.values(), []) == D.load("english_mix", "train")
+    assert parts["sst2"][0] == D.load("sst2", "train")[0]["text"]
 
 
 def test_every_registered_dataset_has_a_count_test_and_a_card():

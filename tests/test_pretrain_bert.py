@@ -85,11 +85,34 @@ def test_block_size_too_small_for_cls_and_sep(windows):
         tasks._MLMWindows(np.arange(50), 2, 4, 0, tok)
 
 
-def test_bert_pretraining_needs_the_char_tokenizer():
-    with pytest.raises(tasks.TaskError, match="character tokenizer"):
-        tasks.PretrainConfig(model_type="bert", tokenizer="bpe")
+def test_unknown_model_type_is_refused():
     with pytest.raises(tasks.TaskError, match="model_type must be"):
         tasks.PretrainConfig(model_type="lstm")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt"])
+def test_a_bpe_body_has_the_specials_fine_tuning_needs(model_type, tmp_path):
+    """A BPE vocabulary learned by ``pretrain`` carries [CLS], [SEP], [MASK] and [PAD]: the
+    masked LM trains on it and the body starts a QA fine-tune (which needs [CLS] and [SEP])."""
+    need_shakespeare()
+    out = tmp_path / "body"
+    rc, _, err = run("pretrain", "--model-type", model_type, "--tokenizer", "bpe",
+                     "--vocab-size", "300", "--fast", "--device", DEVICE, "--output-dir", out,
+                     "--no-progress")
+    assert rc == 0, err
+    tok = tasks.load_tokenizer(out / "model")
+    ids = [tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id]
+    assert [tok.id_to_token(i) for i in ids] == ["[CLS]", "[SEP]", "[MASK]", "[PAD]"]
+    qa = tmp_path / "qa.json"
+    ctx = "ROMEO loves JULIET and the king rules."
+    qa.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": ctx, "qas": [
+        {"id": str(i), "question": q, "answers": [{"text": a, "answer_start": ctx.index(a)}]}
+        for i, (q, a) in enumerate([("who loves?", "ROMEO"), ("who rules?", "the king")] * 4)
+    ]}]}]}), encoding="utf-8")
+    rc, _, err = run("finetune", "--task", "qa", "--train", qa, "--validation", qa, "--model",
+                     out / "model", "--fast", "--device", DEVICE, "--output-dir",
+                     tmp_path / "ft", "--no-progress")
+    assert rc == 0, err
 
 
 @pytest.fixture(scope="module")

@@ -62,14 +62,14 @@ RECALL_KS = (1, 5, 20)
 READ_KS = (1, 5)
 JOIN = "\n\n"                 # between paragraphs joined for postprocess_qa (never inside a span)
 
-# the reader trained when none is given: a small BERT from scratch (~10 min of one core)
+# the reader trained when none is given: a small BERT from scratch; the window is fixed,
+# the epochs are `finetune`'s default (from the data size, early stopping on validation F1)
 READER = {
     "squad_v1.1": dict(tokenizer="bpe", vocab_size=8000, n_layer=2, n_head=4, n_embd=128,
-                       max_length=192, max_query_length=32, doc_stride=48,
-                       num_train_epochs=2.0, batch_size=32, max_eval_examples=300),
+                       max_length=192, max_query_length=32, doc_stride=48, batch_size=32,
+                       max_eval_examples=300),
     "cmrc2018": dict(tokenizer="char", n_layer=2, n_head=4, n_embd=128, max_length=256,
-                     max_query_length=32, doc_stride=32, num_train_epochs=2.0, batch_size=32,
-                     max_eval_examples=300),
+                     max_query_length=32, doc_stride=32, batch_size=32, max_eval_examples=300),
 }
 READER_FAST = dict(n_layer=1, n_head=2, n_embd=16, max_length=64, max_query_length=16,
                    doc_stride=16, max_steps=2, batch_size=8, max_train_examples=32,

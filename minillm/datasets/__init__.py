@@ -15,7 +15,7 @@ Each dataset has a card in the repository's ``datasets/`` folder.
 """
 from __future__ import annotations
 
-from . import download, english, generated, qa, snownlp_sets  # noqa: F401  (fill the registry)
+from . import download, english, generated, mixes, qa, snownlp_sets  # noqa: F401  (registry)
 from .base import DataFormatError, Dataset, DatasetError, count_entities, seeded_split
 from .download import (ChecksumError, DataFileMissingError, RemoteFile, candidate_paths,
                        data_home, fetch)
