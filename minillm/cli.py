@@ -384,7 +384,7 @@ FINETUNE_HELP = {
     "doc_stride": "QA: tokens shared by consecutive windows",
     "max_query_length": "QA: question tokens kept", "max_answer_length": "QA: longest answer "
     "(tokens)", "num_train_epochs": "epochs, may be fractional (none: about 3,000 steps, "
-    "3 to 30 epochs, from the training set's size)",
+    "7,500 for NER, 3 to 30 epochs, from the training set's size)",
     "max_steps": "optimizer steps (wins over epochs)", "batch_size": "training batch size",
     "eval_batch_size": "evaluation batch size",
     "learning_rate": "peak learning rate (none: 5e-4 from scratch, 1e-4 from --model)",

@@ -39,14 +39,17 @@ def test_max_length_from_the_data(lengths, want):
     assert tasks.length_from_data(lengths) == want
 
 
-@pytest.mark.parametrize("n, batch, want", [
-    (100, 32, 30),            # 4 steps an epoch: capped at 30 epochs
-    (7500, 32, 13),           # 235 steps an epoch: 13 epochs ~ 3,000 steps
-    (15100, 32, 7),
-    (67349, 32, 3),           # a large set: the floor of 3 epochs
+@pytest.mark.parametrize("task, n, batch, want", [
+    ("classification", 100, 32, 30),     # 4 steps an epoch: capped at 30 epochs
+    ("classification", 7500, 32, 13),    # 235 steps an epoch: 13 epochs ~ 3,000 steps
+    ("classification", 15100, 32, 7),
+    ("classification", 67349, 32, 3),    # a large set: the floor of 3 epochs
+    ("ner", 16679, 32, 15),              # People's Daily's windows: 15 epochs ~ 7,500 steps
+    ("ner", 3394, 32, 30),
+    ("qa", 12609, 32, 8),
 ])
-def test_epochs_from_the_data_size(n, batch, want):
-    assert tasks.epochs_from_data(n, batch) == want
+def test_epochs_from_the_data_size(task, n, batch, want):
+    assert tasks.epochs_from_data(n, batch, tasks.TARGET_STEPS[task]) == want
 
 
 # -- the Trainer keeps the best evaluation's weights --------------------------------------------

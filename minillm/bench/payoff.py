@@ -122,10 +122,10 @@ def _bodies(name, spec, root, fast, device, progress, log):
             {"general": g_res, "domain": d_res})
 
 
-def _eval_steps(n, batch_size, fast):
+def _eval_steps(n, batch_size, fast, task):
     """Validation every epoch, but at most :data:`EVALUATIONS` times in the run."""
     per_epoch = max(1, math.ceil(n / batch_size))
-    total = per_epoch * tasks.epochs_from_data(n, batch_size)
+    total = per_epoch * tasks.epochs_from_data(n, batch_size, tasks.TARGET_STEPS[task])
     return 1 if fast else max(per_epoch, math.ceil(total / EVALUATIONS))
 
 
@@ -153,7 +153,7 @@ def _finetune(name, spec, arm, model_dir, n, n_train, seed, root, fast, device, 
     all), reused when its folder holds a finished run with the same settings:
     ``(results, command)``."""
     kw = _finetune_settings(spec, arm, model_dir, n, seed, fast)
-    kw["eval_steps"] = _eval_steps(n_train, kw["batch_size"], fast)
+    kw["eval_steps"] = _eval_steps(n_train, kw["batch_size"], fast, spec["task"])
     out = root / name / arm.replace(" + ", "+").replace(" ", "-") / f"{n or 'all'}-seed{seed}"
     cfg = tasks.FinetuneConfig(task=spec["task"], dataset=name, output_dir=str(out),
                                device=device, progress=progress, **kw)
