@@ -610,7 +610,7 @@ BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops",
                        "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
                        "datasets": ("pretraining-payoff", "prompting"),
                        "labels": ("pretraining-payoff",), "seeds": ("pretraining-payoff",),
-                       "bodies": ("prompting",)}
+                       "bodies": ("prompting",), "reader": ("squad-odqa", "cmrc-odqa")}
 
 
 def _bench_speed_kwargs(args):
@@ -874,6 +874,10 @@ def build_parser():
     g.add_argument("--bodies", default=None, metavar="DIR",
                    help="the pretraining-payoff folder whose GPTs are prompted (trained there "
                         "when missing; default: pretraining-payoff beside --output-dir)")
+    g = s.add_argument_group("squad-odqa, cmrc-odqa")
+    g.add_argument("--reader", default=None, metavar="DIR",
+                   help="a fine-tuned QA model directory (minillm finetune --task qa) to read "
+                        "with (default: fine-tune a small BERT from scratch first)")
     add_common(s, None)
     return p
 

@@ -232,3 +232,15 @@ def test_fast_kb_qa(tmp_path, device):
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_reader_that_is_not_a_model_directory_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(tasks.TaskError, match="not a fine-tuned model directory"):
+        qa.open_domain_qa(fast=True, reader=str(tmp_path), output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    from minillm import cli
+    assert cli.main(["bench", "squad-odqa", "--fast", "--reader", str(tmp_path / "none"),
+                     "--output-dir", str(tmp_path / "out")]) == 2
+    assert "not a fine-tuned model directory" in capsys.readouterr().err
+    assert cli.main(["bench", "ner", "--fast", "--reader", str(tmp_path)]) == 2
+    assert "--reader does not apply to bench ner" in capsys.readouterr().err

@@ -309,3 +309,14 @@ def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device):
     bench.methods._pretrained("bert", bench.methods.PRETRAIN_FAST, tmp_path, DEVICE, False,
                               lines.append)
     assert any("reusing the pretrained bert" in m for m in lines)
+
+
+@pytest.mark.parametrize("settings, want", [
+    ({"max_steps": 5, "fast": True}, "--max-steps 5 --fast"),
+    ({"dataset": None, "train": "t.txt"}, "--train t.txt"),      # None: not given
+    ({"fast": False, "n_layer": 2}, "--n-layer 2"),
+    ({}, ""),
+])
+def test_cli_flags_write_only_the_options_given(settings, want):
+    from minillm.bench.quality import cli_flags
+    assert cli_flags(settings) == want

@@ -263,6 +263,10 @@ def open_domain_qa(device=None, seed=0, fast=False, progress=True, output_dir=No
                                       or not isinstance(max_questions, int) or max_questions < 1):
         raise ValueError(f"open_domain_qa: max_questions must be None or an int >= 1, got "
                          f"{max_questions!r}")
+    if reader is not None and not (Path(reader) / tasks.TASK_FILE).is_file():
+        raise tasks.TaskError(f"reader={str(reader)!r} is not a fine-tuned model directory "
+                              f"(no {tasks.TASK_FILE}); give the output folder of minillm "
+                              "finetune --task qa")
     say = _logger(log)
     t_start = time.perf_counter()
     dev = backend.device(device)

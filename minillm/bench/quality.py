@@ -91,9 +91,12 @@ def _on(device):
 
 def cli_flags(settings):
     """The command-line form of recipe settings: ``{"max_steps": 5, "fast": True}`` ->
-    ``"--max-steps 5 --fast"`` (the commands stored beside benchmark numbers)."""
+    ``"--max-steps 5 --fast"`` (the commands stored beside benchmark numbers). A setting
+    that is None or False is an option not given, so it is left out."""
     parts = []
     for k, v in settings.items():
+        if v is None or v is False:
+            continue
         flag = "--" + k.replace("_", "-")
         parts.append(flag if v is True else f"{flag} {v}")
     return " ".join(parts)
