@@ -501,7 +501,8 @@ def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
 TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000}
 
 
-def epochs_from_data(n_examples, batch_size, target_steps=3000, low=3, high=30):
+def epochs_from_data(n_examples, batch_size, target_steps=TARGET_STEPS["classification"], low=3,
+                     high=30):
     """``num_train_epochs`` when none is given: enough epochs for about ``target_steps``
     optimizer steps (:data:`TARGET_STEPS` of the task), between ``low`` and ``high`` (early
     stopping on the validation split ends the run sooner when it stops improving)."""
@@ -699,16 +700,23 @@ def save_task_model(model, tok, task_info, directory):
     return directory
 
 
-def load_task_model(path, device=None):
-    """``(model, tokenizer, task_info)`` from a fine-tuned model directory (or a run
-    directory holding ``model/``)."""
-    from .models import auto  # noqa: PLC0415
+def task_model_dir(path):
+    """The folder of the fine-tuned model ``path`` names: ``path`` itself, or the ``model/``
+    of a ``minillm finetune`` run directory; anything else is a TaskError."""
     p = Path(path)
     if not (p / TASK_FILE).is_file() and (p / "model" / TASK_FILE).is_file():
         p = p / "model"
     if not (p / TASK_FILE).is_file():
         raise TaskError(f"{path} is not a fine-tuned model directory (no {TASK_FILE}); give the "
                         "run directory of `minillm finetune` or its model/ folder")
+    return p
+
+
+def load_task_model(path, device=None):
+    """``(model, tokenizer, task_info)`` from a fine-tuned model directory (or a run
+    directory holding ``model/``)."""
+    from .models import auto  # noqa: PLC0415
+    p = task_model_dir(path)
     with open(p / TASK_FILE, encoding="utf-8") as f:
         info = json.load(f)
     model = auto.load_model(p, device=device)

@@ -180,7 +180,7 @@ def test_fast_open_domain_qa(dataset, data_for, tmp_path, device):
     assert again["rows"] == r["rows"] and again["examples"] == r["examples"]
     # ... or its run folder (the output folder of `finetune --task qa`, which holds model/)
     run_folder = Path(r["reader"]["path"]).parent
-    assert qa._reader_dir(run_folder) == Path(r["reader"]["path"])
+    assert tasks.task_model_dir(run_folder) == Path(r["reader"]["path"])
 
 
 def test_fast_open_domain_qa_reuses_its_reader(data_for, tmp_path):

@@ -198,17 +198,6 @@ def _finetune_reader(run_dir, settings, texts, data, device, seed, progress, say
     return run_dir / "model", summary
 
 
-def _reader_dir(reader):
-    """The model folder of ``reader``: the output folder of ``minillm finetune --task qa``
-    or its ``model/``; anything else is refused before any work."""
-    for d in (Path(reader), Path(reader) / "model"):
-        if (d / tasks.TASK_FILE).is_file():
-            return d
-    raise tasks.TaskError(f"reader={str(reader)!r} is not a fine-tuned model directory (no "
-                          f"{tasks.TASK_FILE} in it or in its model/); give the output folder "
-                          "of minillm finetune --task qa")
-
-
 def _load_reader(path, say):
     model, tok, info = tasks.load_task_model(path)
     if info.get("task") != "qa":
@@ -274,8 +263,8 @@ def open_domain_qa(device=None, seed=0, fast=False, progress=True, output_dir=No
                                       or not isinstance(max_questions, int) or max_questions < 1):
         raise ValueError(f"open_domain_qa: max_questions must be None or an int >= 1, got "
                          f"{max_questions!r}")
-    if reader is not None:
-        reader = _reader_dir(reader)
+    if reader is not None:                  # refused before any work when it is no model
+        reader = tasks.task_model_dir(reader)
     say = _logger(log)
     t_start = time.perf_counter()
     dev = backend.device(device)

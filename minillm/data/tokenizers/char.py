@@ -46,9 +46,7 @@ class CharTokenizer(Tokenizer):
         if min_freq < 1:
             raise ValueError(f"CharTokenizer.train: min_freq must be >= 1, got {min_freq}")
         vocab = special_tokens_first(specials)
-        chars = sorted((c for c, n in counts.items() if n >= min_freq),
-                       key=lambda c: (-counts[c], c))
-        vocab += [c for c in chars if c not in vocab]
+        vocab += [c for c in _by_frequency(counts, min_freq) if c not in vocab]
         if vocab_size is not None:
             if vocab_size <= len(special_tokens_first(specials)):
                 raise ValueError(f"CharTokenizer.train: vocab_size={vocab_size} leaves no room "
@@ -72,9 +70,7 @@ class CharTokenizer(Tokenizer):
         counts = Counter()
         for t in texts:
             counts.update(t)
-        added = sorted((c for c, n in counts.items()
-                        if n >= min_freq and c not in self._token_to_id),
-                       key=lambda c: (-counts[c], c))
+        added = [c for c in _by_frequency(counts, min_freq) if c not in self._token_to_id]
         return type(self)(self._id_to_token + added, self.special_tokens), added
 
     def _encode_with_offsets(self, text):
@@ -91,3 +87,9 @@ class CharTokenizer(Tokenizer):
 
     def _decode(self, ids):
         return "".join(self._id_to_token[i] for i in ids)
+
+
+def _by_frequency(counts, min_freq):
+    """The characters of ``counts`` seen at least ``min_freq`` times, most frequent first
+    (ties by code point): the order of a trained vocabulary and of its extensions."""
+    return sorted((c for c, n in counts.items() if n >= min_freq), key=lambda c: (-counts[c], c))
