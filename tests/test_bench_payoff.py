@@ -138,3 +138,28 @@ def test_best_baseline_is_chosen_on_validation_and_scored_where_the_learners_are
         for b in res["baselines"].values():
             del b["test"]
     assert payoff._best_baseline(res, "accuracy", where) == expected
+
+
+def _saved(path, fast, names):
+    path.write_text(json.dumps({
+        "fast": fast, "device": "cpu", "settings": {"labels": [100, None], "seeds": 3},
+        "points": {n: [f"{n} point"] for n in names}, "curves": {n: f"{n} curve" for n in names},
+        "pretraining": {n: f"{n} bodies" for n in names}}), encoding="utf-8")
+
+
+@pytest.mark.parametrize("saved_fast, saved_names, kept", [
+    (False, ("chinese_reviews", "peoples_daily_ner"), ["peoples_daily_ner"]),  # other: kept
+    (False, ("chinese_reviews",), []),          # the dataset measured now replaces its old self
+    (True, ("peoples_daily_ner",), []),         # a fast-mode index never mixes with a full one
+])
+def test_results_json_keeps_the_datasets_an_earlier_call_measured(tmp_path, saved_fast,
+                                                                  saved_names, kept):
+    _saved(tmp_path / "results.json", saved_fast, saved_names)
+    points, curves, pre = {"chinese_reviews": ["new"]}, {"chinese_reviews": "new"}, {}
+    measured = {"chinese_reviews": {"labels": [300], "seeds": 1, "device": "cpu"}}
+    payoff._keep_earlier(tmp_path / "results.json", False, points, curves, pre, measured,
+                         lambda *_: None)
+    assert points["chinese_reviews"] == ["new"] and sorted(points) == ["chinese_reviews", *kept]
+    for name in kept:
+        assert points[name] == [f"{name} point"] and curves[name] == f"{name} curve"
+        assert measured[name] == {"labels": [100, None], "seeds": 3, "device": "cpu"}

@@ -256,6 +256,26 @@ def _plot(all_curves, metrics, path):
     return path
 
 
+def _keep_earlier(saved_path, fast, points, all_curves, pre, measured, log):
+    """Keep in ``results.json`` the datasets an earlier call measured in the same folder and
+    this one did not (each dataset with the sizes and seeds of its latest call), so that one
+    folder holds every curve: the points come from the finished run folders beside it."""
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    if bool(saved.get("fast")) != bool(fast):
+        return
+    earlier = saved["settings"].get("measured") or {
+        n: dict(labels=saved["settings"]["labels"], seeds=saved["settings"]["seeds"],
+                device=saved["device"]) for n in saved["points"]}
+    for name in saved["points"]:
+        if name not in points:
+            points[name], all_curves[name] = saved["points"][name], saved["curves"][name]
+            pre[name], measured[name] = saved["pretraining"][name], earlier[name]
+            log(f"keeping {name} from the earlier results.json (labels "
+                f"{','.join(str(n or 'all') for n in earlier[name]['labels'])})")
+
+
 def pretraining_payoff(device=None, seed=0, fast=False, progress=True, output_dir=None,
                        log=print, datasets=("chinese_reviews",), labels=None, seeds=None):
     """Learning curves of a from-scratch, a pretrained and a domain-adapted body and the
@@ -264,7 +284,9 @@ def pretraining_payoff(device=None, seed=0, fast=False, progress=True, output_di
 
     Returns ``points`` (every run with its command), ``curves`` (``{dataset: {arm:
     [{labels, mean, std, n_seeds}]}}``), ``pretraining`` (the bodies' results), ``table``
-    and the common keys; writes ``results.json`` and the plot into ``output_dir``.
+    and the common keys; writes ``results.json`` and the plot into ``output_dir``, keeping
+    there the datasets an earlier call measured and this one did not
+    (``settings["measured"]`` says with which sizes and seeds each was measured).
     """
     say = _logger(log)
     unknown = [d for d in datasets if d not in PAYOFF_DATASETS]
@@ -283,11 +305,13 @@ def pretraining_payoff(device=None, seed=0, fast=False, progress=True, output_di
         points[name] = _points(name, spec, bodies, labels, seeds, root, fast, dev, progress,
                                say)
         all_curves[name] = curves(points[name])
-    metrics = {n: PAYOFF_DATASETS[n]["metric"] for n in datasets}
+    measured = {n: dict(labels=list(labels), seeds=seeds, device=dev) for n in datasets}
+    _keep_earlier(root / "results.json", fast, points, all_curves, pre, measured, say)
+    metrics = {n: PAYOFF_DATASETS[n]["metric"] for n in all_curves}
     result = _header("pretraining-payoff", dev, seed, fast,
                      {"body": BODY_FAST if fast else BODY, "domain": DOMAIN_FAST if fast
                       else DOMAIN, "labels": list(labels), "seeds": seeds,
-                      "datasets": list(datasets)},
+                      "datasets": list(datasets), "measured": measured},
                      {"ULMFiT (Howard & Ruder 2018)": "with 100 labels, matches from-scratch "
                       "training on 10-20x more", "target": "pretrained wins at every size; "
                       ">= +5 points at <= 1,000 labels"})
