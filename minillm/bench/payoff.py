@@ -59,6 +59,8 @@ SEEDS = 3                                      # seeds at the small sizes (<= SM
 SMALL = 300
 EVALUATIONS = 8                                # validation passes per fine-tune (at most)
 ARMS = ("from scratch", "pretrained", "pretrained + domain", "bag of n-grams")
+# what the baseline arm is, per task, in the plot's legend
+BASELINE_LABEL = {"classification": "bag of n-grams", "ner": "most frequent tag per token"}
 ARM_STYLE = {"from scratch": ("tab:gray", "o"), "pretrained": ("tab:blue", "s"),
              "pretrained + domain": ("tab:red", "^"), "bag of n-grams": ("black", "x")}
 
@@ -238,7 +240,8 @@ def _plot(all_curves, metrics, path):
         for arm, pts in c.items():
             color, marker = ARM_STYLE[arm]
             x = [p["labels"] for p in pts]
-            ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["std"] for p in pts], label=arm,
+            label = BASELINE_LABEL[PAYOFF_DATASETS[name]["task"]] if arm == ARMS[-1] else arm
+            ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["std"] for p in pts], label=label,
                         color=color, marker=marker, capsize=3,
                         linestyle="--" if arm == "bag of n-grams" else "-")
         ax.set_xscale("log")
