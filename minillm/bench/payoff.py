@@ -33,7 +33,8 @@ import numpy as np
 from .. import backend, datasets, tasks
 from .quality import _finish, _header, _logger, cli_flags, differing_settings, new_axes
 
-__all__ = ["pretraining_payoff", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS", "ARMS"]
+__all__ = ["pretraining_payoff", "arm_label", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS",
+           "ARMS"]
 
 # the task, its metric and the general corpus its body is pretrained on
 PAYOFF_DATASETS = {
@@ -234,14 +235,20 @@ def payoff_table(all_curves, metrics):
     return "\n".join(lines)
 
 
+def arm_label(dataset, arm):
+    """How a plot or a table names ``arm`` of ``dataset``: the baseline arm by what it is for
+    that dataset's task (a tag memory for NER), every other arm by its own name."""
+    return BASELINE_LABEL[PAYOFF_DATASETS[dataset]["task"]] if arm == "bag of n-grams" else arm
+
+
 def _plot(all_curves, metrics, path):
     fig, axes = new_axes((5.5 * len(all_curves), 4), ncols=len(all_curves))
     for ax, (name, c) in zip(axes, all_curves.items()):
         for arm, pts in c.items():
             color, marker = ARM_STYLE[arm]
             x = [p["labels"] for p in pts]
-            label = BASELINE_LABEL[PAYOFF_DATASETS[name]["task"]] if arm == ARMS[-1] else arm
-            ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["std"] for p in pts], label=label,
+            ax.errorbar(x, [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
+                        label=arm_label(name, arm),
                         color=color, marker=marker, capsize=3,
                         linestyle="--" if arm == "bag of n-grams" else "-")
         ax.set_xscale("log")
