@@ -610,7 +610,7 @@ BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops",
                        "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
                        "datasets": ("pretraining-payoff", "prompting"),
                        "labels": ("pretraining-payoff",), "seeds": ("pretraining-payoff",),
-                       "bodies": ("prompting",), "reader": ("squad-odqa", "cmrc-odqa")}
+                       "bodies": ("prompting", "sentiment-methods"), "reader": ("squad-odqa", "cmrc-odqa")}
 
 
 def _bench_speed_kwargs(args):
@@ -870,10 +870,10 @@ def build_parser():
                    help="labelled training examples per point (default 100,300,1000,3000,all)")
     g.add_argument("--seeds", type=int, default=None,
                    help="seeds at the sizes up to 300 labels (default 3)")
-    g = s.add_argument_group("prompting")
+    g = s.add_argument_group("prompting, sentiment-methods")
     g.add_argument("--bodies", default=None, metavar="DIR",
-                   help="the pretraining-payoff folder whose GPTs are prompted (trained there "
-                        "when missing; default: pretraining-payoff beside --output-dir)")
+                   help="the pretraining-payoff folder holding the pretrained bodies (trained "
+                        "there when missing; default: pretraining-payoff beside --output-dir)")
     g = s.add_argument_group("squad-odqa, cmrc-odqa")
     g.add_argument("--reader", default=None, metavar="DIR",
                    help="a fine-tuned QA model directory (minillm finetune --task qa) to read "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import bench
+from minillm import bench, cli
 from minillm.bench import quality as Q
 from minillm.models import NGramLM
 
@@ -281,34 +281,48 @@ def test_fast_ptb_lstm_evaluates_valid_then_test_batch_1(data_for, monkeypatch):
     assert r["test_perplexity"] == pytest.approx(math.exp(r["test_loss"]))
 
 
-def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device):
-    """Every method gives a row with its command; a second run reuses the pretrained bodies."""
+def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device, capsys):
+    """Every method gives a row with its command, the baseline closes the table; a second
+    run reuses the pretrained bodies and every finished fine-tune."""
     data_for("sentiment")
     lines = []
+    out = tmp_path / "sentiment-methods"
     result = bench.run_benchmark("sentiment-methods", device=DEVICE, fast=True, progress=False,
-                                 output_dir=str(tmp_path), log=lines.append)
+                                 output_dir=str(out), log=lines.append)
     rows = {}
     for r in result["rows"]:                          # the first row of each name
         rows.setdefault(r["model"].split(" ")[0], r)
     assert set(rows) == {"bert-full", "bert-head", "bert-freeze2", "bert-llrd", "bert-lora",
-                         "gpt-full", "small-scratch", "small-distilled", "bert-full", "BERT",
-                         "GPT"}
-    assert len(result["rows"]) == 13
+                         "gpt-full", "small-scratch", "small-distilled", "BERT", "GPT",
+                         "reference:"}
+    assert len(result["rows"]) == 14
     for r in result["rows"]:
         assert 0 <= r["test_accuracy"] <= 1 and r["command"].startswith("minillm ")
     full, head, lora = rows["bert-full"], rows["bert-head"], rows["bert-lora"]
     assert head["trained_parameters"] < lora["trained_parameters"] < full["trained_parameters"]
     assert "--method lora" in lora["command"] and "--teacher" in rows["small-distilled"]["command"]
+    assert "--no-baseline" not in full["command"] and "--no-baseline" in head["command"]
     by_name = {r["model"]: r for r in result["rows"]}
     assert by_name["bert-full int8"]["model_bytes"] < full["model_bytes"]
     assert abs(by_name["bert-full pruned 80%"]["sparsity"] - 0.8) < 1e-3
-    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    for r in (rows["BERT"], rows["GPT"]):             # calibrated, the raw score beside it
+        assert "calibrated" in r["model"] and 0 <= r["raw_test_accuracy"] <= 1
+    base = json.loads((out / "bert-full" / "metrics.json").read_text(encoding="utf-8"))
+    assert rows["reference:"]["test_accuracy"] == max(
+        base["baselines"].values(), key=lambda b: b["validation"]["accuracy"])["test"]["accuracy"]
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert saved["table"] == result["table"] and "| bert-lora" in saved["table"]
+    assert (tmp_path / "pretraining-payoff" / "chinese_reviews" / "domain-bert").is_dir()
     assert not any("reusing" in m for m in lines)
-    lines.clear()
-    bench.methods._pretrained("bert", bench.methods.PRETRAIN_FAST, tmp_path, DEVICE, False,
-                              lines.append)
-    assert any("reusing the pretrained bert" in m for m in lines)
+    capsys.readouterr()                              # the CLI, with the bodies named
+    assert cli.main(["bench", "sentiment-methods", "--fast", "--no-progress", "--device", DEVICE,
+                     "--output-dir", str(out), "--bodies",
+                     str(tmp_path / "pretraining-payoff")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("reusing the pretrained body" in m for m in lines) == 4
+    assert sum(m.startswith(f"reusing {out}") for m in lines) == 8
+    again = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert again["table"] == result["table"]
 
 
 @pytest.mark.parametrize("settings, want", [

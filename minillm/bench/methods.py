@@ -4,21 +4,27 @@ The tutorial's central claim is that a pretrained model, fine-tuned, solves a do
 its practical advice ("usually only the last layer is adjusted") and the techniques
 practitioners use since (LoRA, distillation, quantization, pruning, prompting) each trade
 accuracy for parameters trained, size or labelled data. This benchmark measures all of them
-on ``chinese_reviews`` (review sentiment, the project's seeded 80/10/10 split):
+on ``chinese_reviews`` (review sentiment, the project's seeded 80/10/10 split), with the
+recipes of ``minillm bench pretraining-payoff``:
 
-1. pretrain a character BERT (masked LM) and a character GPT on People's Daily, both 4 layers
-   x 4 heads x 128, block 64, 2,000 steps of 32 windows (reused when ``output_dir`` already
-   holds them with the same settings);
-2. fine-tune the BERT: every weight; the head only; the first 2 of 4 blocks frozen; layer-wise
-   LR decay; LoRA on the attention queries and values; the GPT with every weight;
+1. the bodies: a character GPT and its masked-LM twin, a BERT (same size, 4 x 4 x 128,
+   block 128), each pretrained on People's Daily (2,000 steps of 16 windows), then further on
+   the reviews' training texts without their labels (domain-adaptive pretraining, 1,000
+   steps). They live in the pretraining-payoff folder beside the output folder (``bodies``),
+   so the GPT of that benchmark is reused, and are trained there when missing;
+2. fine-tune the BERT: every weight; the head only; the embeddings and first 2 of 4 blocks
+   frozen; layer-wise LR decay; LoRA on the attention queries and values; the GPT with every
+   weight. Every fine-tune has ``finetune``'s defaults (epochs from the data size, validation
+   each epoch, early stopping, the best epoch's weights) and reads 128 characters;
 3. a small BERT (2 x 64) from scratch, with and without distillation from the fine-tuned BERT;
 4. the fine-tuned BERT pruned (50%, 80% of its Linear weights) and quantized to int8;
 5. no fine-tuning at all: the BERT as a cloze (``{text}总之很[MASK]。`` -> 好/差) and the GPT
-   with in-context examples.
+   with in-context examples, each raw and with contextual calibration (Zhao et al. 2021);
+6. the reference: the bag-of-n-grams baseline ``finetune`` fits beside the full BERT.
 
 Every row is one :func:`minillm.tasks.finetune` / :func:`minillm.tasks.evaluate` call whose
-command line is stored beside its numbers. The bag-of-n-grams baselines are in
-``minillm bench sentiment``.
+command line is stored beside its numbers; a fine-tune whose folder already holds a finished
+run with the same settings is reused (so an interrupted benchmark resumes where it stopped).
 """
 from __future__ import annotations
 
@@ -29,43 +35,44 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .quality import _finish, _header, _logger, cli_flags, new_axes, same_settings, save_axes
+from .payoff import BODY, BODY_FAST, PAYOFF_DATASETS, _bodies, _check_same
+from .quality import _finish, _header, _logger, cli_flags, new_axes, save_axes
 
-__all__ = ["sentiment_methods", "PRETRAIN"]
+__all__ = ["sentiment_methods", "finetune_rows", "FINETUNE"]
 
-# the two pretrained bodies (identical but for the objective)
-PRETRAIN = dict(dataset="peoples_daily_text", n_layer=4, n_head=4, n_embd=128, block_size=64,
-                batch_size=32, max_steps=2000, learning_rate=1e-3, warmup_steps=100,
-                dropout=0.1, eval_steps=500, save_steps=500, seed=0)
-PRETRAIN_FAST = dict(PRETRAIN, n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
-                     max_steps=10, warmup_steps=2, eval_steps=5, save_steps=5, eval_batches=2)
-# mean pooling for every model: a masked-LM BERT (no next-sentence task, no pooler) never
-# learned a [CLS] summary, so a frozen body offers the head nothing at [CLS]
-FINETUNE = dict(dataset="chinese_reviews", max_length=64, num_train_epochs=2.0, batch_size=32,
-                pooling="mean")
-FINETUNE_FAST = dict(FINETUNE, max_length=32, max_train_examples=64, max_eval_examples=32,
-                     num_train_epochs=1.0, batch_size=8)
+DATASET = "chinese_reviews"
+# every fine-tune reads the bodies' context; the rest is finetune's defaults
+FINETUNE = dict(dataset=DATASET, max_length=BODY["block_size"], batch_size=32)
+FINETUNE_FAST = dict(FINETUNE, max_length=BODY_FAST["block_size"], max_train_examples=64,
+                     max_eval_examples=32, max_steps=8, batch_size=8)
 CLOZE_TEMPLATE = "{text}总之很[MASK]。"
 VERBALIZER = {"negative": "差", "positive": "好"}
 ICL_TEMPLATE = "评论：{text}\n情感：{label}\n"
 ICL_SHOTS = 2
-ICL_MAX_CHARS = 12          # demonstrations short enough that two fit a 64-character context
+ICL_MAX_CHARS = 24          # demonstrations short enough to leave the review room in 128
+CONTENT_FREE = ("N/A", "")
 
 
-def _pretrained(kind, settings, root, device, progress, log):
-    """``root/pretrained-<kind>/model``: reused when its config matches ``settings``."""
-    out = root / f"pretrained-{kind}"
-    cfg = tasks.PretrainConfig(model_type=kind, output_dir=str(out), device=device,
-                               progress=progress, **settings)
-    done = out / "results.json"
-    if done.is_file():
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["pretrain"]
-        if same_settings(saved, cfg):
-            log(f"reusing the pretrained {kind} in {out}")
-            return out / "model", json.loads(done.read_text(encoding="utf-8"))
-    command = f"minillm pretrain --model-type {kind} {cli_flags(settings)}"
-    res = tasks.pretrain(cfg, command=command, log=log)
-    return out / "model", res
+def finetune_rows(bert, gpt, root, fast):
+    """``[(name, extra settings)]``: the fine-tuned rows, in order (the distilled student
+    needs the full BERT's run folder, ``root/bert-full``, as its teacher)."""
+    small = dict(n_layer=2, n_head=2, n_embd=64) if not fast else dict(n_layer=1, n_embd=16)
+    return [
+        ("bert-full (BERT, every weight)", dict(model=str(bert), baseline=True)),
+        ("bert-head (BERT, head only)", dict(model=str(bert), method="head-only",
+                                             learning_rate=1e-3)),
+        ("bert-freeze2 (BERT, embeddings + blocks 1-2 frozen)",
+         dict(model=str(bert), method="freeze", freeze_layers=2 if not fast else 1)),
+        ("bert-llrd (BERT, layer-wise LR decay 0.8)",
+         dict(model=str(bert), layer_lr_decay=0.8, learning_rate=2e-4)),
+        ("bert-lora (BERT, LoRA r=8 on q, v)", dict(model=str(bert), method="lora", lora_r=8,
+                                                    learning_rate=1e-3)),
+        ("gpt-full (GPT, every weight)", dict(model=str(gpt))),
+        ("small-scratch (BERT 2x64 from scratch)", dict(**small, tokenizer=str(bert))),
+        ("small-distilled (BERT 2x64, distilled from bert-full)",
+         dict(**small, teacher=str(root / "bert-full"),
+              distill_temperature=2.0, distill_alpha=0.5)),
+    ]
 
 
 def _row(name, method, res, command, **extra):
@@ -73,21 +80,29 @@ def _row(name, method, res, command, **extra):
             "test_accuracy": res["test"]["accuracy"],
             "val_accuracy": (res.get("validation") or {}).get("accuracy"),
             "trained_parameters": res.get("trainable_parameters"),
-            "train_seconds": res.get("train_seconds"), "command": command, **extra}
+            "train_seconds": res.get("train_seconds"), "epochs": res.get("epochs"),
+            "best_step": res.get("best_step"), "command": command, **extra}
 
 
-def _finetune_row(name, root, settings, extra, device, progress, log, rows):
+def finetune_row(name, extra, root, settings, device, progress, log):
+    """One fine-tuned row, trained into ``root/<first word of name>`` or reused from there
+    when that folder holds a finished run with the same settings: ``(row, results)``."""
     out = root / name.split(" ")[0]
     kw = {**settings, **extra}
-    command = f"minillm finetune --task classification {cli_flags(kw)} --output-dir {out}"
+    baseline = kw.pop("baseline", False)
     cfg = tasks.FinetuneConfig(task="classification", output_dir=str(out), device=device,
-                               progress=progress, **kw)
-    res = tasks.finetune(cfg, command=command, log=log)
-    row = _row(name, res["method"], res, command,
-               model_bytes=_model_bytes(out / "model"))
-    rows.append(row)
+                               progress=progress, baseline=baseline, **kw)
+    command = (f"minillm finetune --task classification {cli_flags(kw)}"
+               f"{'' if baseline else ' --no-baseline'} --output-dir {out}")
+    if (out / "metrics.json").is_file():
+        _check_same(out, "finetune", cfg)
+        log(f"reusing {out}")
+        res = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    else:
+        res = tasks.finetune(cfg, command=command, log=log)
+    row = _row(name, res["method"], res, command, model_bytes=_model_bytes(out / "model"))
     log(f"{name}: test accuracy {row['test_accuracy']:.4f}")
-    return out, res
+    return row, res
 
 
 def _model_bytes(model_dir):
@@ -95,49 +110,62 @@ def _model_bytes(model_dir):
         return int(sum(z[k].nbytes for k in z.files))
 
 
-def _compressed_row(name, run_dir, quantize, prune, split_n, device, log, rows):
+def _baseline_row(res, command):
+    """The bag-of-n-grams baseline ``finetune`` fitted beside a run (the best on
+    validation), as a row."""
+    base = res["baselines"]
+    name = max(base, key=lambda b: base[b]["validation"]["accuracy"])
+    return {"model": f"reference: {name} (the baseline of bert-full)", "method": name,
+            "test_accuracy": base[name]["test"]["accuracy"],
+            "val_accuracy": base[name]["validation"]["accuracy"],
+            "trained_parameters": base[name].get("parameters"), "train_seconds":
+            base[name].get("train_seconds"), "model_bytes": None, "command": command}
+
+
+def _compressed_row(name, run_dir, quantize, prune, split_n, device, log):
     flags = (f" --quantize {quantize}" if quantize else "") + \
         (f" --prune {prune}" if prune is not None else "")
-    command = f"minillm evaluate --model {run_dir} --dataset chinese_reviews{flags}"
-    r = tasks.evaluate(run_dir, dataset="chinese_reviews", split="test", device=device,
-                       max_examples=split_n, quantize=quantize, prune=prune, log=log)
-    rows.append({"model": name, "method": "post-training" + flags,
-                 "test_accuracy": r["accuracy"], "val_accuracy": None,
-                 "trained_parameters": 0, "train_seconds": 0.0, "command": command,
-                 "model_bytes": r["compressed_bytes"], "sparsity": r.get("sparsity")})
+    command = f"minillm evaluate --model {run_dir} --dataset {DATASET}{flags} --no-baseline"
+    r = tasks.evaluate(run_dir, dataset=DATASET, split="test", device=device,
+                       max_examples=split_n, quantize=quantize, prune=prune, baseline=False,
+                       log=log)
     log(f"{name}: test accuracy {r['accuracy']:.4f}, {r['compressed_bytes'] / 1e6:.2f} MB")
+    return {"model": name, "method": "post-training" + flags,
+            "test_accuracy": r["accuracy"], "val_accuracy": None,
+            "trained_parameters": 0, "train_seconds": 0.0, "command": command,
+            "model_bytes": r["compressed_bytes"], "sparsity": r.get("sparsity")}
 
 
-def _prompt_rows(bert_dir, gpt_dir, test, train, seed, log, rows):
+def _prompt_row(name, clf, model_dir, test, log, **extra):
+    """A prompting row: the calibrated accuracy (Zhao et al. 2021), the raw one beside it."""
+    texts, labels = test
+    raw = clf.evaluate(texts, labels)["accuracy"]
+    clf.calibrate(CONTENT_FREE)
+    calibrated = clf.evaluate(texts, labels)["accuracy"]
+    log(f"{name}: test accuracy {calibrated:.4f} calibrated, {raw:.4f} raw "
+        f"({clf.num_truncated} texts truncated)")
+    return {"model": name, "test_accuracy": calibrated, "raw_test_accuracy": raw,
+            "val_accuracy": None, "trained_parameters": 0, "train_seconds": 0.0,
+            "command": "minillm bench sentiment-methods", "model_bytes": _model_bytes(model_dir),
+            "truncated": clf.num_truncated, **extra}
+
+
+def _prompt_rows(bert_dir, gpt_dir, test, train, seed, log):
     from ..finetune import ClozeClassifier, InContextClassifier, select_demonstrations
     from ..models import auto
-    texts = [ex["text"] for ex in test]
-    labels = [test.label_names[ex["label"]] for ex in test]
-    mlm = auto.load_model(bert_dir)
-    cloze = ClozeClassifier(mlm, tasks.load_tokenizer(bert_dir), CLOZE_TEMPLATE, VERBALIZER)
-    r = cloze.evaluate(texts, labels)
-    rows.append({"model": "BERT cloze, zero-shot", "method": f"prompt {CLOZE_TEMPLATE!r}, "
-                 f"verbalizer {VERBALIZER}", "test_accuracy": r["accuracy"],
-                 "val_accuracy": None, "trained_parameters": 0, "train_seconds": 0.0,
-                 "command": "minillm bench sentiment-methods", "model_bytes":
-                 _model_bytes(bert_dir), "truncated": cloze.num_truncated})
-    log(f"cloze: test accuracy {r['accuracy']:.4f} ({cloze.num_truncated} texts truncated)")
+    cloze = ClozeClassifier(auto.load_model(bert_dir), tasks.load_tokenizer(bert_dir),
+                            CLOZE_TEMPLATE, VERBALIZER)
+    rows = [_prompt_row("BERT cloze, zero-shot, calibrated", cloze, bert_dir, test, log,
+                        method=f"prompt {CLOZE_TEMPLATE!r}, verbalizer {VERBALIZER}")]
     short = [{"text": ex["text"], "label": train.label_names[ex["label"]]} for ex in train
              if len(ex["text"]) <= ICL_MAX_CHARS]
     demos = select_demonstrations(short, ICL_SHOTS, seed=seed)
-    gpt = auto.load_model(gpt_dir)
-    icl = InContextClassifier(gpt, tasks.load_tokenizer(gpt_dir), ICL_TEMPLATE, VERBALIZER,
-                              demonstrations=demos)
-    r = icl.evaluate(texts, labels)
-    rows.append({"model": f"GPT in-context, {ICL_SHOTS}-shot", "method":
-                 f"prompt {ICL_TEMPLATE!r}, demonstrations {demos}",
-                 "test_accuracy": r["accuracy"], "val_accuracy": None,
-                 "trained_parameters": 0, "train_seconds": 0.0,
-                 "command": "minillm bench sentiment-methods", "model_bytes":
-                 _model_bytes(gpt_dir), "truncated": icl.num_truncated,
-                 "demonstrations_dropped": icl.demonstrations_dropped})
-    log(f"in-context: test accuracy {r['accuracy']:.4f} ({icl.demonstrations_dropped} "
-        f"demonstrations dropped, {icl.num_truncated} texts truncated)")
+    icl = InContextClassifier(auto.load_model(gpt_dir), tasks.load_tokenizer(gpt_dir),
+                              ICL_TEMPLATE, VERBALIZER, demonstrations=demos)
+    rows.append(_prompt_row(f"GPT in-context, {ICL_SHOTS}-shot, calibrated", icl, gpt_dir,
+                            test, log, method=f"prompt {ICL_TEMPLATE!r}, demonstrations "
+                            f"{demos}", demonstrations_dropped=icl.demonstrations_dropped))
+    return rows
 
 
 def methods_table(rows):
@@ -147,69 +175,68 @@ def methods_table(rows):
     lines = ["| model | test accuracy | validation accuracy | parameters trained | size (MB) "
              "| train time (s) |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['test_accuracy']:.4f} | "
+        raw = f" (raw {r['raw_test_accuracy']:.4f})" if "raw_test_accuracy" in r else ""
+        size = None if r["model_bytes"] is None else r["model_bytes"] / 1e6
+        lines.append(f"| {r['model']} | {r['test_accuracy']:.4f}{raw} | "
                      f"{num(r['val_accuracy'], '.4f')} | {num(r['trained_parameters'], ',')} | "
-                     f"{num(r['model_bytes'] / 1e6, '.2f')} | "
-                     f"{num(r['train_seconds'], '.1f')} |")
+                     f"{num(size, '.2f')} | {num(r['train_seconds'], '.1f')} |")
     return "\n".join(lines)
 
 
+def _all_rows(bodies, root, ft, fast, seed, dev, progress, say):
+    """Every row of the table, in order (see the module docstring)."""
+    bert, gpt = bodies["bert"], bodies["gpt"]
+    rows, results = [], {}
+    for name, extra in finetune_rows(bert, gpt, root, fast):
+        row, results[name.split(" ")[0]] = finetune_row(name, extra, root, ft, dev, progress,
+                                                        say)
+        rows.append(row)
+    full = root / "bert-full"
+    n_test = ft.get("max_eval_examples")
+    for name, q, p in (("bert-full pruned 50%", None, 0.5), ("bert-full pruned 80%", None, 0.8),
+                       ("bert-full int8", "int8", None)):
+        rows.append(_compressed_row(name, full, q, p, n_test, dev, say))
+    test = datasets.load(DATASET, split="test")
+    train = datasets.load(DATASET, split="train")
+    examples = test.examples[:32] if fast else test.examples
+    texts = ([ex["text"] for ex in examples], [test.label_names[ex["label"]] for ex in examples])
+    with backend.default_device_as(dev):
+        rows += _prompt_rows(bert, gpt, texts, train, seed, say)
+    rows.append(_baseline_row(results["bert-full"], rows[0]["command"]))
+    return rows
+
+
 def sentiment_methods(device=None, seed=0, fast=False, progress=True, output_dir=None,
-                      log=print):
+                      log=print, bodies=None):
     """Every fine-tuning method on ``chinese_reviews`` (see the module docstring).
 
     Returns keys: ``rows`` (``[{model, method, test_accuracy, val_accuracy,
     trained_parameters, model_bytes, train_seconds, command}]``), ``table`` (Markdown),
-    ``pretrained`` (the two pretraining results), plus the common keys. Without
-    ``output_dir`` the runs go to ``runs/bench/sentiment-methods``.
+    ``pretrained`` (the bodies' pretraining results), plus the common keys. Without
+    ``output_dir`` the runs go to ``runs/bench/sentiment-methods``; the bodies come from (or
+    are trained into) ``bodies``, by default the ``pretraining-payoff`` folder beside it.
     """
     say = _logger(log)
     t_start = time.perf_counter()
     dev = str(backend.device(device))
     root = Path(output_dir or "runs/bench/sentiment-methods")
     root.mkdir(parents=True, exist_ok=True)
-    pre = PRETRAIN_FAST if fast else PRETRAIN
+    body_root = Path(bodies) if bodies else root.parent / "pretraining-payoff"
     ft = {**(FINETUNE_FAST if fast else FINETUNE), "seed": seed}
-    bert, bert_res = _pretrained("bert", pre, root, dev, progress, say)
-    gpt, gpt_res = _pretrained("gpt", pre, root, dev, progress, say)
-    rows = []
-
-    def run(name, **extra):
-        return _finetune_row(name, root, ft, extra, dev, progress, say, rows)
-
-    full, _ = run("bert-full (BERT, every weight)", model=str(bert))
-    run("bert-head (BERT, head only)", model=str(bert), method="head-only",
-        learning_rate=1e-3)
-    run("bert-freeze2 (BERT, embeddings + blocks 1-2 frozen)", model=str(bert),
-        method="freeze", freeze_layers=2 if not fast else 1)
-    run("bert-llrd (BERT, layer-wise LR decay 0.8)", model=str(bert), layer_lr_decay=0.8,
-        learning_rate=2e-4)
-    run("bert-lora (BERT, LoRA r=8 on q, v)", model=str(bert), method="lora", lora_r=8,
-        learning_rate=1e-3)
-    run("gpt-full (GPT, every weight)", model=str(gpt))
-    small = dict(n_layer=2, n_head=2, n_embd=64) if not fast else dict(n_layer=1, n_embd=16)
-    run("small-scratch (BERT 2x64 from scratch)", **small, tokenizer=str(bert))
-    run("small-distilled (BERT 2x64, distilled from bert-full)", **small,
-        teacher=str(full), distill_temperature=2.0, distill_alpha=0.5)
-    n_test = ft.get("max_eval_examples")
-    for name, q, p in (("bert-full pruned 50%", None, 0.5), ("bert-full pruned 80%", None, 0.8),
-                       ("bert-full int8", "int8", None)):
-        _compressed_row(name, full, q, p, n_test, dev, say, rows)
-    test = datasets.load("chinese_reviews", split="test")
-    train = datasets.load("chinese_reviews", split="train")
-    if fast:
-        test = datasets.Dataset(test.examples[:32], label_names=test.label_names)
-    with backend.default_device_as(dev):
-        _prompt_rows(bert, gpt, test, train, seed, say, rows)
-
+    models, pre = {}, {}
+    for kind in ("bert", "gpt"):
+        m, pre[kind] = _bodies(DATASET, PAYOFF_DATASETS[DATASET], body_root, fast, dev,
+                               progress, say, model_type=kind)
+        models[kind] = m["pretrained + domain"]
+    rows = _all_rows(models, root, ft, fast, seed, dev, progress, say)
     result = _header("sentiment-methods", backend.device(device), seed, fast,
-                     {"pretrain": pre, "finetune": ft, "cloze_template": CLOZE_TEMPLATE,
-                      "verbalizer": VERBALIZER, "icl_template": ICL_TEMPLATE,
-                      "icl_shots": ICL_SHOTS},
-                     {"note": "the bag-of-n-grams baselines of `minillm bench sentiment` "
-                              "(logistic regression 0.8450 test accuracy) are the reference"})
-    result.update(rows=rows, table=methods_table(rows),
-                  pretrained={"bert": bert_res, "gpt": gpt_res})
+                     {"bodies": str(body_root), "finetune": ft,
+                      "cloze_template": CLOZE_TEMPLATE, "verbalizer": VERBALIZER,
+                      "icl_template": ICL_TEMPLATE, "icl_shots": ICL_SHOTS,
+                      "content_free": list(CONTENT_FREE)},
+                     {"note": "the last row is the bag-of-n-grams baseline finetune fits "
+                              "beside the full BERT, on the same split"})
+    result.update(rows=rows, table=methods_table(rows), pretrained=pre)
     result["total_seconds"] = time.perf_counter() - t_start
     say(result["table"])
 

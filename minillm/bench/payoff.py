@@ -107,20 +107,23 @@ def task_texts(name):
     return "\n".join(line.replace("\n", " ") for line in lines) + "\n"
 
 
-def _bodies(name, spec, root, fast, device, progress, log):
+def _bodies(name, spec, root, fast, device, progress, log, model_type="gpt"):
     """``{arm: model dir}``: the general body (shared by every dataset on that corpus) and
-    the domain-adapted one of dataset ``name``."""
-    body = dict(BODY_FAST if fast else BODY, dataset=spec["corpus"])
-    general, g_res = _pretrain(root / f"general-{spec['corpus']}", body, device, progress, log)
+    the domain-adapted one of dataset ``name``; ``model_type="bert"`` gives the masked-LM
+    twins of the GPT bodies (same size, corpus and steps), in folders named ``...-bert``."""
+    body = dict(BODY_FAST if fast else BODY, dataset=spec["corpus"], model_type=model_type)
+    tail = "" if model_type == "gpt" else f"-{model_type}"
+    general, g_res = _pretrain(root / f"general-{spec['corpus']}{tail}", body, device,
+                               progress, log)
     corpus = root / name / "unlabelled-train.txt"
     corpus.parent.mkdir(parents=True, exist_ok=True)
     corpus.write_text(task_texts(name), encoding="utf-8")
     domain = dict(DOMAIN_FAST if fast else DOMAIN, dataset=None, train=str(corpus),
-                  model=str(general), batch_size=body["batch_size"],
+                  model=str(general), model_type=model_type, batch_size=body["batch_size"],
                   block_size=body["block_size"], dropout=body["dropout"], seed=body["seed"])
     if fast:
         domain["eval_batches"] = 2
-    adapted, d_res = _pretrain(root / name / "domain", domain, device, progress, log)
+    adapted, d_res = _pretrain(root / name / f"domain{tail}", domain, device, progress, log)
     return ({"pretrained": general, "pretrained + domain": adapted},
             {"general": g_res, "domain": d_res})
 
