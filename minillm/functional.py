@@ -338,7 +338,7 @@ def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
     valid = t != ignore_index
     xp = log_probs.xp
     picked = lp[xp.arange(lp.shape[0]), xp.where(valid, t, 0)]
-    w = Tensor._make(valid.astype(log_probs.dtype), log_probs.device, False)
+    w = Tensor.wrap(valid.astype(log_probs.dtype), log_probs.device)
     loss = -(picked * w)
     if reduction == "mean":
         return loss.sum() / w.sum()

@@ -238,6 +238,17 @@ def test_setitem_on_multi_element_tensor_bumps_version():
     np.testing.assert_array_equal(t.numpy(), [[0, 5, 5], [1, 1, 1]])
 
 
+def test_wrap_shares_the_array_and_mark_modified_guards_saved_graphs():
+    x = mm.tensor([1.0, 2.0], requires_grad=True)
+    w = mm.Tensor.wrap(x.data, x.device)                 # no copy, no grad
+    assert w.data is x.data and not w.requires_grad and w.device == x.device
+    y = (x * x).sum()                                    # Mul saves x
+    x.data[0] = 5.0                                      # raw change, as an optimizer does
+    x.mark_modified()
+    with pytest.raises(GraphError, match="modified by an in-place operation"):
+        y.backward()
+
+
 def test_deepcopy_of_used_tensors_and_modules():
     import copy
     x = mm.randn(2, 3, requires_grad=True)

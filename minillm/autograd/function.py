@@ -220,6 +220,87 @@ def _toposort(root_fn):
     return order
 
 
+def run_backward(root, grad, retain_graph=False):
+    """Backpropagate ``grad`` (dL/d``root``, an array shaped like ``root``) through the graph
+    of ``root``: order the graph, walk it from ``root`` back to the leaves, and at each node
+    apply the chain rule -- the node's ``backward`` turns dL/d(its output) into dL/d(each
+    input) -- summing what reaches each tensor over all its uses."""
+    grads = _Gradients()
+    if root._ctx is None:                   # a leaf: its gradient is the seed itself
+        grads.give_leaf(root, grad.copy())
+        return
+    order = _toposort(root._ctx)            # inputs before the nodes that use them
+    grads.pending[id(root._ctx)] = grad
+    for fn in reversed(order):              # so every user is done before its inputs
+        g = grads.pending.pop(id(fn), None)
+        if g is None:                       # nothing reached this node
+            continue
+        grads.give_retained(fn, g)
+        for t, g_in in zip(fn.inputs, _node_backward(fn, g)):
+            if g_in is not None and getattr(t, "requires_grad", False):
+                _check_gradient(fn, t, g_in)
+                grads.add(t, g_in)
+        if not retain_graph:
+            _free(fn)
+
+
+def _node_backward(fn, g):
+    """The gradients ``fn.backward(g)`` gives its inputs, as a tuple; first checks that no
+    input it saved was changed in place since the forward pass."""
+    if fn.save_inputs:
+        _check_versions(fn)
+    in_grads = fn.backward(g)
+    return in_grads if type(in_grads) is tuple else (in_grads,)
+
+
+class _Gradients:
+    """Where the gradients go during one backward pass: ``pending`` (node id -> dL/d(node's
+    output), summed over the node's users) until the node is visited, ``.grad`` for leaves.
+
+    Bookkeeping that keeps memory low without copies: a sum is formed in place once this pass
+    owns the array (``owned``); a leaf never receives a view or an array another leaf holds
+    (``assigned``)."""
+
+    def __init__(self):
+        self.pending, self.owned, self.assigned = {}, set(), set()
+
+    def add(self, t, g):
+        """Add ``g`` to the gradient of tensor ``t`` (a leaf, or a node's output)."""
+        if t._ctx is None:
+            self.give_leaf(t, g)
+            return
+        key = id(t._ctx)
+        prev = self.pending.get(key)
+        if prev is None:
+            self.pending[key] = g
+        elif key in self.owned:
+            prev += g
+        else:
+            self.pending[key] = prev + g
+            self.owned.add(key)
+
+    def give_leaf(self, t, g):
+        if t.grad is None:
+            if getattr(g, "base", None) is not None or id(g) in self.assigned:
+                g = g.copy()    # never hand out a view or an array another tensor also holds
+            self.assigned.add(id(g))
+            t.grad = _wrap(g, t._device)
+        else:
+            t.grad.data += g
+
+    def give_retained(self, fn, g):
+        """``t.retain_grad()`` on the output of ``fn``: it gets its gradient too."""
+        retained = getattr(fn, "retained", None)
+        t = retained() if retained is not None else None
+        if t is not None:
+            self.give_leaf(t, g)
+
+
+def _wrap(array, device):
+    from .tensor import Tensor
+    return Tensor._make(array, device, False)
+
+
 def _check_versions(fn):
     for i, (t, v) in enumerate(zip(fn.inputs, fn.versions)):
         if v is not None and t._version != v:
@@ -230,68 +311,21 @@ def _check_versions(fn):
                 "(e.g. `x = x + 1` instead of `x += 1`) or do it after backward().")
 
 
-def _accumulate_leaf(t, g, assigned):
-    from .tensor import Tensor
-    if t.grad is None:
-        if getattr(g, "base", None) is not None or id(g) in assigned:
-            g = g.copy()      # never hand out a view or an array another tensor also holds
-        assigned.add(id(g))
-        t.grad = Tensor._make(g, t._device, False)
-    else:
-        t.grad.data += g
+def _check_gradient(fn, t, g):
+    """An op's backward must return a gradient shaped like its input (an engine invariant),
+    and under :class:`detect_anomaly` a finite one."""
+    if g.shape != t.shape or g.dtype != t.dtype:
+        raise RuntimeError(f"internal error: {fn.name}.backward returned a gradient of "
+                           f"shape {tuple(g.shape)} {g.dtype} for an input of shape "
+                           f"{t.shape} {t.dtype}")
+    if _state["anomaly"] and not _finite(fn.xp, g):
+        raise FloatingPointError(
+            f"detect_anomaly: {fn.name}.backward produced NaN/Inf in the gradient of "
+            f"its input of shape {tuple(t.shape)}. The op was created at:\n"
+            f"{getattr(fn, 'trace', '(trace not recorded)')}")
 
 
-def run_backward(root, grad, retain_graph=False):
-    """Backpropagate ``grad`` (an array shaped like ``root``) through the graph of ``root``."""
-    assigned = set()
-    fn_root = root._ctx
-    if fn_root is None:                     # a leaf: its gradient is the seed itself
-        _accumulate_leaf(root, grad.copy(), assigned)
-        return
-    order = _toposort(fn_root)
-    anomaly = _state["anomaly"]
-    grads = {id(fn_root): grad}
-    owned = set()
-    for fn in reversed(order):
-        g = grads.pop(id(fn), None)
-        if g is None:
-            continue
-        retained = getattr(fn, "retained", None)
-        if retained is not None:
-            t = retained()
-            if t is not None:
-                _accumulate_leaf(t, g, assigned)
-        if fn.save_inputs:
-            _check_versions(fn)
-        in_grads = fn.backward(g)
-        if type(in_grads) is not tuple:
-            in_grads = (in_grads,)
-        inputs = fn.inputs
-        for t, gi in zip(inputs, in_grads):
-            if gi is None or not getattr(t, "requires_grad", False):
-                continue
-            if gi.shape != t.shape or gi.dtype != t.dtype:
-                raise RuntimeError(f"internal error: {fn.name}.backward returned a gradient of "
-                                   f"shape {tuple(gi.shape)} {gi.dtype} for an input of shape "
-                                   f"{t.shape} {t.dtype}")
-            if anomaly and not _finite(fn.xp, gi):
-                raise FloatingPointError(
-                    f"detect_anomaly: {fn.name}.backward produced NaN/Inf in the gradient of "
-                    f"its input of shape {tuple(t.shape)}. The op was created at:\n"
-                    f"{getattr(fn, 'trace', '(trace not recorded)')}")
-            ctx = t._ctx
-            if ctx is None:
-                _accumulate_leaf(t, gi, assigned)
-                continue
-            key = id(ctx)
-            prev = grads.get(key)
-            if prev is None:
-                grads[key] = gi
-            elif key in owned:
-                prev += gi
-            else:
-                grads[key] = prev + gi
-                owned.add(key)
-        if not retain_graph:
-            fn.__dict__.clear()
-            fn.inputs = None
+def _free(fn):
+    """Drop what ``fn`` saved for backward (a second backward through it is an error)."""
+    fn.__dict__.clear()
+    fn.inputs = None

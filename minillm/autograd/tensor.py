@@ -44,6 +44,19 @@ class Tensor:
         t._device = dev
         return t
 
+    @classmethod
+    def wrap(cls, data, device, requires_grad=False):
+        """A tensor around the array ``data``, already on ``device`` (a :mod:`minillm.backend`
+        device), without a copy or a check: how library code that computed raw arrays hands
+        them back. User code should call :func:`minillm.tensor`, which checks and converts."""
+        return cls._make(data, device, requires_grad)
+
+    def mark_modified(self):
+        """Record that ``data`` was changed in place by code working on the raw array (an
+        optimizer step, pruning): a graph that saved this tensor then refuses a stale
+        backward, as it does after an in-place tensor op."""
+        self._version += 1
+
     # -- properties ---------------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)

@@ -273,9 +273,9 @@ def magnitude_prune(model, sparsity, scope="global", modules=None, skip=()):
                     _set_submodule(model, p, layer)
             mask = keep.reshape(layer.weight.shape).astype(layer.weight.dtype)
             layer.weight_mask.data[...] = mask
-            layer.weight_mask._version += 1
+            layer.weight_mask.mark_modified()
             layer.weight.data *= mask                       # zero the pruned weights
-            layer.weight._version += 1
+            layer.weight.mark_modified()
     pruned = backend.to_host(xp.stack([(keep == 0).sum() for keep in keeps])).tolist()
     for (name, _, _), n, k in zip(layers, sizes, pruned):
         report_layers[name] = k / n if n else 0.0
@@ -315,7 +315,7 @@ def remove_pruning(model):
     with no_grad():
         for _, layer, paths in groups:
             layer.weight.data *= layer.weight_mask.data
-            layer.weight._version += 1
+            layer.weight.mark_modified()
             plain = _plain_linear(layer)
             for p in paths:
                 _set_submodule(model, p, plain)

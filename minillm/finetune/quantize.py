@@ -182,8 +182,8 @@ class QuantizedLinear(Module):
         layer = cls.__new__(cls)
         Module.__init__(layer)
         layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        layer.register_buffer("weight_int8", Tensor._make(q, dev, False))
-        layer.register_buffer("weight_scale", Tensor._make(scale, dev, False))
+        layer.register_buffer("weight_int8", Tensor.wrap(q, dev))
+        layer.register_buffer("weight_scale", Tensor.wrap(scale, dev))
         layer.register_buffer("bias", None if linear.bias is None
                               else tensor(linear.bias.data, device=dev))
         layer.training = linear.training
@@ -199,7 +199,7 @@ class QuantizedLinear(Module):
     def dequantized_weight(self):
         """The float weight ``W~ = q * scale`` (in, out) this layer computes with, as a Tensor."""
         w = dequantize(self.weight_int8.data, self.weight_scale.data)
-        return Tensor._make(w, self.weight_int8.device, False)
+        return Tensor.wrap(w, self.weight_int8.device)
 
     def forward(self, x):
         if not isinstance(x, Tensor):

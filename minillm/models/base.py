@@ -238,10 +238,10 @@ class PreTrainedModel(Module):
                     if cache is not None and ctx is not None and out.shape[1] > ctx:
                         cache = None     # past the context window: recompute on the last ctx
                     if cache is not None:
-                        logits, cache = self.forward_step(Tensor._make(pending, dev, False), cache)
+                        logits, cache = self.forward_step(Tensor.wrap(pending, dev), cache)
                     else:
                         window = out if ctx is None else out[:, -ctx:]
-                        logits = self(Tensor._make(window, dev, False))
+                        logits = self(Tensor.wrap(window, dev))
                     last = logits.data[:, -1, :]
                     nxt = sample_next(xp, last, gen, temperature, top_k, top_p, do_sample)
                     if eos_id is not None:
@@ -253,7 +253,7 @@ class PreTrainedModel(Module):
                         break
         finally:
             self.train(was_training)
-        return Tensor._make(out, dev, False)
+        return Tensor.wrap(out, dev)
 
 
 def sample_next(xp, logits, gen, temperature=1.0, top_k=None, top_p=None, do_sample=True):

@@ -144,7 +144,7 @@ def extended_attention_mask(attention_mask, attention_mask_3d, batch, length, de
             raise RuntimeError(f"BERT: attention_mask_3d on {m.device}, model on {dev}")
         m = m.data[:, None, :, :]
         mask = m if mask is None else mask & m
-    return None if mask is None else Tensor._make(mask, dev, False)
+    return None if mask is None else Tensor.wrap(mask, dev)
 
 
 # -- embeddings ----------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class FeedForwardLM(PreTrainedModel):
         padded = xp.concatenate([pad, ids.data], axis=1)          # (B, T + n1 - 1)
         # row t: padded positions t .. t+n1-1, i.e. the ids t-n1+1 .. t
         idx = xp.arange(T)[:, None] + xp.arange(n1)[None, :]
-        return Tensor._make(padded[:, idx], ids.device, False)
+        return Tensor.wrap(padded[:, idx], ids.device)
 
     def forward(self, ids):
         """Logits (B, T, V) for ids (B, T)."""

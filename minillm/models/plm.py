@@ -104,7 +104,7 @@ def sample_factorization_order(batch_size, length, seed=None, attention_mask=Non
     keys = gen.random((batch_size, length), np.float64)               # in [0, 1)
     pad_keys = 1.0 + xp.arange(length, dtype=np.float64)[None, :]     # after every real token
     keys = xp.where(_real(attention_mask, batch_size, length, dev), keys, pad_keys)
-    return Tensor._make(xp.argsort(keys, axis=1).astype(np.int64), dev, False)
+    return Tensor.wrap(xp.argsort(keys, axis=1).astype(np.int64), dev)
 
 
 def factorization_masks(order, num_predict, attention_mask=None):
@@ -143,7 +143,7 @@ def factorization_masks(order, num_predict, attention_mask=None):
     real_steps = xp.cumsum(xp.take_along_axis(real, order.data, axis=1), axis=1) - 1
     real_rank = xp.take_along_axis(real_steps, rank, axis=1)
     target = real & (real_rank >= (n_real - num_predict)[:, None])
-    make = lambda a: Tensor._make(a, dev, False)                     # noqa: E731
+    make = lambda a: Tensor.wrap(a, dev)                     # noqa: E731
     return PLMMasks(make(order.data), make(rank), make(content), make(query), make(target))
 
 
@@ -207,7 +207,7 @@ def plm_forward(model, input_ids, *, num_predict, query, seed=None, token_type_i
     masks = factorization_masks(order, num_predict, attention_mask)
     _, g = two_stream_encode(bert, input_ids, masks, query, token_type_ids)
     logits = head(g, bert.embeddings.word_embeddings.weight)
-    labels = Tensor._make(dev.xp.where(masks.target_mask.data, input_ids.data, -100), dev, False)
+    labels = Tensor.wrap(dev.xp.where(masks.target_mask.data, input_ids.data, -100), dev)
     loss = F.cross_entropy(logits, labels, ignore_index=-100)
     return PLMOutput(loss, logits, labels, masks)
 

@@ -147,7 +147,7 @@ class Seq2SeqTransformer(PreTrainedModel):
             out = xp.full((src.shape[0], 1), bos_id, dtype=np.int64)
             finished = xp.zeros(src.shape[0], dtype=bool)
             for _ in range(max_len):
-                logits = self.decode(Tensor._make(out, memory.device, False), memory,
+                logits = self.decode(Tensor.wrap(out, memory.device), memory,
                                      src_key_padding_mask)
                 nxt = logits.data[:, -1].argmax(axis=-1).astype(np.int64)
                 nxt = xp.where(finished, eos_id, nxt)
@@ -157,7 +157,7 @@ class Seq2SeqTransformer(PreTrainedModel):
                     break
         finally:
             self.train(was_training)
-        return Tensor._make(out, memory.device, False)
+        return Tensor.wrap(out, memory.device)
 
     @no_grad()
     def beam_search(self, src, beam_size, max_len, bos_id, eos_id, length_penalty=1.0,

@@ -404,8 +404,8 @@ class RotaryEmbedding(Module):
         angle = concatenate([angle, angle], axis=-1).data              # (T, d): both halves
         dev = backend.device_of(angle)
         xp, dtype = dev.xp, np.dtype(dtype or backend.get_default_dtype())
-        return (Tensor._make(xp.cos(angle).astype(dtype), dev, False),
-                Tensor._make(xp.sin(angle).astype(dtype), dev, False))
+        return (Tensor.wrap(xp.cos(angle).astype(dtype), dev),
+                Tensor.wrap(xp.sin(angle).astype(dtype), dev))
 
     def apply_rotary(self, q, k, offset=0):
         for name, t in (("q", q), ("k", k)):

@@ -41,7 +41,7 @@ def _check(t, op):
 def _fill_(t, array):
     """Copy a device array into ``t`` in place (under no_grad: not part of any graph)."""
     with no_grad():
-        t.copy_(Tensor._make(array.astype(t.dtype, copy=False), t.device, False))
+        t.copy_(Tensor.wrap(array.astype(t.dtype, copy=False), t.device))
     return t
 
 

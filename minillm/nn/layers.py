@@ -121,7 +121,7 @@ class Embedding(Module):
         if self.padding_idx is not None:
             with no_grad():
                 self.weight.data[self.padding_idx] = 0.0
-                self.weight._version += 1
+                self.weight.mark_modified()
 
     def forward(self, ids):
         return F.embedding(ids, self.weight, self.padding_idx)

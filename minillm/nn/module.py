@@ -301,7 +301,7 @@ class Module:
                 p.grad = None
             elif p.grad is not None:
                 p.grad.data.fill(0)
-                p.grad._version += 1
+                p.grad.mark_modified()
 
     # -- devices and dtypes -------------------------------------------------------------------
     def to(self, device=None, dtype=None):
@@ -418,7 +418,7 @@ class Module:
             for key, src in sources.items():
                 target = own[key]
                 target.data[...] = _on_device(src, target.device)
-                target._version += 1
+                target.mark_modified()
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -----------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def _move_(t, dev, dtype):
                 continue
             moved = holder.to(device=target, dtype=cast)
             holder.data, holder._device = moved.data, moved.device
-            holder._version += 1
+            holder.mark_modified()
 
 
 def _source_array(key, value):

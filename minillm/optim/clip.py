@@ -58,7 +58,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = _grads(parameters, fn)
     if not grads:
         dev = backend.get_default_device()
-        return Tensor._make(dev.xp.zeros((), dtype=backend.get_default_dtype()), dev, False)
+        return Tensor.wrap(dev.xp.zeros((), dtype=backend.get_default_dtype()), dev)
     dev = grads[0].device
     xp = dev.xp
     with dev:
@@ -88,8 +88,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         coef = xp.minimum(max_norm / (total + 1e-6), 1.0)
         for g in grads:
             g.data = g.data * xp.asarray(coef, dtype=g.data.dtype)
-            g._version += 1
-    return Tensor._make(total, dev, False)
+            g.mark_modified()
+    return Tensor.wrap(total, dev)
 
 
 def clip_grad_value_(parameters, clip_value):
@@ -102,4 +102,4 @@ def clip_grad_value_(parameters, clip_value):
     for g in _grads(parameters, fn):
         with g.device:
             g.data = g.xp.clip(g.data, -clip_value, clip_value)
-            g._version += 1
+            g.mark_modified()

@@ -10,7 +10,7 @@ given to the constructor. Learning-rate schedulers change ``group["lr"]``::
 
 Per-parameter state (momentum buffers, moving averages, step counts) lives in
 ``opt.state[p]``, a dict, with arrays on the parameter's own device. ``step()`` updates
-``p.data`` in place under :func:`minillm.no_grad` and bumps ``p._version``, so a graph
+``p.data`` in place under :func:`minillm.no_grad` and calls ``p.mark_modified()``, so a graph
 that saved the old values refuses to backpropagate through them.
 
 ``state_dict()`` returns only host values (``np.ndarray``, int, float, lists): it can be
@@ -164,7 +164,7 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad.data.fill(0)
-                    p.grad._version += 1
+                    p.grad.mark_modified()
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; parameters with ``grad is None`` are skipped.
@@ -189,7 +189,7 @@ class Optimizer:
                         self._follow_device(p, state)     # the model was moved with .to()
                     with p.device:            # CuPy allocates on the *current* GPU
                         self._update(p, p.grad.data, state, group)
-                    p._version += 1
+                    p.mark_modified()
         return loss
 
     def _follow_device(self, p, state):

@@ -247,7 +247,7 @@ class GradScaler:
                     g.data *= inv
                     ok = xp.isfinite(g.data).all()
                     flags[dev] = ok if dev not in flags else xp.logical_and(flags[dev], ok)
-                g._version += 1
+                g.mark_modified()
         st["flags"], st["stage"] = flags, "unscaled"
 
     def _found_inf(self, st):
@@ -429,7 +429,7 @@ class MixedPrecision:
             for p in params:
                 with p.device:
                     copy = p.data.copy()
-                masters[id(p)] = Parameter(Tensor._make(copy, p.device, False),
+                masters[id(p)] = Parameter(Tensor.wrap(copy, p.device),
                                            requires_grad=p.requires_grad)
             model.to(dtype=self.dtype)           # in place: the same Parameters, float16 data
         self._pairs = [(p, masters[id(p)]) for p in params]     # (float16 working, master)
@@ -485,10 +485,10 @@ class MixedPrecision:
             with w.device:
                 g32 = g.data.astype(m.dtype)
                 if m.grad is None:
-                    m.grad = Tensor._make(g32, m.device, False)
+                    m.grad = Tensor.wrap(g32, m.device)
                 else:
                     m.grad.data += g32
-                    m.grad._version += 1
+                    m.grad.mark_modified()
             w.grad = None
 
     def step(self, max_grad_norm=None, norm_type=2.0):
@@ -522,7 +522,7 @@ class MixedPrecision:
             for w, m in self._pairs:
                 with w.device:
                     w.data[...] = m.data             # float32 -> float16, rounded
-                w._version += 1
+                w.mark_modified()
 
     def zero_grad(self):
         """Clear the gradients of the float16 model, the masters and the optimizer."""
@@ -577,7 +577,7 @@ class MixedPrecision:
                     continue
                 m = self._masters[id(p)]
                 m.data[...] = _on_device(a, m.device)
-                m._version += 1
+                m.mark_modified()
         return result
 
     def __repr__(self):

@@ -565,11 +565,46 @@ class Trainer:
             return self._train(resume_from_checkpoint)
 
     def _train(self, resume_from_checkpoint=None):
+        """The loop, as nanoGPT's: for each epoch, for each (accumulated) batch, one
+        training step; evaluation and checkpoints on their schedules; the best weights at
+        the end when asked."""
         args = self.args
         self.model.train()
         loader = self.get_train_dataloader()
-        dist = self.dist
-        world, rank = (dist.world_size, dist.rank) if dist is not None else (1, 0)
+        n_batches, n_epochs, total_steps = self._plan(loader)
+        self._sync_initial_weights()
+        self.create_optimizer()
+        self.create_scheduler(total_steps)
+        mp = self.create_mixed_precision()
+        s = self._start_state(resume_from_checkpoint, total_steps, mp)
+        self._call("on_train_begin")
+        bar = _Progress(total_steps, s, disable=args.disable_tqdm or not self.is_main)
+        try:
+            while s.epoch < n_epochs and s.global_step < total_steps and not s.should_stop:
+                batches = self._epoch_batches(loader, s.epoch)
+                while s.batch_in_epoch < len(batches) and s.global_step < total_steps:
+                    self._train_step(loader, batches, mp, bar)
+                    if s.should_stop:
+                        break
+                if s.batch_in_epoch >= len(batches):
+                    s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+            self._finish_training(n_batches)
+        finally:
+            bar.close()
+        if args.load_best_model_at_end:
+            self._load_best()
+        self.save_history()
+        self._call("on_train_end")
+        return s
+
+    def _world(self):
+        """``(world size, rank)``: ``(1, 0)`` without data parallelism."""
+        return (self.dist.world_size, self.dist.rank) if self.dist is not None else (1, 0)
+
+    def _plan(self, loader):
+        """``(batches per epoch, epochs, optimizer steps)`` of this run."""
+        args = self.args
+        world, _ = self._world()
         bs = loader.batch_size                   # per rank; a global batch has world * bs
         n_data = len(loader.dataset)
         n_batches = n_data // (world * bs) if loader.drop_last else -(-n_data // (world * bs))
@@ -578,23 +613,25 @@ class Trainer:
                              f"gives no batch of {args.per_device_train_batch_size}"
                              f"{f' x {world} ranks' if world > 1 else ''} "
                              "(dataloader_drop_last=True); use a smaller batch size")
-        if dist is not None:                     # every rank starts from rank 0's weights
-            dist.broadcast_([t for t in (*self.model.parameters(), *self.model.buffers())
-                             if t.dtype.kind == "f"])
-        gas = args.gradient_accumulation_steps
-        steps_per_epoch = -(-n_batches // gas)
+        steps_per_epoch = -(-n_batches // args.gradient_accumulation_steps)
         if args.max_steps > 0:
-            total_steps = args.max_steps
-            n_epochs = -(-total_steps // steps_per_epoch)
-        else:
-            total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-            n_epochs = math.ceil(args.num_train_epochs)
-        self.create_optimizer()
-        self.create_scheduler(total_steps)
-        mp = self.create_mixed_precision()
+            return n_batches, -(-args.max_steps // steps_per_epoch), args.max_steps
+        total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+        return n_batches, math.ceil(args.num_train_epochs), total_steps
 
-        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
-            path = resume_from_checkpoint
+    def _sync_initial_weights(self):
+        if self.dist is not None:                # every rank starts from rank 0's weights
+            self.dist.broadcast_([t for t in (*self.model.parameters(),
+                                              *self.model.buffers()) if t.dtype.kind == "f"])
+
+    def _start_state(self, resume_from_checkpoint, total_steps, mp):
+        """A fresh :class:`TrainerState` (seeded), or the one of the checkpoint resumed from
+        (its weights, optimizer, schedule and RNGs loaded)."""
+        path = resume_from_checkpoint
+        if path is None or path is False:
+            backend.manual_seed(self.args.seed)
+            self.state = TrainerState()
+        else:
             if path is True:
                 path = self.checkpoints.latest()
                 if path is None:
@@ -603,112 +640,121 @@ class Trainer:
             ts = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
                                  mixed_precision=mp)
             self.state = TrainerState.from_dict(ts)
-        else:
-            backend.manual_seed(args.seed)
-            self.state = TrainerState()
-        s = self.state
-        s.max_steps, s.should_stop = total_steps, False
-        self._call("on_train_begin")
+        self.state.max_steps, self.state.should_stop = total_steps, False
+        return self.state
 
-        bar = progress_bar(total_steps, "train", initial=s.global_step,
-                           disable=args.disable_tqdm or not self.is_main)
-        t0, tokens0 = time.perf_counter(), s.tokens_seen
-        gbs = world * bs                         # the global batch
-        try:
-            while s.epoch < n_epochs and s.global_step < total_steps and not s.should_stop:
-                order = loader.order(s.epoch)    # the same order on every rank
-                stop = len(order) - len(order) % gbs if loader.drop_last else len(order)
-                chunks = [order[i:i + gbs] for i in range(0, stop, gbs)]
-                while s.batch_in_epoch < len(chunks) and s.global_step < total_steps:
-                    group = min(gas, len(chunks) - s.batch_in_epoch)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    if world > 1:                # dropout noise of (rank, step): resume-exact
-                        backend.manual_seed(_rank_step_seed(args.seed, rank, s.global_step))
-                    step_loss, step_tokens = None, 0
-                    for j in range(group):
-                        chunk = chunks[s.batch_in_epoch + j]
-                        idx = chunk[rank * bs:(rank + 1) * bs]     # this rank's shard
-                        if len(idx) == 0:        # a short last batch may leave a rank idle
-                            continue
-                        # shard weight n_r * W / N: the mean over ranks of weight * shard-mean
-                        # loss is the mean loss of the global batch (weight 1 for full ones)
-                        weight = len(idx) * world / len(chunk)
-                        batch = loader.collate_fn([loader.dataset[int(i)] for i in idx])
-                        loss = self.compute_loss(self.model, batch)
-                        if weight != 1.0:
-                            loss = loss * weight
-                        if mp is not None:
-                            mp.backward(loss / float(group))     # scaled; fp32 accumulation
-                        else:
-                            (loss / float(group)).backward()
-                        d = loss.detach()
-                        step_loss = d if step_loss is None else step_loss + d
-                        step_tokens += _count_tokens(batch)
-                    s.batch_in_epoch += group
-                    loss_value = step_loss.item() / group if step_loss is not None else 0.0
-                    if dist is not None:         # average the gradients before clipping
-                        self._allreduce_grads()
-                        loss_value, step_tokens = dist.allreduce_sum([loss_value, step_tokens])
-                        loss_value, step_tokens = loss_value / world, int(step_tokens)
-                    s.tokens_seen += step_tokens
-                    grad_norm = None
-                    if mp is not None:
-                        grad_norm = mp.step(max_grad_norm=args.max_grad_norm)
-                        stepped = not mp.last_step_skipped
-                    else:
-                        if args.max_grad_norm is not None:
-                            grad_norm = clip_grad_norm_(self.model.parameters(),
-                                                        args.max_grad_norm)
-                        self.optimizer.step()
-                        stepped = True
-                    if stepped:                  # no schedule step for a skipped fp16 step
-                        self.lr_scheduler.step()
-                    self.optimizer.zero_grad()
-                    s.global_step += 1
-                    s.log_loss_sum += loss_value
-                    s.log_loss_count += 1
-                    epoch_progress = s.epoch + s.batch_in_epoch / len(chunks)
-                    logs = None
-                    if s.global_step % args.logging_steps == 0 or s.global_step == total_steps:
-                        logs = {"step": s.global_step, "epoch": epoch_progress,
-                                "loss": s.log_loss_sum / s.log_loss_count, "learning_rate": lr,
-                                "tokens_seen": s.tokens_seen}
-                        if grad_norm is not None:
-                            logs["grad_norm"] = grad_norm.item()
-                        if mp is not None:
-                            logs["loss_scale"] = mp.get_scale()
-                            logs["skipped_steps"] = mp.skipped_steps
-                        s.log_loss_sum, s.log_loss_count = 0.0, 0
-                        self._log(logs)
-                    elapsed = max(time.perf_counter() - t0, 1e-9)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}",
-                                    tok_s=f"{(s.tokens_seen - tokens0) / elapsed:.0f}")
-                    self._call("on_step_end", logs=logs)
-                    if args.eval_steps is not None and self.eval_dataset is not None \
-                            and s.global_step % args.eval_steps == 0:
-                        self._evaluate_during_training(epoch_progress)
-                    if args.save_steps is not None and s.global_step % args.save_steps == 0:
-                        self._save()
-                    if s.should_stop:
-                        break
-                if s.batch_in_epoch >= len(chunks):
-                    s.epoch += 1
-                    s.batch_in_epoch = 0
-            if s.last_eval is None or s.last_eval.get("step") != s.global_step:
-                if self.eval_dataset is not None and args.eval_steps is not None:
-                    self._evaluate_during_training(s.epoch + s.batch_in_epoch / n_batches)
-            if args.save_steps is None or s.global_step % args.save_steps != 0:
-                self._save()
-            if dist is not None:                 # the files are complete when train() returns
-                dist.barrier()
-        finally:
-            bar.close()
-        if args.load_best_model_at_end:
-            self._load_best()
-        self.save_history()
-        self._call("on_train_end")
-        return s
+    def _epoch_batches(self, loader, epoch):
+        """The global batches of ``epoch``: lists of example indices, in the same order on
+        every rank."""
+        world, _ = self._world()
+        gbs = world * loader.batch_size
+        order = loader.order(epoch)
+        stop = len(order) - len(order) % gbs if loader.drop_last else len(order)
+        return [order[i:i + gbs] for i in range(0, stop, gbs)]
+
+    def _train_step(self, loader, batches, mp, bar):
+        """One optimizer step: forward and backward over the next (accumulated) batches,
+        the update, then logging, evaluation and saving when they are due."""
+        s, args = self.state, self.args
+        group = batches[s.batch_in_epoch:s.batch_in_epoch + args.gradient_accumulation_steps]
+        lr = self.optimizer.param_groups[0]["lr"]
+        world, rank = self._world()
+        if world > 1:                            # dropout noise of (rank, step): resume-exact
+            backend.manual_seed(_rank_step_seed(args.seed, rank, s.global_step))
+        loss, tokens = self._forward_backward(loader, group, mp)
+        grad_norm = self._optimizer_step(mp)
+        s.batch_in_epoch += len(group)
+        s.tokens_seen += tokens
+        s.global_step += 1
+        s.log_loss_sum += loss
+        s.log_loss_count += 1
+        epoch_progress = s.epoch + s.batch_in_epoch / len(batches)
+        logs = self._step_logs(lr, epoch_progress, grad_norm, mp)
+        bar.step(loss, lr, s.tokens_seen)
+        self._call("on_step_end", logs=logs)
+        if args.eval_steps is not None and self.eval_dataset is not None \
+                and s.global_step % args.eval_steps == 0:
+            self._evaluate_during_training(epoch_progress)
+        if args.save_steps is not None and s.global_step % args.save_steps == 0:
+            self._save()
+
+    def _forward_backward(self, loader, group, mp):
+        """Accumulate the gradients of the mean loss over ``group`` (global batches; this
+        rank reads its shard of each): ``(mean loss, tokens)``, summed over the ranks."""
+        world, rank = self._world()
+        bs = loader.batch_size
+        step_loss, tokens = None, 0
+        for chunk in group:
+            idx = chunk[rank * bs:(rank + 1) * bs]      # this rank's shard
+            if len(idx) == 0:                    # a short last batch may leave a rank idle
+                continue
+            batch = loader.collate_fn([loader.dataset[int(i)] for i in idx])
+            loss = self.compute_loss(self.model, batch)
+            # shard weight n_r * W / N: the mean over ranks of weight * shard-mean loss is the
+            # mean loss of the global batch (weight 1 for full ones)
+            weight = len(idx) * world / len(chunk)
+            if weight != 1.0:
+                loss = loss * weight
+            if mp is not None:
+                mp.backward(loss / float(len(group)))   # scaled; fp32 accumulation
+            else:
+                (loss / float(len(group))).backward()
+            d = loss.detach()
+            step_loss = d if step_loss is None else step_loss + d
+            tokens += _count_tokens(batch)
+        loss_value = step_loss.item() / len(group) if step_loss is not None else 0.0
+        if self.dist is not None:                # average the gradients before clipping
+            self._allreduce_grads()
+            loss_value, tokens = self.dist.allreduce_sum([loss_value, tokens])
+            loss_value, tokens = loss_value / world, int(tokens)
+        return loss_value, tokens
+
+    def _optimizer_step(self, mp):
+        """Clip, update, advance the schedule, clear the gradients: the gradient norm (or
+        None without clipping)."""
+        grad_norm = None
+        if mp is not None:
+            grad_norm = mp.step(max_grad_norm=self.args.max_grad_norm)
+            stepped = not mp.last_step_skipped
+        else:
+            if self.args.max_grad_norm is not None:
+                grad_norm = clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            stepped = True
+        if stepped:                              # no schedule step for a skipped fp16 step
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad()
+        return grad_norm
+
+    def _step_logs(self, lr, epoch_progress, grad_norm, mp):
+        """The log record of this step when one is due (every ``logging_steps`` and at the
+        last step: the mean loss since the last record), else None."""
+        s = self.state
+        if s.global_step % self.args.logging_steps and s.global_step != s.max_steps:
+            return None
+        logs = {"step": s.global_step, "epoch": epoch_progress,
+                "loss": s.log_loss_sum / s.log_loss_count, "learning_rate": lr,
+                "tokens_seen": s.tokens_seen}
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm.item()
+        if mp is not None:
+            logs["loss_scale"] = mp.get_scale()
+            logs["skipped_steps"] = mp.skipped_steps
+        s.log_loss_sum, s.log_loss_count = 0.0, 0
+        self._log(logs)
+        return logs
+
+    def _finish_training(self, n_batches):
+        """A last evaluation and checkpoint unless the schedule just made them; on several
+        ranks, wait until every file is written."""
+        s, args = self.state, self.args
+        if s.last_eval is None or s.last_eval.get("step") != s.global_step:
+            if self.eval_dataset is not None and args.eval_steps is not None:
+                self._evaluate_during_training(s.epoch + s.batch_in_epoch / n_batches)
+        if args.save_steps is None or s.global_step % args.save_steps != 0:
+            self._save()
+        if self.dist is not None:                # the files are complete when train() returns
+            self.dist.barrier()
 
     def _load_best(self):
         """Load the weights of this run's best evaluation (``load_best_model_at_end``) from
@@ -731,10 +777,10 @@ class Trainer:
         used = [p for p, h in zip(params, has) if h > 0]
         for p in used:
             if p.grad is None:
-                p.grad = Tensor._make(p.xp.zeros_like(p.data), p._device, False)
+                p.grad = Tensor.wrap(p.xp.zeros_like(p.data), p._device)
         self.dist.allreduce_mean_([p.grad.data for p in used])
         for p in used:
-            p.grad._version += 1
+            p.grad.mark_modified()
 
 
 def _rank_step_seed(seed, rank, step):
@@ -753,6 +799,25 @@ def _batch_size(batch):
     first = next(iter(batch.values())) if isinstance(batch, dict) else \
         (batch[0] if isinstance(batch, (tuple, list)) else batch)
     return first.shape[0] if hasattr(first, "shape") and first.shape else len(first)
+
+
+class _Progress:
+    """The training progress bar: the step's loss, the learning rate and tokens per second
+    since this run (or resume) started."""
+
+    def __init__(self, total_steps, state, disable):
+        self.bar = progress_bar(total_steps, "train", initial=state.global_step,
+                                disable=disable)
+        self.t0, self.tokens0 = time.perf_counter(), state.tokens_seen
+
+    def step(self, loss, lr, tokens_seen):
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}",
+                             tok_s=f"{(tokens_seen - self.tokens0) / elapsed:.0f}")
+
+    def close(self):
+        self.bar.close()
 
 
 class _NoBar:
