@@ -387,7 +387,8 @@ FINETUNE_HELP = {
     "7,500 for NER, 3 to 30 epochs, from the training set's size)",
     "max_steps": "optimizer steps (wins over epochs)", "batch_size": "training batch size",
     "eval_batch_size": "evaluation batch size",
-    "learning_rate": "peak learning rate (none: 5e-4 from scratch, 1e-4 from --model)",
+    "learning_rate": "peak learning rate (default: 1e-4 from --model; from scratch 5e-4, "
+                     "1e-3 for ner)",
     "weight_decay": "AdamW weight decay (matrices only)", "warmup_ratio": "warmup share",
     "lr_scheduler_type": "linear, cosine, cosine_with_min_lr, constant, constant_with_warmup",
     "max_grad_norm": "clip the global gradient norm",

@@ -334,3 +334,19 @@ def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device, capsy
 def test_cli_flags_write_only_the_options_given(settings, want):
     from minillm.bench.quality import cli_flags
     assert cli_flags(settings) == want
+
+
+@pytest.mark.parametrize("task, model, saved_lr, want", [
+    ("classification", None, 5e-4, []),
+    ("classification", None, None, []),            # saved before the default was resolved
+    ("ner", None, None, ["learning_rate"]),        # 5e-4 then, 1e-3 now: a different recipe
+    ("ner", "MODEL", None, []),                    # from a model: 1e-4 then and now
+    ("ner", None, 1e-3, []),
+])
+def test_reused_runs_compare_the_learning_rate_they_used(tmp_path, task, model, saved_lr, want):
+    if model:
+        (tmp_path / model).mkdir()
+        model = str(tmp_path / model)
+    cfg = mm.tasks.FinetuneConfig(task=task, dataset="sst2", model=model)
+    saved = dict(cfg.to_dict(), learning_rate=saved_lr)
+    assert Q.differing_settings(saved, cfg) == want

@@ -52,6 +52,27 @@ def test_epochs_from_the_data_size(task, n, batch, want):
     assert tasks.epochs_from_data(n, batch, tasks.TARGET_STEPS[task]) == want
 
 
+@pytest.mark.parametrize("task, model, given, want", [
+    ("classification", None, None, 5e-4),    # a small file loses at 1e-3 (SST-2 7.5k)
+    ("ner", None, None, 1e-3),               # People's Daily +7.1 F1 at 1e-3
+    ("qa", None, None, 5e-4),
+    ("ner", "MODEL", None, 1e-4),            # a pretrained body: small steps
+    ("classification", "MODEL", None, 1e-4),
+    ("ner", None, 3e-4, 3e-4),               # given: kept
+])
+def test_learning_rate_default_is_resolved_into_the_config(tmp_path, task, model, given, want):
+    if model:
+        (tmp_path / model).mkdir()
+        model = str(tmp_path / model)
+    cfg = tasks.FinetuneConfig(task=task, dataset="sst2", model=model, learning_rate=given)
+    assert cfg.learning_rate == want and cfg.to_dict()["learning_rate"] == want
+
+
+def test_learning_rate_must_be_positive():
+    with pytest.raises(tasks.TaskError, match="learning_rate must be > 0, got 0"):
+        tasks.FinetuneConfig(task="ner", dataset="wnut17", learning_rate=0)
+
+
 # -- the Trainer keeps the best evaluation's weights --------------------------------------------
 class Scripted:
     """compute_metrics returning a scripted score per evaluation."""

@@ -107,7 +107,17 @@ def differing_settings(saved, cfg, ignore=()):
     not share, sorted; the device, the progress bar, the output folder and ``ignore`` do not
     count."""
     skip = ("device", "progress", "output_dir", *ignore)
-    return sorted(k for k, v in cfg.to_dict().items() if k not in skip and saved.get(k) != v)
+    return sorted(k for k, v in cfg.to_dict().items()
+                  if k not in skip and _saved_setting(saved, k) != v)
+
+
+def _saved_setting(saved, key):
+    """``saved[key]``; a fine-tune saved before its default learning rate was resolved into
+    the config stored None for it, which then meant 1e-4 from a model and 5e-4 otherwise."""
+    value = saved.get(key)
+    if key == "learning_rate" and value is None and "task" in saved:
+        return 1e-4 if saved.get("model") else 5e-4
+    return value
 
 
 def same_settings(saved, cfg):
