@@ -971,95 +971,27 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
         teacher = _load_teacher(cfg, label_names, dev, log) if cfg.teacher else None
-        if cfg.model is not None:
-            tok = load_tokenizer(cfg.model)
-        elif teacher is not None:           # the student must read the teacher's token ids
-            tok = teacher[1]
-        elif _tokenizer_path(cfg.tokenizer):
-            tok = Tokenizer.load(_tokenizer_path(cfg.tokenizer))
-        else:
-            tok = build_tokenizer(task, splits["train"], cfg.tokenizer, cfg.min_freq,
-                                  cfg.vocab_size)
-        if teacher is not None and tok.to_dict() != teacher[1].to_dict():
-            raise TaskError(f"the tokenizer of {cfg.model} differs from the teacher's "
-                            f"({cfg.teacher}); distillation compares logits over the same "
-                            "inputs, so both models must share one tokenizer")
-        if task == "qa" and (tok.cls_id is None or tok.sep_id is None):
-            raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
-                            f"of {cfg.model} has no [CLS]/[SEP] tokens")
+        tok = _finetune_tokenizer(cfg, splits["train"], teacher)
         tok.save(out / TOKENIZER_FILE)
-        wanted = cfg.max_length or data_max_length(task, splits["train"], tok, log)
-        model = build_task_model(cfg, tok, label_names, log, wanted).to(dev)
-        max_length = _resolve_max_length(cfg, _body_positions(model.base), wanted)
-        if teacher is not None and cfg.max_length is None:     # read what the teacher read
-            max_length = min(max_length, teacher[2]["max_length"])
-        if teacher is not None and max_length > _body_positions(teacher[0].base):
-            raise TaskError(f"max_length {max_length} exceeds the teacher's "
-                            f"{_body_positions(teacher[0].base)} positions; lower --max-length")
+        model, max_length = _finetune_model(cfg, tok, splits["train"], label_names, teacher,
+                                            log)
         method = apply_method(model, cfg, log)
-        info = {"task": task, "label_names": label_names, "max_length": max_length,
-                "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length,
-                "max_answer_length": cfg.max_answer_length, "base_model": cfg.model,
-                "dataset": cfg.dataset or cfg.train, "training_data": _training_data(cfg)}
-        if task == "qa":
-            info["lang"] = _lang(splits["train"].examples)
-        if task == "qa":
-            splits["train"] = _placeable(splits["train"], "train", log)
-        baseline_train = splits["train"]
-        if cfg.augment:
-            splits["train"] = augment_classification(splits["train"], cfg.augment, cfg.seed, log)
-        train_feats = _features(task, splits["train"], tok, info, with_answers=True)
-        eval_feats = {s: _features(task, splits[s], tok, info, with_answers=False)
-                      for s in ("validation", "test") if s in splits}
+        info = _task_info(cfg, label_names, max_length, splits["train"])
+        baseline_train, train_feats, eval_feats = _task_features(cfg, splits, tok, info, log)
         collator = Collator(pad_id=tok.pad_id, device=dev)
         _log(log, f"model: {type(model).__name__} on a {type(model.base).__name__} body"
                   f"{' from ' + cfg.model if cfg.model else ' from scratch'}, "
                   f"{model.num_parameters():,} parameters; tokenizer {type(tok).__name__} "
                   f"({tok.vocab_size} tokens); max_length {max_length}; "
                   f"{len(train_feats)} training features")
-
-        def compute_metrics(m, loader):
-            r, _ = evaluate_features(m, task, splits["validation"], eval_feats["validation"],
-                                     collator, info, cfg.eval_batch_size)
-            return {k: v for k, v in r.items() if isinstance(v, float)}
-
-        steps_per_epoch = max(1, math.ceil(len(train_feats) / cfg.batch_size))
-        lr = cfg.learning_rate
-        eval_steps = cfg.eval_steps or steps_per_epoch
-        epochs = cfg.num_train_epochs or epochs_from_data(len(train_feats), cfg.batch_size,
-                                                          TARGET_STEPS[task])
-        _log_schedule(cfg, epochs, eval_steps, log)
-        args = TrainingArguments(
-            str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
-            per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=lr,
-            warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler_type,
-            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-            eval_steps=eval_steps, save_steps=eval_steps,
-            logging_steps=max(1, min(50, steps_per_epoch // 5)),
-            save_total_limit=cfg.save_total_limit,
-            early_stopping_patience=cfg.early_stopping_patience,
-            metric_for_best_model=f"eval_{MAIN_METRIC[task]}", greater_is_better=True,
-            load_best_model_at_end=True, group_by_length=True, seed=cfg.seed, device=str(dev),
-            disable_tqdm=not cfg.progress)
-        # the Trainer's eval loss needs targets: QA evaluates its loss on windows with answer
-        # positions (the metrics use the answer-free windows and all reference answers)
-        loss_feats = eval_feats["validation"] if task != "qa" else _features(
-            task, _placeable(splits["validation"], "validation", None), tok, info, True)
-        trainer = Trainer(model, args, train_dataset=_model_inputs(train_feats),
-                          eval_dataset=_model_inputs(loss_feats),
-                          data_collator=collator, compute_metrics=compute_metrics,
-                          compute_loss=_distillation_loss(teacher, cfg),
-                          optimizers=(_optimizer(model, cfg, lr), None))
+        args, epochs = _training_arguments(cfg, out, len(train_feats), log)
+        trainer = _task_trainer(cfg, model, args, (tok, info, collator), splits,
+                                (train_feats, eval_feats), teacher)
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
         _log_best(state, MAIN_METRIC[task], log)
-        if cfg.method == "lora":           # adapters on their own, then one merged model
-            from .finetune import lora  # noqa: PLC0415
-            lora.save_adapters(model, out / "adapter")
-            lora.remove_lora(model, merge=True)
-        save_task_model(model, tok, info, out / "model")
+        _save_trained(cfg, model, tok, info, out)
         results = {"task": task, "command": command, "minillm": __version__,
                    "device": str(dev), "train_seconds": train_seconds,
                    "steps": trainer.state.global_step, "parameters": model.num_parameters(),
@@ -1067,12 +999,7 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
                    "train_features": len(train_feats), "epochs": epochs,
                    "best_step": state.loaded_best_step, "max_length": max_length,
                    "tokenizer": type(tok).__name__, "vocab_size": tok.vocab_size}
-        for s, feats in eval_feats.items():
-            r, pred = evaluate_features(model, task, splits[s], feats, collator, info,
-                                        cfg.eval_batch_size)
-            results[s] = r
-            if task == "classification" and s == "test":
-                _confusion_plot(pred, label_names, out / "confusion_matrix.png")
+        _score_splits(results, cfg, model, splits, eval_feats, collator, info, out)
         if cfg.baseline and task in BASELINE_TASKS:
             results["baselines"] = baseline_results(
                 task, baseline_train, splits["validation"], {s: splits[s] for s in eval_feats},
@@ -1084,6 +1011,136 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     _log(log, summary_line(results))
     log_baselines(task, results, results.get("baselines"), log)
     return results
+
+
+def _task_trainer(cfg, model, args, encoding, splits, features, teacher):
+    """The Trainer of a fine-tune: validation metrics at each evaluation, the distillation
+    loss with a teacher, the method's optimizer. ``encoding`` is ``(tokenizer, task info,
+    collator)``, ``features`` is ``(training features, {split: evaluation features})``."""
+    tok, info, collator = encoding
+    train_feats, eval_feats = features
+
+    def compute_metrics(m, loader):
+        r, _ = evaluate_features(m, cfg.task, splits["validation"], eval_feats["validation"],
+                                 collator, info, cfg.eval_batch_size)
+        return {k: v for k, v in r.items() if isinstance(v, float)}
+
+    # the Trainer's eval loss needs targets: QA evaluates its loss on windows with answer
+    # positions (the metrics use the answer-free windows and all reference answers)
+    loss_feats = eval_feats["validation"] if cfg.task != "qa" else _features(
+        cfg.task, _placeable(splits["validation"], "validation", None), tok, info, True)
+    return Trainer(model, args, train_dataset=_model_inputs(train_feats),
+                   eval_dataset=_model_inputs(loss_feats), data_collator=collator,
+                   compute_metrics=compute_metrics,
+                   compute_loss=_distillation_loss(teacher, cfg),
+                   optimizers=(_optimizer(model, cfg, cfg.learning_rate), None))
+
+
+def _save_trained(cfg, model, tok, info, out):
+    """``out/model`` (a LoRA run also keeps its adapters alone in ``out/adapter``, then
+    merges them into the saved model)."""
+    if cfg.method == "lora":
+        from .finetune import lora  # noqa: PLC0415
+        lora.save_adapters(model, out / "adapter")
+        lora.remove_lora(model, merge=True)
+    save_task_model(model, tok, info, out / "model")
+
+
+def _task_features(cfg, splits, tok, info, log):
+    """``(baseline training split, training features, {split: evaluation features})``: QA
+    keeps the training questions whose answer fits a window, EDA copies (``--augment``) join
+    the training split after the baseline's copy is taken."""
+    if cfg.task == "qa":
+        splits["train"] = _placeable(splits["train"], "train", log)
+    baseline_train = splits["train"]
+    if cfg.augment:
+        splits["train"] = augment_classification(splits["train"], cfg.augment, cfg.seed, log)
+    train_feats = _features(cfg.task, splits["train"], tok, info, with_answers=True)
+    eval_feats = {s: _features(cfg.task, splits[s], tok, info, with_answers=False)
+                  for s in ("validation", "test") if s in splits}
+    return baseline_train, train_feats, eval_feats
+
+
+def _finetune_tokenizer(cfg, train, teacher):
+    """The run's tokenizer: the pretrained model's, the teacher's (a student reads the
+    teacher's token ids), a saved one, or one built from the training split."""
+    if cfg.model is not None:
+        tok = load_tokenizer(cfg.model)
+    elif teacher is not None:
+        tok = teacher[1]
+    elif _tokenizer_path(cfg.tokenizer):
+        tok = Tokenizer.load(_tokenizer_path(cfg.tokenizer))
+    else:
+        tok = build_tokenizer(cfg.task, train, cfg.tokenizer, cfg.min_freq, cfg.vocab_size)
+    if teacher is not None and tok.to_dict() != teacher[1].to_dict():
+        raise TaskError(f"the tokenizer of {cfg.model} differs from the teacher's "
+                        f"({cfg.teacher}); distillation compares logits over the same "
+                        "inputs, so both models must share one tokenizer")
+    if cfg.task == "qa" and (tok.cls_id is None or tok.sep_id is None):
+        raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
+                        f"of {cfg.model} has no [CLS]/[SEP] tokens")
+    return tok
+
+
+def _finetune_model(cfg, tok, train, label_names, teacher, log):
+    """``(task model on the default device, max_length)``: the length wanted (given, or from
+    the training texts), within the body's positions and what a teacher read."""
+    wanted = cfg.max_length or data_max_length(cfg.task, train, tok, log)
+    model = build_task_model(cfg, tok, label_names, log, wanted).to(cfg.device)
+    max_length = _resolve_max_length(cfg, _body_positions(model.base), wanted)
+    if teacher is not None and cfg.max_length is None:     # read what the teacher read
+        max_length = min(max_length, teacher[2]["max_length"])
+    if teacher is not None and max_length > _body_positions(teacher[0].base):
+        raise TaskError(f"max_length {max_length} exceeds the teacher's "
+                        f"{_body_positions(teacher[0].base)} positions; lower --max-length")
+    return model, max_length
+
+
+def _task_info(cfg, label_names, max_length, train):
+    """``task.json`` of the model: what evaluating and serving it needs."""
+    info = {"task": cfg.task, "label_names": label_names, "max_length": max_length,
+            "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length,
+            "max_answer_length": cfg.max_answer_length, "base_model": cfg.model,
+            "dataset": cfg.dataset or cfg.train, "training_data": _training_data(cfg)}
+    if cfg.task == "qa":
+        info["lang"] = _lang(train.examples)
+    return info
+
+
+def _training_arguments(cfg, out, n_features, log):
+    """``(TrainingArguments, epochs)``: epochs from the data size unless given, evaluation
+    and a checkpoint each epoch (or every ``eval_steps``), early stopping, the best
+    evaluation's weights at the end."""
+    steps_per_epoch = max(1, math.ceil(n_features / cfg.batch_size))
+    eval_steps = cfg.eval_steps or steps_per_epoch
+    epochs = cfg.num_train_epochs or epochs_from_data(n_features, cfg.batch_size,
+                                                      TARGET_STEPS[cfg.task])
+    _log_schedule(cfg, epochs, eval_steps, log)
+    args = TrainingArguments(
+        str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        eval_steps=eval_steps, save_steps=eval_steps,
+        logging_steps=max(1, min(50, steps_per_epoch // 5)),
+        save_total_limit=cfg.save_total_limit,
+        early_stopping_patience=cfg.early_stopping_patience,
+        metric_for_best_model=f"eval_{MAIN_METRIC[cfg.task]}", greater_is_better=True,
+        load_best_model_at_end=True, group_by_length=True, seed=cfg.seed, device=cfg.device,
+        disable_tqdm=not cfg.progress)
+    return args, epochs
+
+
+def _score_splits(results, cfg, model, splits, eval_feats, collator, info, out):
+    """The final model's metrics on each evaluation split, into ``results``; the test
+    split's confusion matrix for classification."""
+    for s, feats in eval_feats.items():
+        r, pred = evaluate_features(model, cfg.task, splits[s], feats, collator, info,
+                                    cfg.eval_batch_size)
+        results[s] = r
+        if cfg.task == "classification" and s == "test":
+            _confusion_plot(pred, info["label_names"], out / "confusion_matrix.png")
 
 
 def _training_data(cfg):
@@ -1420,6 +1477,62 @@ def _pretrain_model(cfg, train_text, log):
     return model, tok
 
 
+def _encode_corpus(cfg, tok, train_text, val_text, log):
+    """The token ids of the training and validation texts; each must hold a window."""
+    train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
+    val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < cfg.block_size + 2:
+            raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
+                            f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
+                            "--block-size")
+    _log_unknown(tok, train_ids, log)
+    return train_ids, val_ids
+
+
+def _pretrain_windows(cfg, tok, train_ids, val_ids):
+    """``(training windows, validation windows, collator)``: next-token windows for a GPT,
+    masked windows for a BERT (validation always masks BERT's 15%, so that losses compare
+    across runs whatever the training rate)."""
+    # one window per example of every step; under `mpiexec -n W` a step's global batch is
+    # W x batch_size, so W ranks see exactly the windows one process with W x batch_size does
+    n_windows = cfg.max_steps * cfg.batch_size * max(1, distributed.launched_world_size())
+    n_val = cfg.eval_batches * cfg.batch_size
+    if cfg.model_type == "bert":
+        return (_MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok,
+                            cfg.mlm_probability),
+                _MLMWindows(val_ids, cfg.block_size, n_val, cfg.seed + 1, tok,
+                            VALIDATION_MLM_PROBABILITY),
+                Collator(pad_id=tok.pad_id, device=cfg.device))
+    return (_Windows(train_ids, cfg.block_size, n_windows, cfg.seed),
+            _Windows(val_ids, cfg.block_size, n_val, cfg.seed + 1), None)
+
+
+def _pretrain_arguments(cfg, out):
+    """nanoGPT's recipe: AdamW (beta2 0.99), warmup then cosine decay to a floor, clipping."""
+    return TrainingArguments(
+        str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio},
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta2=0.99,
+        max_grad_norm=cfg.max_grad_norm, eval_steps=cfg.eval_steps,
+        save_steps=cfg.save_steps, logging_steps=max(1, min(50, cfg.max_steps // 40)),
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, device=cfg.device,
+        disable_tqdm=not cfg.progress)
+
+
+def _pretrain_sample(cfg, model, tok, val):
+    """What the model learned, to read: a BERT's guesses at masked validation tokens, a
+    GPT's continuation of ``cfg.prompt``."""
+    if cfg.model_type == "bert":
+        return fill_mask_sample(model, tok, val, n=3)
+    prompt = tok.encode(cfg.prompt) or [tok.unk_id]
+    ids = model.generate(np.array([prompt], dtype=np.int64), cfg.sample_tokens,
+                         top_k=cfg.top_k, seed=cfg.seed)
+    return tok.decode(ids.numpy()[0].tolist())
+
+
 def extend_vocabulary(model, tok, text, min_freq, log=print):
     """Continued pretraining on new text: a character tokenizer learns the characters of
     ``text`` it lacks (seen at least ``min_freq`` times) and the model grows a row for each
@@ -1476,39 +1589,9 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         cfg = dataclasses.replace(cfg, model_type="bert" if isinstance(model, BertForMaskedLM)
                                   else "gpt")
         tok.save(out / TOKENIZER_FILE)
-        train_ids = np.asarray(tok.encode(train_text), dtype=np.int64)
-        val_ids = np.asarray(tok.encode(val_text), dtype=np.int64)
-        for name, ids in (("training", train_ids), ("validation", val_ids)):
-            if len(ids) < cfg.block_size + 2:
-                raise TaskError(f"the {name} text has {len(ids)} tokens, fewer than block_size "
-                                f"+ 2 = {cfg.block_size + 2}; use more text or a smaller "
-                                "--block-size")
-        _log_unknown(tok, train_ids, log)
-        # one window per example of every step; under `mpiexec -n W` a step's global batch is
-        # W x batch_size, so W ranks see exactly the windows one process with W x batch_size does
-        n_windows = cfg.max_steps * cfg.batch_size * max(1, distributed.launched_world_size())
-        if cfg.model_type == "bert":
-            train = _MLMWindows(train_ids, cfg.block_size, n_windows, cfg.seed, tok,
-                                cfg.mlm_probability)
-            # validation masks BERT's 15% whatever the training rate: losses compare across runs
-            val = _MLMWindows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
-                              cfg.seed + 1, tok, VALIDATION_MLM_PROBABILITY)
-            collator = Collator(pad_id=tok.pad_id, device=dev)
-        else:
-            train = _Windows(train_ids, cfg.block_size, n_windows, cfg.seed)
-            val = _Windows(val_ids, cfg.block_size, cfg.eval_batches * cfg.batch_size,
-                           cfg.seed + 1)
-            collator = None
-        args = TrainingArguments(
-            str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-            lr_scheduler_type="cosine_with_min_lr",
-            lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio},
-            warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, adam_beta2=0.99,
-            max_grad_norm=cfg.max_grad_norm, eval_steps=cfg.eval_steps,
-            save_steps=cfg.save_steps, logging_steps=max(1, min(50, cfg.max_steps // 40)),
-            save_total_limit=cfg.save_total_limit, seed=cfg.seed, device=str(dev),
-            disable_tqdm=not cfg.progress)
+        train_ids, val_ids = _encode_corpus(cfg, tok, train_text, val_text, log)
+        train, val, collator = _pretrain_windows(cfg, tok, train_ids, val_ids)
+        args = _pretrain_arguments(cfg, out)
         trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,
                           data_collator=collator)
         what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
@@ -1520,13 +1603,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         seconds = time.perf_counter() - t0
         val_loss = trainer.evaluate()["eval_loss"]
-        if cfg.model_type == "bert":
-            sample = fill_mask_sample(model, tok, val, n=3)
-        else:
-            prompt = tok.encode(cfg.prompt) or [tok.unk_id]
-            ids = model.generate(np.array([prompt], dtype=np.int64), cfg.sample_tokens,
-                                 top_k=cfg.top_k, seed=cfg.seed)
-            sample = tok.decode(ids.numpy()[0].tolist())
+        sample = _pretrain_sample(cfg, model, tok, val)
         model.save_pretrained(out / "model")
         tok.save(out / "model" / TOKENIZER_FILE)
     plot_history(trainer.state.history, out / "loss.png",
