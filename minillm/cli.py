@@ -681,8 +681,6 @@ def _known_errors():
 
 
 def build_parser():
-    from minillm import tasks  # noqa: PLC0415
-
     p = argparse.ArgumentParser(prog="minillm", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Run 'minillm COMMAND --help' for the options of a command.")
@@ -698,7 +696,19 @@ def build_parser():
         return s
 
     add("info", cmd_info, help="versions, devices and defaults of this installation")
+    _parser_demo(add)
+    _parser_pretrain(add)
+    _parser_finetune(add)
+    _parser_evaluate(add)
+    _parser_generate(add)
+    _parser_datasets(add)
+    _parser_exercises(add)
+    _parser_bench(add)
+    return p
 
+
+def _parser_demo(add):
+    """`minillm demo`: the main walk-through (and the MLP demo)."""
     s = add("demo", cmd_demo, help="the main job: pretrain a small GPT on Chinese text and "
                                     "fine-tune it for sentiment (--mlp: the old MLP demo)")
     s.add_argument("--output-dir", default="runs/demo",
@@ -720,6 +730,11 @@ def build_parser():
     g.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
     g.add_argument("--lr", type=float, default=1e-2, help="MLP Adam learning rate (default 0.01)")
 
+
+def _parser_pretrain(add):
+    """`minillm pretrain`: the PretrainConfig fields as options."""
+    from minillm import tasks  # noqa: PLC0415
+
     s = add("pretrain", cmd_pretrain,
             help="pretrain a GPT (or a masked-LM BERT) on a text corpus (built-in or yours)",
             description="Pretrain a GPT language model on a text corpus with the Trainer (AdamW, "
@@ -731,6 +746,11 @@ def build_parser():
                         "checkpoint directory)")
     add_common(s, tasks.PretrainConfig.output_dir)
     s.fast_defaults = PRETRAIN_FAST
+
+
+def _parser_finetune(add):
+    """`minillm finetune`: the FinetuneConfig fields as options."""
+    from minillm import tasks  # noqa: PLC0415
 
     s = add("finetune", cmd_finetune,
             help="fine-tune for classification, ner or qa (built-in data or your files)",
@@ -758,6 +778,9 @@ def build_parser():
     add_common(s, tasks.FinetuneConfig.output_dir)
     s.fast_defaults = FINETUNE_FAST
 
+
+def _parser_evaluate(add):
+    """`minillm evaluate`: metrics of a fine-tuned model."""
     s = add("evaluate", cmd_evaluate, help="metrics of a fine-tuned model (--json for JSON)",
             description="Evaluate a model written by `minillm finetune` (its run directory or "
                         "model/ folder) on a built-in dataset split or on a file.")
@@ -786,6 +809,9 @@ def build_parser():
                    help="do not refit and report the bag-of-n-grams baseline beside the model")
     add_common(s, None, fast=False)
 
+
+def _parser_generate(add):
+    """`minillm generate`: sampling from a causal LM."""
     s = add("generate", cmd_generate, help="sample text from a model directory",
             description="Continue prompts with a causal LM directory (minillm pretrain's "
                         "model/, minillm demo's pretrained/).")
@@ -802,6 +828,9 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     add_common(s, None, fast=False)
 
+
+def _parser_datasets(add):
+    """`minillm datasets`: list, show and verify the built-in datasets."""
     s = add("datasets", cmd_datasets, help="list the built-in datasets, show one, verify files",
             description="list: every built-in dataset and whether its files are local; info "
                         "NAME: splits, sizes, labels, files; verify [NAME]: sha256 of the local "
@@ -811,6 +840,9 @@ def build_parser():
     s.add_argument("--json", action="store_true", help="print JSON")
     add_common(s, None, device=False, fast=False)
 
+
+def _parser_exercises(add):
+    """`minillm exercises`: workspaces of stubs and the grader."""
     s = add("exercises", cmd_exercises, help="course exercises: a workspace of stubs, and a grader",
             description="list [CHAPTER]: the exercises; init CHAPTER DIR: write the stubs of "
                         "CHAPTER (ch02..ch08, a comma list, or all) into DIR (never overwrites); "
@@ -831,6 +863,9 @@ def build_parser():
     s.add_argument("--verbose", action="store_true", help="check: every failed check in full")
     s.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _parser_bench(add):
+    """`minillm bench`: the quality and speed benchmarks and their options."""
     try:
         from minillm.bench import quality, speed  # noqa: PLC0415
         quality_names, speed_names = list(quality.BENCHMARKS), list(speed.SPEED_BENCHMARKS)
@@ -880,7 +915,6 @@ def build_parser():
                    help="a fine-tuned QA model directory (minillm finetune --task qa) to read "
                         "with (default: fine-tune a small BERT from scratch first)")
     add_common(s, None)
-    return p
 
 
 def _comma_list(text):
