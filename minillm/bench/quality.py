@@ -696,71 +696,32 @@ def sentiment(device=None, seed=0, fast=False, progress=True, output_dir=None, l
     ``n_features``, ``logreg`` (per-epoch validation numbers), ``demo`` (run_demo's
     results, or None), ``total_seconds``, plus the common keys.
     """
-    from .. import datasets
-
     say = _logger(log)
     t_start = time.perf_counter()
-    splits = {sp: datasets.load("chinese_reviews", split=sp)
-              for sp in ("train", "validation", "test")}
-    texts = {sp: [ex["text"] for ex in d] for sp, d in splits.items()}
-    labels = {sp: np.array([ex["label"] for ex in d], dtype=np.int64) for sp, d in splits.items()}
+    texts, labels = _review_splits(fast)
     if fast:
-        for sp, n in (("train", 600), ("validation", 200), ("test", 200)):
-            texts[sp], labels[sp] = texts[sp][:n], labels[sp][:n]
         logreg_epochs = min(logreg_epochs, 2)
     settings = dict(features="character unigrams + bigrams", min_count=min_count,
                     nb_alpha=1.0, logreg_epochs=logreg_epochs, logreg_lr=logreg_lr,
                     logreg_weight_decay=logreg_weight_decay, logreg_batch_size=64,
                     logreg_features="binary" if logreg_binary else "log(1 + count)",
                     include_demo=include_demo)
-    rows = []
     bow = BagOfNGrams((1, 2), min_count).fit(texts["train"])
     X = {sp: bow.transform(texts[sp]) for sp in texts}
     say(f"sentiment: {len(texts['train'])} train, {len(texts['validation'])} validation, "
         f"{len(texts['test'])} test reviews; {len(bow.vocab):,} n-gram features")
-
-    t0 = time.perf_counter()
-    nb = MultinomialNB(alpha=1.0).fit(X["train"], labels["train"], n_classes=2)
-    nb_seconds = time.perf_counter() - t0
-    nb_val = float((nb.predict(X["validation"]) == labels["validation"]).mean())
-    nb_test = float((nb.predict(X["test"]) == labels["test"]).mean())
-    rows.append({"model": "naive Bayes (char 1+2-grams)", "test_accuracy": nb_test,
-                 "val_accuracy": nb_val, "train_seconds": nb_seconds,
-                 "parameters": nb.num_parameters})
-    say(f"naive Bayes: validation {nb_val:.4f}, test {nb_test:.4f}")
-
+    rows = [_naive_bayes_row(X, labels, say)]
     with _on(device) as dev:
-        lr_model, info = train_bow_logreg(X["train"], labels["train"], X["validation"],
-                                          labels["validation"], epochs=logreg_epochs,
-                                          lr=logreg_lr, weight_decay=logreg_weight_decay,
-                                          binary=logreg_binary, device=dev, seed=seed,
-                                          progress=progress)
-        lr_test, _ = _bow_eval(lr_model, X["test"], labels["test"], 256, logreg_binary, dev)
-    rows.append({"model": "logistic regression (char 1+2-grams)", "test_accuracy": lr_test,
-                 "val_accuracy": info["val_accuracy"], "train_seconds": info["train_seconds"],
-                 "parameters": int(sum(p.size for p in lr_model.parameters()))})
-    say(f"logistic regression: best epoch {info['best_epoch']}, validation "
-        f"{info['val_accuracy']:.4f}, test {lr_test:.4f}")
-
+        row, info = _logreg_row(X, labels, dict(epochs=logreg_epochs, lr=logreg_lr,
+                                                weight_decay=logreg_weight_decay,
+                                                binary=logreg_binary), dev, seed, progress, say)
+    rows.append(row)
     demo_results = None
     if include_demo:
-        from .. import demo
-        with contextlib.ExitStack() as stack:
-            if output_dir is not None:
-                demo_dir = str(Path(output_dir) / "demo")
-            else:
-                demo_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="minillm-"))
-            kw = dict(output_dir=demo_dir, device=str(backend.device(device)), seed=seed,
-                      progress=progress)
-            cfg = demo.DemoConfig.fast_config(**kw) if fast else demo.DemoConfig(**kw)
-            with contextlib.redirect_stdout(_LineWriter(say)):
-                demo_results = demo.run_demo(cfg, command="minillm bench sentiment"
-                                             + (" --fast" if fast else ""))
-        for name in DEMO_MODELS:
-            c = demo_results["classifiers"][name]
-            rows.append({"model": name, "test_accuracy": c["test_accuracy"],
-                         "val_accuracy": c["val_accuracy"], "train_seconds": c["train_seconds"],
-                         "parameters": c["parameters"]})
+        demo_results = _demo_results(device, seed, fast, progress, output_dir, say)
+        rows += [{"model": name, **{k: demo_results["classifiers"][name][k] for k in
+                                    ("test_accuracy", "val_accuracy", "train_seconds",
+                                     "parameters")}} for name in DEMO_MODELS]
         settings["demo_config"] = demo_results.get("config")
 
     result = _header("sentiment", backend.device(device), seed, fast, settings,
@@ -772,15 +733,69 @@ def sentiment(device=None, seed=0, fast=False, progress=True, output_dir=None, l
                   logreg_best_epoch=info["best_epoch"], demo=demo_results)
     result["total_seconds"] = time.perf_counter() - t_start
     say(result["table"])
+    return _finish(result, output_dir, lambda path: _logreg_plot(info["epochs"], path), log)
 
-    def plot(path):
-        ep = [r["epoch"] for r in info["epochs"]]
-        _plot_lines(path, [("train loss", ep, [r["train_loss"] for r in info["epochs"]], "o-"),
-                           ("validation loss", ep, [r["val_loss"] for r in info["epochs"]],
-                            "o-")],
-                    "Bag-of-n-grams logistic regression (chinese_reviews)", "epoch", "loss")
 
-    return _finish(result, output_dir, plot, log)
+def _logreg_plot(epochs, path):
+    """The logistic regression's training and validation loss by epoch."""
+    ep = [r["epoch"] for r in epochs]
+    _plot_lines(path, [("train loss", ep, [r["train_loss"] for r in epochs], "o-"),
+                       ("validation loss", ep, [r["val_loss"] for r in epochs], "o-")],
+                "Bag-of-n-grams logistic regression (chinese_reviews)", "epoch", "loss")
+
+
+def _review_splits(fast):
+    """``(texts, labels)`` of ``chinese_reviews`` by split (the first 600 / 200 / 200 in
+    fast mode)."""
+    from .. import datasets
+    texts, labels = {}, {}
+    for sp, n in (("train", 600), ("validation", 200), ("test", 200)):
+        d = datasets.load("chinese_reviews", split=sp)
+        texts[sp] = [ex["text"] for ex in d][:n if fast else None]
+        labels[sp] = np.array([ex["label"] for ex in d], dtype=np.int64)[:n if fast else None]
+    return texts, labels
+
+
+def _naive_bayes_row(X, labels, say):
+    t0 = time.perf_counter()
+    nb = MultinomialNB(alpha=1.0).fit(X["train"], labels["train"], n_classes=2)
+    seconds = time.perf_counter() - t0
+    val = float((nb.predict(X["validation"]) == labels["validation"]).mean())
+    test = float((nb.predict(X["test"]) == labels["test"]).mean())
+    say(f"naive Bayes: validation {val:.4f}, test {test:.4f}")
+    return {"model": "naive Bayes (char 1+2-grams)", "test_accuracy": test,
+            "val_accuracy": val, "train_seconds": seconds, "parameters": nb.num_parameters}
+
+
+def _logreg_row(X, labels, recipe, dev, seed, progress, say):
+    """The logistic regression's row (its epoch chosen on validation) and the training
+    record of :func:`train_bow_logreg`."""
+    model, info = train_bow_logreg(X["train"], labels["train"], X["validation"],
+                                   labels["validation"], device=dev, seed=seed,
+                                   progress=progress, **recipe)
+    test, _ = _bow_eval(model, X["test"], labels["test"], 256, recipe["binary"], dev)
+    say(f"logistic regression: best epoch {info['best_epoch']}, validation "
+        f"{info['val_accuracy']:.4f}, test {test:.4f}")
+    return ({"model": "logistic regression (char 1+2-grams)", "test_accuracy": test,
+             "val_accuracy": info["val_accuracy"], "train_seconds": info["train_seconds"],
+             "parameters": int(sum(p.size for p in model.parameters()))}, info)
+
+
+def _demo_results(device, seed, fast, progress, output_dir, say):
+    """``minillm demo``'s results, run into ``output_dir/demo`` (a temporary folder when
+    ``output_dir`` is None), its output passed to ``say``."""
+    from .. import demo
+    with contextlib.ExitStack() as stack:
+        if output_dir is not None:
+            demo_dir = str(Path(output_dir) / "demo")
+        else:
+            demo_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="minillm-"))
+        kw = dict(output_dir=demo_dir, device=str(backend.device(device)), seed=seed,
+                  progress=progress)
+        cfg = demo.DemoConfig.fast_config(**kw) if fast else demo.DemoConfig(**kw)
+        with contextlib.redirect_stdout(_LineWriter(say)):
+            return demo.run_demo(cfg, command="minillm bench sentiment"
+                                 + (" --fast" if fast else ""))
 
 
 # == registry and summaries ===================================================================
