@@ -478,85 +478,24 @@ def ptb_lstm(device=None, seed=0, fast=False, progress=True, output_dir=None, lo
     seconds}``), ``train_seconds``, ``test_eval_seconds``, ``total_seconds``,
     ``ms_per_step``, ``parameters``, plus the common keys (see :func:`shakespeare_gpt`).
     """
-    from .. import datasets
-
     say = _logger(log)
     t_start = time.perf_counter()
     s = dict(vocab_size=10000, embed_dim=200, hidden_size=200, num_layers=2, dropout=0.0,
              init_scale=0.1, batch_size=20, bptt=20, learning_rate=1.0, lr_decay=0.5,
              max_epoch=4, epochs=epochs, max_grad_norm=5.0, valid_batch_size=valid_batch_size,
              test_batch_size=test_batch_size, log_interval=50)
-    train_tok = datasets.load("ptb", split="train")
-    valid_tok = datasets.load("ptb", split="validation")
-    test_tok = datasets.load("ptb", split="test")
-    vocab = build_word_vocab(train_tok)     # from the whole training set, also when fast
-    if fast:
-        s.update(embed_dim=16, hidden_size=16, batch_size=4, bptt=10, epochs=1,
-                 valid_batch_size=min(valid_batch_size, 4), log_interval=10)
-        train_tok, valid_tok, test_tok = train_tok[:3000], valid_tok[:600], test_tok[:400]
-    s.update(vocab_size=len(vocab), train_tokens=len(train_tok), valid_tokens=len(valid_tok),
-             test_tokens=len(test_tok))
-    train_ids = _map_words(train_tok, vocab, "training")
-    valid_ids = _map_words(valid_tok, vocab, "validation")
-    test_ids = _map_words(test_tok, vocab, "test")
-
+    train_ids, valid_ids, test_ids, vocab = _ptb_ids(s, fast, valid_batch_size)
     with _on(device) as dev:
         backend.manual_seed(seed)
-        cfg = LSTMLMConfig(vocab_size=len(vocab), embed_dim=s["embed_dim"],
-                           hidden_size=s["hidden_size"], num_layers=s["num_layers"],
-                           dropout=s["dropout"], tie_weights=False)
-        model = zaremba_init_(LSTMLM(cfg).to(dev), s["init_scale"])
+        model = _zaremba_model(s, len(vocab), dev)
         n_params = model.num_parameters()
         opt = SGD(model.parameters(), lr=s["learning_rate"])
         stream = ContiguousStream(train_ids, s["batch_size"], s["bptt"], device=dev)
         say(f"ptb-lstm: {s['num_layers']} x LSTM({s['hidden_size']}), vocab {len(vocab)}, "
             f"{n_params:,} parameters; {s['epochs']} epochs of {len(stream)} steps "
             f"(batch {s['batch_size']}, bptt {s['bptt']}) on {dev}")
-        history, per_epoch = [], []
-        train_seconds, step = 0.0, 0
-        for epoch in range(s["epochs"]):
-            lr = zaremba_lr(epoch, s["learning_rate"], s["lr_decay"], s["max_epoch"])
-            _set_lr(opt, lr)
-            model.train()
-            state, total, count = None, None, 0
-            bar = _bar(len(stream), f"ptb-lstm epoch {epoch + 1}/{s['epochs']}", progress)
-            t0 = time.perf_counter()
-            try:
-                for i, (x, y) in enumerate(stream):
-                    logits, state = model(x, state, return_state=True)
-                    loss = F.cross_entropy(logits, y)      # mean over the B x T tokens
-                    # Zaremba et al. backpropagate sum over time / batch size, i.e. the
-                    # per-token mean times num_steps (20): the gradient whose norm they clip
-                    # at 5. Back-propagating loss * T keeps that threshold meaning the same.
-                    opt.zero_grad()
-                    (loss * y.shape[1]).backward()
-                    clip_grad_norm_(model.parameters(), s["max_grad_norm"])
-                    opt.step()
-                    state = model.detach_state(state)
-                    n_tok = y.shape[0] * y.shape[1]
-                    part = loss.detach() * n_tok
-                    total = part if total is None else total + part
-                    count += n_tok
-                    if i % s["log_interval"] == 0:
-                        lossf = loss.item()
-                        history.append({"step": step, "loss": lossf, "learning_rate": lr})
-                        bar.set_postfix(loss=f"{lossf:.3f}", ppl=f"{math.exp(lossf):.1f}",
-                                        lr=f"{lr:g}")
-                    step += 1
-                    bar.update()
-                train_loss = total.item() / count      # (syncs the device before timing)
-            finally:
-                bar.close()
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            valid_ppl, valid_loss, _ = lstm_perplexity(model, valid_ids, s["valid_batch_size"],
-                                                       s["bptt"], dev)
-            history.append({"step": step, "eval_loss": valid_loss})
-            per_epoch.append({"epoch": epoch + 1, "lr": lr,
-                              "train_perplexity": math.exp(train_loss),
-                              "valid_perplexity": valid_ppl, "seconds": seconds})
-            say(f"epoch {epoch + 1}: lr {lr:g}, train perplexity {math.exp(train_loss):.2f}, "
-                f"valid perplexity {valid_ppl:.2f}, {seconds:.1f} s")
+        history, per_epoch = _ptb_train(model, opt, stream, valid_ids, s, dev, progress, say)
+        train_seconds, step = sum(e["seconds"] for e in per_epoch), s["epochs"] * len(stream)
         t0 = time.perf_counter()
         test_ppl, test_loss, test_count = lstm_perplexity(model, test_ids, s["test_batch_size"],
                                                           s["bptt"], dev)
@@ -572,14 +511,95 @@ def ptb_lstm(device=None, seed=0, fast=False, progress=True, output_dir=None, lo
         test_eval_seconds=test_seconds, steps=step,
         ms_per_step=1000.0 * train_seconds / max(1, step))
     result["total_seconds"] = time.perf_counter() - t_start
+    return _finish(result, output_dir, lambda path: _ptb_plot(per_epoch, path), log)
 
-    def plot(path):
-        ep = [e["epoch"] for e in per_epoch]
-        _plot_lines(path, [("train", ep, [e["train_perplexity"] for e in per_epoch], "o-"),
-                           ("valid", ep, [e["valid_perplexity"] for e in per_epoch], "o-")],
-                    "Zaremba small LSTM on PTB, minillm", "epoch", "perplexity", logy=True)
 
-    return _finish(result, output_dir, plot, log)
+def _zaremba_model(s, vocab_size, dev):
+    """The LSTM LM of recipe ``s``, every parameter drawn from U(-init_scale, init_scale)."""
+    cfg = LSTMLMConfig(vocab_size=vocab_size, embed_dim=s["embed_dim"],
+                       hidden_size=s["hidden_size"], num_layers=s["num_layers"],
+                       dropout=s["dropout"], tie_weights=False)
+    return zaremba_init_(LSTMLM(cfg).to(dev), s["init_scale"])
+
+
+def _ptb_ids(s, fast, valid_batch_size):
+    """``(train, validation, test ids, vocabulary)`` of PTB; the vocabulary always from the
+    whole training split; fast mode shrinks the data and ``s`` (the recipe, updated with the
+    sizes) in place."""
+    from .. import datasets
+    train_tok, valid_tok, test_tok = (datasets.load("ptb", split=sp)
+                                      for sp in ("train", "validation", "test"))
+    vocab = build_word_vocab(train_tok)
+    if fast:
+        s.update(embed_dim=16, hidden_size=16, batch_size=4, bptt=10, epochs=1,
+                 valid_batch_size=min(valid_batch_size, 4), log_interval=10)
+        train_tok, valid_tok, test_tok = train_tok[:3000], valid_tok[:600], test_tok[:400]
+    s.update(vocab_size=len(vocab), train_tokens=len(train_tok), valid_tokens=len(valid_tok),
+             test_tokens=len(test_tok))
+    return (_map_words(train_tok, vocab, "training"), _map_words(valid_tok, vocab, "validation"),
+            _map_words(test_tok, vocab, "test"), vocab)
+
+
+def _ptb_train(model, opt, stream, valid_ids, s, dev, progress, say):
+    """Zaremba's schedule: each epoch at its learning rate, then the validation perplexity:
+    ``(history, per-epoch records)``."""
+    history, per_epoch = [], []
+    for epoch in range(s["epochs"]):
+        lr = zaremba_lr(epoch, s["learning_rate"], s["lr_decay"], s["max_epoch"])
+        _set_lr(opt, lr)
+        train_loss, seconds = _ptb_epoch(model, opt, stream, s, epoch, history, progress)
+        valid_ppl, valid_loss, _ = lstm_perplexity(model, valid_ids, s["valid_batch_size"],
+                                                   s["bptt"], dev)
+        history.append({"step": (epoch + 1) * len(stream), "eval_loss": valid_loss})
+        per_epoch.append({"epoch": epoch + 1, "lr": lr,
+                          "train_perplexity": math.exp(train_loss),
+                          "valid_perplexity": valid_ppl, "seconds": seconds})
+        say(f"epoch {epoch + 1}: lr {lr:g}, train perplexity {math.exp(train_loss):.2f}, "
+            f"valid perplexity {valid_ppl:.2f}, {seconds:.1f} s")
+    return history, per_epoch
+
+
+def _ptb_epoch(model, opt, stream, s, epoch, history, progress):
+    """One epoch of truncated BPTT over ``stream`` (the state carried and detached between
+    windows): ``(mean training loss per token, seconds)``."""
+    model.train()
+    state, total, count = None, None, 0
+    lr = opt.param_groups[0]["lr"]
+    bar = _bar(len(stream), f"ptb-lstm epoch {epoch + 1}/{s['epochs']}", progress)
+    t0 = time.perf_counter()
+    try:
+        for i, (x, y) in enumerate(stream):
+            logits, state = model(x, state, return_state=True)
+            loss = F.cross_entropy(logits, y)      # mean over the B x T tokens
+            # Zaremba et al. backpropagate sum over time / batch size, i.e. the per-token
+            # mean times num_steps (20): the gradient whose norm they clip at 5.
+            # Back-propagating loss * T keeps that threshold meaning the same.
+            opt.zero_grad()
+            (loss * y.shape[1]).backward()
+            clip_grad_norm_(model.parameters(), s["max_grad_norm"])
+            opt.step()
+            state = model.detach_state(state)
+            n_tok = y.shape[0] * y.shape[1]
+            part = loss.detach() * n_tok
+            total = part if total is None else total + part
+            count += n_tok
+            if i % s["log_interval"] == 0:
+                lossf = loss.item()
+                history.append({"step": epoch * len(stream) + i, "loss": lossf,
+                                "learning_rate": lr})
+                bar.set_postfix(loss=f"{lossf:.3f}", ppl=f"{math.exp(lossf):.1f}", lr=f"{lr:g}")
+            bar.update()
+        train_loss = total.item() / count      # (syncs the device before timing)
+    finally:
+        bar.close()
+    return train_loss, time.perf_counter() - t0
+
+
+def _ptb_plot(per_epoch, path):
+    ep = [e["epoch"] for e in per_epoch]
+    _plot_lines(path, [("train", ep, [e["train_perplexity"] for e in per_epoch], "o-"),
+                       ("valid", ep, [e["valid_perplexity"] for e in per_epoch], "o-")],
+                "Zaremba small LSTM on PTB, minillm", "epoch", "perplexity", logy=True)
 
 
 # == 3. Kneser-Ney n-grams on PTB =============================================================
