@@ -284,7 +284,8 @@ class _Gradients:
             if getattr(g, "base", None) is not None or id(g) in self.assigned:
                 g = g.copy()    # never hand out a view or an array another tensor also holds
             self.assigned.add(id(g))
-            t.grad = _wrap(g, t._device)
+            from .tensor import Tensor
+            t.grad = Tensor.wrap(g, t._device)
         else:
             t.grad.data += g
 
@@ -294,11 +295,6 @@ class _Gradients:
         t = retained() if retained is not None else None
         if t is not None:
             self.give_leaf(t, g)
-
-
-def _wrap(array, device):
-    from .tensor import Tensor
-    return Tensor._make(array, device, False)
 
 
 def _check_versions(fn):

@@ -28,15 +28,15 @@ run with the same settings is reused (so an interrupted benchmark resumes where 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend, datasets, tasks
-from .payoff import BODY, BODY_FAST, PAYOFF_DATASETS, _bodies, _check_same
-from .quality import _finish, _header, _logger, cli_flags, new_axes, save_axes
+from .payoff import (BODY, BODY_FAST, PAYOFF_DATASETS, _best_baseline, _bodies,
+                     finetune_or_reuse)
+from .quality import _finish, _header, _logger, new_axes, save_axes
 
 __all__ = ["sentiment_methods", "finetune_rows", "FINETUNE"]
 
@@ -88,18 +88,8 @@ def finetune_row(name, extra, root, settings, device, progress, log):
     """One fine-tuned row, trained into ``root/<first word of name>`` or reused from there
     when that folder holds a finished run with the same settings: ``(row, results)``."""
     out = root / name.split(" ")[0]
-    kw = {**settings, **extra}
-    baseline = kw.pop("baseline", False)
-    cfg = tasks.FinetuneConfig(task="classification", output_dir=str(out), device=device,
-                               progress=progress, baseline=baseline, **kw)
-    command = (f"minillm finetune --task classification {cli_flags(kw)}"
-               f"{'' if baseline else ' --no-baseline'} --output-dir {out}")
-    if (out / "metrics.json").is_file():
-        _check_same(out, "finetune", cfg)
-        log(f"reusing {out}")
-        res = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    else:
-        res = tasks.finetune(cfg, command=command, log=log)
+    res, command = finetune_or_reuse("classification", {"baseline": False, **settings, **extra},
+                                     out, device, progress, log)
     row = _row(name, res["method"], res, command, model_bytes=_model_bytes(out / "model"))
     log(f"{name}: test accuracy {row['test_accuracy']:.4f}")
     return row, res
@@ -113,13 +103,12 @@ def _model_bytes(model_dir):
 def _baseline_row(res, command):
     """The bag-of-n-grams baseline ``finetune`` fitted beside a run (the best on
     validation), as a row."""
-    base = res["baselines"]
-    name = max(base, key=lambda b: base[b]["validation"]["accuracy"])
+    name, test = _best_baseline(res, "accuracy")
+    base = res["baselines"][name]
     return {"model": f"reference: {name} (the baseline of bert-full)", "method": name,
-            "test_accuracy": base[name]["test"]["accuracy"],
-            "val_accuracy": base[name]["validation"]["accuracy"],
-            "trained_parameters": base[name].get("parameters"), "train_seconds":
-            base[name].get("train_seconds"), "model_bytes": None, "command": command}
+            "test_accuracy": test, "val_accuracy": base["validation"]["accuracy"],
+            "trained_parameters": base.get("parameters"),
+            "train_seconds": base.get("train_seconds"), "model_bytes": None, "command": command}
 
 
 def _compressed_row(name, run_dir, quantize, prune, split_n, device, log):

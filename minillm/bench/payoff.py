@@ -33,8 +33,8 @@ import numpy as np
 from .. import backend, datasets, tasks
 from .quality import _finish, _header, _logger, cli_flags, differing_settings, new_axes
 
-__all__ = ["pretraining_payoff", "arm_label", "PAYOFF_DATASETS", "BODY", "DOMAIN", "LABELS",
-           "ARMS"]
+__all__ = ["pretraining_payoff", "arm_label", "finetune_or_reuse", "PAYOFF_DATASETS", "BODY",
+           "DOMAIN", "LABELS", "ARMS"]
 
 # the task, its metric and the general corpus its body is pretrained on
 PAYOFF_DATASETS = {
@@ -158,14 +158,21 @@ def _finetune(name, spec, arm, model_dir, n, n_train, seed, root, fast, device, 
     """One fine-tune on ``n_train`` labelled examples (``n``: the requested size, None for
     all), reused when its folder holds a finished run with the same settings:
     ``(results, command)``."""
-    kw = _finetune_settings(spec, arm, model_dir, n, seed, fast)
+    kw = dict(dataset=name, **_finetune_settings(spec, arm, model_dir, n, seed, fast))
     kw["eval_steps"] = _eval_steps(n_train, kw["batch_size"], fast, spec["task"])
     out = root / name / arm.replace(" + ", "+").replace(" ", "-") / f"{n or 'all'}-seed{seed}"
-    cfg = tasks.FinetuneConfig(task=spec["task"], dataset=name, output_dir=str(out),
-                               device=device, progress=progress, **kw)
-    flags = cli_flags({k: v for k, v in kw.items() if k != "baseline"})
-    command = (f"minillm finetune --task {spec['task']} --dataset {name} {flags}"
-               f"{'' if kw['baseline'] else ' --no-baseline'} --output-dir {out}")
+    return finetune_or_reuse(spec["task"], kw, out, device, progress, log)
+
+
+def finetune_or_reuse(task, settings, out, device, progress, log):
+    """``(results, command)`` of ``minillm finetune --task task`` with ``settings`` (its
+    ``baseline`` key included) into ``out``: read back when ``out`` holds a finished run with
+    the same settings (one with other settings is an error), else trained."""
+    cfg = tasks.FinetuneConfig(task=task, output_dir=str(out), device=device,
+                               progress=progress, **settings)
+    flags = cli_flags({k: v for k, v in settings.items() if k != "baseline"})
+    command = (f"minillm finetune --task {task} {flags}"
+               f"{'' if cfg.baseline else ' --no-baseline'} --output-dir {out}")
     done = out / "metrics.json"
     if done.is_file():
         _check_same(out, "finetune", cfg)
