@@ -1,4 +1,4 @@
-"""``python -m minillm ...`` runs the command-line interface (see :mod:`minillm.cli`)."""
-from .cli import main
+"""``python -m minillm ...`` runs the command-line interface (see :mod:`minillm.apps.cli`)."""
+from .apps.cli import main
 
 raise SystemExit(main())

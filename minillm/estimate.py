@@ -26,13 +26,12 @@ optimizer step. :func:`describe` prints everything as a small table.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .models import BertConfig, GPTConfig
+from .validation import check_int, check_number
 
 __all__ = ["DTYPE_BYTES", "OPTIMIZER_STATES", "MemoryEstimate", "parameter_count",
            "transformer_flops_per_token", "flops_per_token", "training_flops", "training_memory", "activation_bytes",
@@ -52,19 +51,13 @@ def _check_config(config, op):
 
 
 def _check_count(value, name, op, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{op}: {name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-    return int(value)
+    """An int > 0 (>= 0 with ``allow_zero``): TypeError for a non-int, ValueError if too small."""
+    return check_int(value, name, op, low=0 if allow_zero else 1, type_error=True)
 
 
 def _check_positive(value, name, op):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{op}: {name} must be a finite number > 0, got {value}")
-    return float(value)
+    """A finite float > 0: TypeError for a non-number, ValueError otherwise."""
+    return check_number(value, name, op, low=0, low_open=True, finite=True, type_error=True)
 
 
 def _dtype_bytes(dtype, op):

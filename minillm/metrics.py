@@ -324,6 +324,39 @@ def _font_covers(text, family):
     return all(ord(ch) in charmap or ch.isspace() for ch in text)
 
 
+def _drawable_labels(labels, title, family, font):
+    """``(labels, title)`` with what the fonts ``family`` cannot draw replaced (indices ``#i``,
+    the default title) and the title saying so."""
+    # Checked even with a CJK font found: a label it cannot draw is shown as its index.
+    fallback = False
+    shown = []
+    for i, lab in enumerate(labels):
+        if _font_covers(lab, family):
+            shown.append(lab)
+        else:
+            shown.append(f"#{i}")
+            fallback = True
+    if not _font_covers(title, family):
+        title, fallback = "Confusion matrix", True
+    if fallback:
+        why = "no CJK font installed" if font is None else f"missing glyphs in {font}"
+        title += f"\n(labels shown as indices: {why})"
+    return shown, title
+
+
+def _annotate_cells(ax, cm):
+    """Write each cell's value on it, white on the darker half of the colour scale."""
+    n = cm.shape[0]
+    is_float = cm.dtype.kind == "f"
+    finite = cm[np.isfinite(cm)] if is_float else cm
+    threshold = (finite.max() + finite.min()) / 2.0 if finite.size else 0
+    for i in range(n):
+        for j in range(n):
+            v = cm[i, j]
+            ax.text(j, i, f"{v:.2f}" if is_float else f"{int(v)}", ha="center",
+                    va="center", color="white" if v > threshold else "black")
+
+
 def plot_confusion_matrix(cm, labels, path=None, title="Confusion matrix", cmap="Blues"):
     """Draw a confusion matrix (rows: true label, columns: predicted label) with the value in
     every cell; save it to ``path`` (PNG etc., by extension) when given. Returns the matplotlib
@@ -349,21 +382,7 @@ def plot_confusion_matrix(cm, labels, path=None, title="Confusion matrix", cmap=
     family += list(matplotlib.rcParams["font.sans-serif"])
     rc = {"font.family": "sans-serif", "font.sans-serif": family, "axes.unicode_minus": False}
     with matplotlib.rc_context(rc):
-        # Checked even with a CJK font found: a label it cannot draw is shown as its index.
-        fallback = False
-        shown = []
-        for i, lab in enumerate(labels):
-            if _font_covers(lab, family):
-                shown.append(lab)
-            else:
-                shown.append(f"#{i}")
-                fallback = True
-        if not _font_covers(title, family):
-            title, fallback = "Confusion matrix", True
-        if fallback:
-            why = "no CJK font installed" if font is None else f"missing glyphs in {font}"
-            title += f"\n(labels shown as indices: {why})"
-        labels = shown
+        labels, title = _drawable_labels(labels, title, family, font)
         n = len(labels)
         size = max(4.0, 0.6 * n + 2.0)
         fig = Figure(figsize=(size + 1.0, size))
@@ -375,14 +394,7 @@ def plot_confusion_matrix(cm, labels, path=None, title="Confusion matrix", cmap=
         for tick in ax.get_xticklabels():
             tick.set_rotation(45)
             tick.set_ha("right")
-        is_float = cm.dtype.kind == "f"
-        finite = cm[np.isfinite(cm)] if is_float else cm
-        threshold = (finite.max() + finite.min()) / 2.0 if finite.size else 0
-        for i in range(n):
-            for j in range(n):
-                v = cm[i, j]
-                ax.text(j, i, f"{v:.2f}" if is_float else f"{int(v)}", ha="center",
-                        va="center", color="white" if v > threshold else "black")
+        _annotate_cells(ax, cm)
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=100)

@@ -91,6 +91,16 @@ def _parse_header(data):
     Returns ``(entries, metadata, buffer_start)`` with ``entries`` a list of
     ``(name, dtype_name, shape, begin, end)`` whose offsets are checked against the file.
     """
+    header, n = _read_header_json(data)
+    metadata = _pop_metadata(header)
+    buffer_len = len(data) - 8 - n
+    entries = [_parse_entry(name, info, buffer_len) for name, info in header.items()]
+    _check_tiling(entries, buffer_len)
+    return entries, metadata, 8 + n
+
+
+def _read_header_json(data):
+    """The header of ``data`` as a dict and its length ``n``, after checking the 8-byte prefix."""
     size = len(data)
     if size < 8:
         raise SafetensorsError(f"safetensors: {size} bytes is too short; a file starts with an "
@@ -115,51 +125,66 @@ def _parse_header(data):
     if not isinstance(header, dict):
         raise SafetensorsError(f"safetensors: the header must be a JSON object, got "
                                f"{type(header).__name__}")
+    return header, n
+
+
+def _pop_metadata(header):
+    """Remove and return the header's ``__metadata__`` (None, or a dict of strings)."""
     metadata = header.pop("__metadata__", None)
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(isinstance(v, str)
                                                      for v in metadata.values()):
             raise SafetensorsError("safetensors header: __metadata__ must be an object mapping "
                                    "strings to strings")
-    buffer_len = size - 8 - n
-    entries = []
-    for name, info in header.items():
-        where = f"safetensors header, tensor {name!r}"
-        if not isinstance(info, dict):
-            raise SafetensorsError(f"{where}: expected an object with keys dtype, shape, "
-                                   f"data_offsets, got {type(info).__name__}")
-        missing = [k for k in _ENTRY_KEYS if k not in info]
-        extra = sorted(set(info) - set(_ENTRY_KEYS))
-        if missing or extra:
-            raise SafetensorsError(f"{where}: " + (f"missing keys {missing}" if missing else
-                                                   f"unknown keys {extra}") +
-                                   "; an entry has exactly dtype, shape and data_offsets")
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise SafetensorsError(f"{where}: unknown dtype {dtype!r}; supported: "
-                                   f"{', '.join(DTYPES)}")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise SafetensorsError(f"{where}: shape must be a list of integers >= 0, got "
-                                   f"{shape!r}")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(_is_int(o) and o >= 0 for o in offsets)):
-            raise SafetensorsError(f"{where}: data_offsets must be [begin, end], two integers "
-                                   f">= 0, got {offsets!r}")
-        if math.prod(d for d in shape if d) * DTYPES[dtype].itemsize >= 2 ** 63:
-            raise SafetensorsError(f"{where}: shape {shape} is too large (its size overflows "
-                                   "64 bits)")
-        begin, end = offsets
-        if end < begin:
-            raise SafetensorsError(f"{where}: data_offsets end {end} < begin {begin}")
-        nbytes = math.prod(shape) * DTYPES[dtype].itemsize
-        if end - begin != nbytes:
-            raise SafetensorsError(f"{where}: data_offsets span {end - begin} bytes, but "
-                                   f"{dtype} {shape} needs {nbytes}")
-        if end > buffer_len:
-            raise SafetensorsError(f"{where}: data_offsets [{begin}, {end}] lie outside the "
-                                   f"{buffer_len}-byte data buffer (truncated file?)")
-        entries.append((name, dtype, tuple(shape), begin, end))
-    # the tensors must tile the buffer exactly (the reference's rule)
+    return metadata
+
+
+def _parse_entry(name, info, buffer_len):
+    """One tensor's header entry, checked, as ``(name, dtype_name, shape, begin, end)``."""
+    where = f"safetensors header, tensor {name!r}"
+    if not isinstance(info, dict):
+        raise SafetensorsError(f"{where}: expected an object with keys dtype, shape, "
+                               f"data_offsets, got {type(info).__name__}")
+    missing = [k for k in _ENTRY_KEYS if k not in info]
+    extra = sorted(set(info) - set(_ENTRY_KEYS))
+    if missing or extra:
+        raise SafetensorsError(f"{where}: " + (f"missing keys {missing}" if missing else
+                                               f"unknown keys {extra}") +
+                               "; an entry has exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    _check_entry_types(where, dtype, shape, offsets)
+    begin, end = offsets
+    if end < begin:
+        raise SafetensorsError(f"{where}: data_offsets end {end} < begin {begin}")
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if end - begin != nbytes:
+        raise SafetensorsError(f"{where}: data_offsets span {end - begin} bytes, but "
+                               f"{dtype} {shape} needs {nbytes}")
+    if end > buffer_len:
+        raise SafetensorsError(f"{where}: data_offsets [{begin}, {end}] lie outside the "
+                               f"{buffer_len}-byte data buffer (truncated file?)")
+    return name, dtype, tuple(shape), begin, end
+
+
+def _check_entry_types(where, dtype, shape, offsets):
+    """An entry's dtype is known, its shape a list of sizes and its offsets two integers."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SafetensorsError(f"{where}: unknown dtype {dtype!r}; supported: "
+                               f"{', '.join(DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise SafetensorsError(f"{where}: shape must be a list of integers >= 0, got "
+                               f"{shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(_is_int(o) and o >= 0 for o in offsets)):
+        raise SafetensorsError(f"{where}: data_offsets must be [begin, end], two integers "
+                               f">= 0, got {offsets!r}")
+    if math.prod(d for d in shape if d) * DTYPES[dtype].itemsize >= 2 ** 63:
+        raise SafetensorsError(f"{where}: shape {shape} is too large (its size overflows "
+                               "64 bits)")
+
+
+def _check_tiling(entries, buffer_len):
+    """The tensors must tile the buffer exactly (the reference's rule)."""
     position = 0
     for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
         if begin != position:
@@ -172,7 +197,6 @@ def _parse_header(data):
         raise SafetensorsError(f"safetensors: the tensors cover {position} bytes, but the data "
                                f"buffer holds {buffer_len} (trailing bytes or truncated "
                                "header)")
-    return entries, metadata, 8 + n
 
 
 def _load_from(data):

@@ -5,7 +5,8 @@ import os
 import pytest
 
 import minillm as mm
-from minillm import baselines, bench, tasks
+from minillm import baselines
+from minillm.apps import bench, tasks
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 

@@ -1,4 +1,4 @@
-"""Generation benchmarks (minillm.bench.generation): seq2seq translation and code completion.
+"""Generation benchmarks (minillm.apps.bench.generation): seq2seq translation and code completion.
 
 The metrics are checked against small independent reimplementations (exact match, BLEU,
 Dice overlap of character bigrams, line-completion scores), the stdlib corpus helpers on a
@@ -21,7 +21,7 @@ import pytest
 
 import minillm as mm
 from minillm import datasets
-from minillm.bench import generation as G
+from minillm.apps.bench import generation as G
 from minillm.data.tokenizers import CharTokenizer
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")

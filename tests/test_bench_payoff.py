@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from minillm import bench, cli
-from minillm.bench import payoff
+from minillm.apps import bench, cli
+from minillm.apps.bench import payoff
 
 from test_cli import need_data as need  # noqa: E402  (skip when a dataset is missing)
 
@@ -113,7 +113,7 @@ def test_unknown_dataset_is_refused_before_any_work(tmp_path):
 
 def test_a_finished_run_with_other_settings_is_never_overwritten(fast_run, tmp_path):
     import shutil
-    from minillm import tasks
+    from minillm.apps import tasks
     _, root, _ = fast_run
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)

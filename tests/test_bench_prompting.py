@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from minillm import bench, cli
-from minillm.bench import prompting
+from minillm.apps import bench, cli
+from minillm.apps.bench import prompting
 
 from test_cli import need_data as need  # noqa: E402  (skip when a dataset is missing)
 

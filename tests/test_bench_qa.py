@@ -1,4 +1,4 @@
-"""minillm.bench.qa: reading k retrieved paragraphs (the best span over all of them, checked
+"""minillm.apps.bench.qa: reading k retrieved paragraphs (the best span over all of them, checked
 against a brute-force search over the model's own logits), the helpers, fact retrieval on a
 toy knowledge base, and both benchmarks end to end in fast mode on the test device (keys,
 ranges, files, a given reader reused).
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import datasets, tasks
-from minillm.bench import qa
+from minillm import datasets
+from minillm.apps import tasks
+from minillm.apps.bench import qa
 from minillm.data import CharTokenizer
 from minillm.models import BERT, BertConfig
 from minillm.models.heads import ModelForQuestionAnswering
@@ -241,7 +242,7 @@ def test_a_reader_that_is_not_a_model_directory_is_refused_before_any_work(tmp_p
     with pytest.raises(tasks.TaskError, match="not a fine-tuned model directory"):
         qa.open_domain_qa(fast=True, reader=str(tmp_path), output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
-    from minillm import cli
+    from minillm.apps import cli
     assert cli.main(["bench", "squad-odqa", "--fast", "--reader", str(tmp_path / "none"),
                      "--output-dir", str(tmp_path / "out")]) == 2
     assert "not a fine-tuned model directory" in capsys.readouterr().err

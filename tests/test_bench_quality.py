@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import bench, cli
-from minillm.bench import quality as Q
+from minillm.apps import bench, cli
+from minillm.apps.bench import quality as Q
 from minillm.models import NGramLM
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
@@ -332,7 +332,7 @@ def test_fast_sentiment_methods_rows_and_reuse(data_for, tmp_path, device, capsy
     ({}, ""),
 ])
 def test_cli_flags_write_only_the_options_given(settings, want):
-    from minillm.bench.quality import cli_flags
+    from minillm.apps.bench.quality import cli_flags
     assert cli_flags(settings) == want
 
 
@@ -347,6 +347,6 @@ def test_reused_runs_compare_the_learning_rate_they_used(tmp_path, task, model, 
     if model:
         (tmp_path / model).mkdir()
         model = str(tmp_path / model)
-    cfg = mm.tasks.FinetuneConfig(task=task, dataset="sst2", model=model)
+    cfg = mm.apps.tasks.FinetuneConfig(task=task, dataset="sst2", model=model)
     saved = dict(cfg.to_dict(), learning_rate=saved_lr)
     assert Q.differing_settings(saved, cfg) == want

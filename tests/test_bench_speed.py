@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import bench
+from minillm.apps import bench
 from minillm import functional as F
-from minillm.bench import speed as S
+from minillm.apps.bench import speed as S
 from minillm.models import GPT, LSTMLM, GPTConfig, LSTMLMConfig
 from minillm.nn import init
 

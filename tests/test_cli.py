@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import cli
+from minillm.apps import cli
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import cli, demo
+from minillm.apps import cli, demo
 from minillm.data import CharTokenizer, Collator
 from minillm.models import GPT, GPTConfig
 
@@ -120,9 +120,26 @@ def test_classifier_gradients_reach_the_pretrained_body():
     batch = Collator(pad_id=0)(_tiny_examples())
     _, loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
     loss.backward()
-    for name in ("gpt.wte.weight", "gpt.h.0.attn.c_attn.weight", "score.weight"):
+    for name in ("base.wte.weight", "base.h.0.attn.c_attn.weight", "classifier.weight"):
         g = dict(model.named_parameters())[name].grad
         assert g is not None and float(np.abs(g.numpy()).sum()) > 0, name
+
+
+def test_gpt_classifier_is_the_heads_sequence_classifier():
+    """The demo's GPT head is models.heads' classifier (mean pooling, no dropout) whose Linear
+    keeps its default init: the same draws as a plain Linear(n_embd, 2)."""
+    from minillm.models import ModelForSequenceClassification
+    from minillm.nn import Linear
+
+    gpt = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    mm.manual_seed(3)
+    model = demo.GPTClassifier(gpt)
+    mm.manual_seed(3)
+    ref = Linear(8, 2)
+    assert isinstance(model, ModelForSequenceClassification) and model.pooling == "mean"
+    assert model.base is gpt and model.dropout.p == 0.0
+    np.testing.assert_array_equal(model.classifier.weight.numpy(), ref.weight.numpy())
+    np.testing.assert_array_equal(model.classifier.bias.numpy(), ref.bias.numpy())
 
 
 def test_encode_reviews_truncates():

@@ -75,7 +75,7 @@ def test_gpt_flops_is_nanogpts_count(name):
 
 
 def test_gpt_flops_agrees_with_speed_benchmark():
-    from minillm.bench.speed import gpt_flops_per_token
+    from minillm.apps.bench.speed import gpt_flops_per_token
     config = GPTConfig(**GPT_CONFIGS["no-bias"])
     assert flops_per_token(config) == gpt_flops_per_token(GPT(config))
 

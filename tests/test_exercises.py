@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from minillm import cli
+from minillm.apps import cli
 from minillm import exercises as ex
 from minillm.exercises import grading
 

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from minillm import baselines, tasks
+from minillm import baselines
+from minillm.apps import tasks
 from minillm.training import Trainer, TrainerCallback, TrainingArguments
 
 from test_cli import run  # noqa: E402  (minillm argv... in-process)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import tasks
+from minillm.apps import tasks
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 WORDS = ["ROMEO", "JULIET", "the king", "a fool", "my lord", "the queen", "good night", "sir"]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import datasets, tasks
+from minillm import datasets
+from minillm.apps import tasks
 from minillm.data import Collator
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import cli
+from minillm.apps import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
@@ -102,7 +102,7 @@ def test_setup_cfg_metadata():
     assert opts["python_requires"].replace(" ", "") == ">=3.10"
     assert opts["packages"].strip() == "find:"
     assert "tests" in _lines(cfg["options.packages.find"]["exclude"])
-    assert _lines(cfg["options.entry_points"]["console_scripts"]) == ["minillm = minillm.cli:main"]
+    assert _lines(cfg["options.entry_points"]["console_scripts"]) == ["minillm = minillm.apps.cli:main"]
     pytest_cfg = cfg["tool:pytest"]
     assert pytest_cfg["testpaths"].strip() == "tests"
     assert "-ra" in pytest_cfg["addopts"].split()
@@ -169,7 +169,7 @@ def test_console_script_entry_point():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("minillm is not pip-installed here (`pip install -e .` registers the command)")
     eps = [ep for ep in dist.entry_points if ep.group == "console_scripts" and ep.name == "minillm"]
-    assert eps and eps[0].value == "minillm.cli:main"
+    assert eps and eps[0].value == "minillm.apps.cli:main"
     assert eps[0].load() is cli.main
 
 
@@ -208,7 +208,7 @@ def test_cli_info():
 def test_cli_info_without_cupy():
     """`minillm info` must not crash where CuPy cannot be imported (simulated here)."""
     code = ("import sys; sys.modules['cupy'] = None\n"
-            "from minillm.cli import main\nraise SystemExit(main(['info']))")
+            "from minillm.apps.cli import main\nraise SystemExit(main(['info']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          encoding="utf-8", timeout=120)
     assert out.returncode == 0, out.stderr
@@ -288,11 +288,11 @@ def test_readme_tiny_gpt_runs(tmp_path, monkeypatch, capsys):
 
 
 def _readme_commands():
-    """Every ``minillm ...`` command line in README's bash blocks (continuations joined,
-    comments dropped)."""
+    """Every ``minillm ...`` command line in the bash blocks of README and BENCHMARKS.md
+    (continuations joined, comments dropped)."""
     import re
     import shlex
-    text = _read("README.md")
+    text = _read("README.md") + _read("BENCHMARKS.md")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -306,7 +306,7 @@ def _readme_commands():
 def test_every_readme_command_parses():
     """A flag renamed in the CLI but not in README fails here (the commands are parsed, not
     run)."""
-    from minillm import cli
+    from minillm.apps import cli
     commands = _readme_commands()
     assert len(commands) > 20
     parser = cli.build_parser()

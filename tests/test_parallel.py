@@ -194,10 +194,29 @@ def test_host_allocator_status_is_reported():
         assert st["reason"]
 
 
-def test_host_allocator_can_be_left_alone():
-    code = ("import minillm as mm; "
-            "print(mm.backend.host_memory.host_allocator_status())")
-    env = dict(os.environ, MINILLM_HOST_ALLOCATOR="default")
+def _allocator_status_after(code, allocator_env):
+    env = dict(os.environ)
+    env.pop("MINILLM_HOST_ALLOCATOR", None)
+    if allocator_env is not None:
+        env["MINILLM_HOST_ALLOCATOR"] = allocator_env
+    code = "import minillm as mm; " + code + "print(mm.backend.host_memory.host_allocator_status())"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        check=True)
-    assert "'tuned': False" in r.stdout and "MINILLM_HOST_ALLOCATOR=default" in r.stdout
+    return r.stdout
+
+
+def test_importing_minillm_leaves_the_allocator_alone():
+    out = _allocator_status_after("", None)
+    assert "'tuned': False" in out and "not requested" in out
+
+
+def test_host_allocator_is_opt_in():
+    out = _allocator_status_after("mm.backend.host_memory.tune_host_allocator(); ", None)
+    tuned_at_import = _allocator_status_after("", "tuned")
+    if "not Linux with glibc" not in out:                 # elsewhere there is nothing to tune
+        assert "'tuned': True" in out and "'tuned': True" in tuned_at_import
+
+
+def test_host_allocator_can_be_left_alone():
+    out = _allocator_status_after("mm.backend.host_memory.tune_host_allocator(); ", "default")
+    assert "'tuned': False" in out and "MINILLM_HOST_ALLOCATOR=default" in out

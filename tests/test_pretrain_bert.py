@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import minillm as mm
-from minillm import cli, tasks
+from minillm.apps import cli, tasks
 from minillm.data import CharTokenizer
 
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")

@@ -1,9 +1,10 @@
-"""``minillm.tasks.sample_examples``: the subsets behind ``--max-train/eval-examples``."""
+"""``minillm.apps.tasks.sample_examples``: the subsets behind ``--max-train/eval-examples``."""
 
 
 def test_limit_samples_across_a_sorted_split():
     # CLINC150-like: every out-of-scope example last; a prefix would drop the class entirely
-    from minillm import datasets, tasks
+    from minillm import datasets
+    from minillm.apps import tasks
     examples = [{"text": f"q{i}", "label": 0 if i < 90 else 1} for i in range(100)]
     ds = datasets.Dataset(examples, ["in", "oos"], "toy", "test", {})
     small = tasks.sample_examples(ds, 30, seed=0)

@@ -428,7 +428,11 @@ def ones(*shape, dtype=None, device=None, requires_grad=False):
     return t.requires_grad_(True) if requires_grad else t
 
 
-empty = zeros
+
+def empty(*shape, dtype=None, device=None, requires_grad=False):
+    """A new tensor to be filled in by the caller. Unlike NumPy's ``empty`` its values are
+    zeros, not leftover memory, so a run never depends on what was there before."""
+    return zeros(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False):

@@ -1,21 +1,27 @@
-"""Host (CPU) memory: keep freed NumPy buffers in the process instead of returning them to the OS.
+"""Host (CPU) memory: on request, keep freed NumPy buffers in the process instead of returning
+them to the OS.
 
 Why it matters. A training step allocates and frees the same large temporaries every step
 (activations, gradients: hundreds of KB to MB each). glibc's ``malloc`` serves blocks above
 its *mmap threshold* with a fresh ``mmap`` and returns them with ``munmap`` on ``free``, and it
 *trims* free memory at the top of the heap back to the OS above the *trim threshold*. Either
 way, the next step's buffer is new memory, and the first touch of every 4 KiB page is a page
-fault the kernel must zero-fill. Measured on the small GPT of ``minillm bench gpt`` (2-core
-Xeon, one thread): 74 ms per step with glibc's defaults, 65 ms with the settings below; PyTorch
-avoids the same cost with its own allocation patterns, which is why its performance guide
-suggests jemalloc or tcmalloc.
+fault the kernel must zero-fill. (The measured gain is in PERFORMANCE.md, "Host allocator".)
 
 What is done. :func:`tune_host_allocator` sets, through ``mallopt``,
 ``M_MMAP_THRESHOLD`` = 32 MiB (blocks below it come from the heap and are reused) and
-``M_TRIM_THRESHOLD`` = 256 MiB (up to that much free memory stays mapped for the next step).
-It is called once when minillm is imported, on Linux with glibc only. The price: a process
-keeps up to 256 MiB of freed memory mapped. Set the environment variable
-``MINILLM_HOST_ALLOCATOR=default`` before importing minillm to leave glibc's defaults alone.
+``M_TRIM_THRESHOLD`` = 256 MiB (up to that much free memory stays mapped for the next step),
+on Linux with glibc only. The price: a process keeps up to 256 MiB of freed memory mapped.
+
+Opt-in. The allocator belongs to the whole process, so importing minillm leaves it alone.
+The ``minillm`` command (``python -m minillm``, ``make demo``, the benchmarks) opts in once at
+start. A program or notebook that trains for long opts in with either of::
+
+    mm.backend.host_memory.tune_host_allocator()     # in the program, before training
+    MINILLM_HOST_ALLOCATOR=tuned                      # in the environment: tuned at import
+
+``MINILLM_HOST_ALLOCATOR=default`` leaves glibc's defaults alone, even when asked (the
+``minillm`` command included): :func:`tune_host_allocator` then changes nothing and says why.
 """
 from __future__ import annotations
 
@@ -23,15 +29,17 @@ import ctypes
 import os
 import platform
 
-__all__ = ["tune_host_allocator", "host_allocator_status", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+__all__ = ["tune_host_allocator", "tune_if_requested", "host_allocator_status", "MMAP_THRESHOLD",
+           "TRIM_THRESHOLD"]
 
+ENV = "MINILLM_HOST_ALLOCATOR"
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 256 << 20
 
 _M_TRIM_THRESHOLD = -1        # <malloc.h> parameter numbers
 _M_MMAP_THRESHOLD = -3
 
-_status = {"tuned": False, "reason": "not attempted"}
+_status = {"tuned": False, "reason": "not requested: see minillm.backend.host_memory"}
 
 
 def tune_host_allocator(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHOLD):
@@ -42,7 +50,7 @@ def tune_host_allocator(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRES
     ``mallopt`` refused a value). Never raises: the settings change speed, not results.
     """
     global _status
-    if os.environ.get("MINILLM_HOST_ALLOCATOR", "").strip().lower() == "default":
+    if os.environ.get(ENV, "").strip().lower() == "default":
         _status = {"tuned": False, "reason": "MINILLM_HOST_ALLOCATOR=default"}
         return dict(_status)
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -62,6 +70,14 @@ def tune_host_allocator(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRES
         _status = {"tuned": True, "mmap_threshold": int(mmap_threshold),
                    "trim_threshold": int(trim_threshold)}
     return dict(_status)
+
+
+def tune_if_requested():
+    """Tune when the environment asks for it (``MINILLM_HOST_ALLOCATOR=tuned``); called at
+    import. Returns the status dict, or None when nothing was asked."""
+    if os.environ.get(ENV, "").strip().lower() == "tuned":
+        return tune_host_allocator()
+    return None
 
 
 def host_allocator_status():

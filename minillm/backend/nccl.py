@@ -1,15 +1,17 @@
 """NCCL collectives on CuPy arrays, for :mod:`minillm.distributed`'s ``"nccl"`` backend.
 
-The only place outside ``backend/__init__.py`` that touches CuPy's NCCL bindings, so the rule
-"only the backend decides between NumPy and CuPy" holds for data-parallel training too. The
-processes are still launched and wired by MPI: rank 0 makes NCCL's unique id and MPI sends it
-to the others (``share_id``). Not exercised by the test suite: it needs one GPU per rank.
+The only place that touches CuPy's NCCL bindings (CuPy itself comes from :mod:`.cupy_import`),
+so the rule "only the backend decides between NumPy and CuPy" holds for data-parallel training
+too. The processes are still launched and wired by MPI: rank 0 makes NCCL's unique id and MPI
+sends it to the others (``share_id``). Not exercised by the test suite: it needs one GPU per
+rank.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _import_cupy, device_of
+from .cupy_import import _import_cupy
+from .devices import device_of
 
 
 def _cupy_nccl():

@@ -14,9 +14,9 @@ their own blocking), so the same kernel code serves every device.
 Threads: :func:`get_num_threads` (default 1; ``MINILLM_NUM_THREADS`` sets it) and
 :func:`set_num_threads`. Why one by default: BLAS (the matrix products) has its own threads,
 and OpenBLAS's workers keep spinning for about 0.1 s after each product, so between two
-products they hold the other cores. Measured on 2 cores with OpenBLAS on both (GPT CPU
-benchmark): 49.4 ms/step with one kernel thread, 51.3 ms with two. With BLAS on one thread
-(``OPENBLAS_NUM_THREADS=1``), more kernel threads do pay; the blocking pays either way.
+products they hold the other cores and a second kernel thread slows a step down (see
+PERFORMANCE.md). With BLAS on one thread (``OPENBLAS_NUM_THREADS=1``), more kernel threads
+do pay; the blocking pays either way.
 """
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..validation import check_int
+
 __all__ = ["BLOCK_ELEMENTS", "get_num_threads", "set_num_threads", "plan_blocks", "run_blocks"]
 
 #: Elements per block: 256 KB of float32 per array, so a kernel's few arrays stay in a 1-2 MB
-#: L2 cache. (Measured on the GPT CPU benchmark, one thread: 16K elements 65 ms/step, 64K 64 ms;
-#: smaller blocks pay more Python overhead per NumPy call.)
+#: L2 cache; smaller blocks pay more Python overhead per NumPy call (see PERFORMANCE.md).
 BLOCK_ELEMENTS = 65536
-#: Below this many elements a kernel runs on the calling thread only (threads cost ~20 us).
+#: Below this many elements a kernel runs on the calling thread only: handing work to a
+#: thread costs more than it saves (see PERFORMANCE.md).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 _threads = None
@@ -65,8 +67,7 @@ def get_num_threads():
 def set_num_threads(n):
     """Use ``n`` threads (>= 1) in the fused CPU kernels from now on."""
     global _threads, _pool
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"set_num_threads expects an integer >= 1, got {n!r}")
+    n = check_int(n, "n", "set_num_threads", expected="an integer >= 1")
     with _lock:
         _threads = int(n)
         if _pool is not None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, stack, tensor
+from ..validation import check_int
 
 __all__ = ["DataLoader", "default_collate", "random_windows", "contiguous_stream",
            "ContiguousStream"]
@@ -107,9 +108,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False,
                  collate_fn=None, lengths=None):
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", expected="a positive int")
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader needs a dataset with len() and [i], got "
                             f"{type(dataset).__name__}")

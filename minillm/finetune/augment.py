@@ -45,6 +45,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..validation import check_int, check_number
+
 __all__ = ["EDA", "split_units", "synonym_replacement", "random_insertion", "random_swap",
            "random_deletion", "distributional_synonyms"]
 
@@ -112,18 +114,6 @@ def _check_units(units, who):
     return list(units)
 
 
-def _check_int(v, name, who, low):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"{who}: {name} must be an int >= {low}, got {v!r}")
-    return int(v)
-
-
-def _check_fraction(v, name, who):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
-        raise ValueError(f"{who}: {name} must be a number in [0, 1], got {v!r}")
-    return float(v)
-
-
 def _check_synonyms(synonyms, who):
     """A non-empty Mapping; returns it (entries are checked when looked up)."""
     if synonyms is None:
@@ -154,7 +144,7 @@ def synonym_replacement(units, n, synonyms, rng):
     position where it occurs, by one random synonym. Fewer if fewer units have synonyms
     (none: an unchanged copy). Returns a new list."""
     who = "synonym_replacement"
-    units, n = _check_units(units, who), _check_int(n, "n", who, 0)
+    units, n = _check_units(units, who), check_int(n, "n", who, 0)
     synonyms, rng = _check_synonyms(synonyms, who), _rng(rng, who)
     words = [w for w in dict.fromkeys(units) if _candidates(w, synonyms, who)]
     out = list(units)
@@ -170,7 +160,7 @@ def random_insertion(units, n, synonyms, rng):
     """RI: ``n`` times, insert a random synonym of a random unit that has synonyms at a
     random position (length + n). Units without any synonym: an unchanged copy."""
     who = "random_insertion"
-    units, n = _check_units(units, who), _check_int(n, "n", who, 0)
+    units, n = _check_units(units, who), check_int(n, "n", who, 0)
     synonyms, rng = _check_synonyms(synonyms, who), _rng(rng, who)
     out = list(units)
     for _ in range(n):
@@ -186,7 +176,7 @@ def random_swap(units, n, rng):
     """RS: ``n`` times, swap the units at two distinct random positions (the multiset of
     units is kept). Fewer than 2 units: an unchanged copy."""
     who = "random_swap"
-    units, n, rng = _check_units(units, who), _check_int(n, "n", who, 0), _rng(rng, who)
+    units, n, rng = _check_units(units, who), check_int(n, "n", who, 0), _rng(rng, who)
     out = list(units)
     if len(out) < 2:
         return out
@@ -200,7 +190,7 @@ def random_deletion(units, p, rng):
     """RD: delete each unit with probability ``p``; if that deletes every unit, keep one
     random unit (a text never becomes empty). The order of the kept units is unchanged."""
     who = "random_deletion"
-    units, p, rng = _check_units(units, who), _check_fraction(p, "p", who), _rng(rng, who)
+    units, p, rng = _check_units(units, who), check_number(p, "p", who, 0, 1), _rng(rng, who)
     if len(units) <= 1:
         return list(units)
     keep = rng.random(len(units)) >= p
@@ -227,12 +217,12 @@ class EDA:
     def __init__(self, synonyms=None, alpha_sr=0.1, alpha_ri=0.1, alpha_rs=0.1, p_rd=0.1,
                  num_aug=4, tokenize="auto", seed=0):
         who = "EDA"
-        self.alpha_sr = _check_fraction(alpha_sr, "alpha_sr", who)
-        self.alpha_ri = _check_fraction(alpha_ri, "alpha_ri", who)
-        self.alpha_rs = _check_fraction(alpha_rs, "alpha_rs", who)
-        self.p_rd = _check_fraction(p_rd, "p_rd", who)
-        self.num_aug = _check_int(num_aug, "num_aug", who, 1)
-        self.seed = _check_int(seed, "seed", who, 0)
+        self.alpha_sr = check_number(alpha_sr, "alpha_sr", who, 0, 1)
+        self.alpha_ri = check_number(alpha_ri, "alpha_ri", who, 0, 1)
+        self.alpha_rs = check_number(alpha_rs, "alpha_rs", who, 0, 1)
+        self.p_rd = check_number(p_rd, "p_rd", who, 0, 1)
+        self.num_aug = check_int(num_aug, "num_aug", who, 1)
+        self.seed = check_int(seed, "seed", who, 0)
         _check_tokenize(tokenize, who)
         self.tokenize = tokenize
         if not (self.alpha_sr or self.alpha_ri or self.alpha_rs or self.p_rd):
@@ -339,17 +329,29 @@ def distributional_synonyms(texts, tokenize="auto", window=2, min_count=5, top_k
     if isinstance(texts, str) or not hasattr(texts, "__iter__"):
         raise TypeError(f"{who}: texts must be a list of str (a corpus), got "
                         f"{type(texts).__name__}")
-    window = _check_int(window, "window", who, 1)
-    min_count = _check_int(min_count, "min_count", who, 1)
-    top_k = _check_int(top_k, "top_k", who, 1)
-    max_vocab = _check_int(max_vocab, "max_vocab", who, 2)
+    window = check_int(window, "window", who, 1)
+    min_count = check_int(min_count, "min_count", who, 1)
+    top_k = check_int(top_k, "top_k", who, 1)
+    max_vocab = check_int(max_vocab, "max_vocab", who, 2)
     _check_tokenize(tokenize, who)
+    docs = _corpus_units(texts, tokenize, who)
+    vocab = _frequent_units(docs, min_count, max_vocab, who)
+    ppmi = _ppmi(_cooccurrence_counts(docs, vocab, window))
+    return _nearest_neighbours(ppmi, vocab, top_k)
+
+
+def _corpus_units(texts, tokenize, who):
+    """Each text split into its units (words or characters), checking that it is a str."""
     docs = []
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{who}: texts[{i}] must be a str, got {type(t).__name__}")
         docs.append(split_units(t, tokenize)[0])
+    return docs
 
+
+def _frequent_units(docs, min_count, max_vocab, who):
+    """Step 1: the units seen ``min_count`` times, the ``max_vocab`` most frequent first."""
     counts = Counter(u for d in docs for u in d)
     vocab = sorted((w for w, c in counts.items() if c >= min_count),
                    key=lambda w: (-counts[w], w))[:max_vocab]
@@ -357,14 +359,17 @@ def distributional_synonyms(texts, tokenize="auto", window=2, min_count=5, top_k
         raise ValueError(f"{who}: only {len(vocab)} unit(s) occur at least min_count="
                          f"{min_count} times in the {len(docs)} texts; give a bigger corpus "
                          "or a lower min_count")
+    return vocab
+
+
+def _cooccurrence_counts(docs, vocab, window):
+    """Step 2: ``C[w, c]``, how often ``c`` is within ``window`` units of ``w`` (symmetric)."""
     index = {w: i for i, w in enumerate(vocab)}
     v = len(vocab)
-
     # one stream of ids (-1 = out of vocabulary); `window` -1s between texts so that no
     # window spans two texts
     gap = [-1] * window
     ids = np.array([index.get(u, -1) for d in docs for u in d + gap], dtype=np.int64)
-
     cooc = np.zeros((v, v), dtype=np.float32)          # C[w, c]
     for d in range(1, window + 1):
         w, c = ids[:-d], ids[d:]
@@ -372,16 +377,23 @@ def distributional_synonyms(texts, tokenize="auto", window=2, min_count=5, top_k
         pairs, n = np.unique(w[ok] * v + c[ok], return_counts=True)
         cooc.flat[pairs] += n
     cooc += cooc.T                                     # context on the left and on the right
+    return cooc
 
+
+def _ppmi(cooc):
+    """Step 3: the positive PMI of a symmetric co-occurrence matrix (``cooc`` is overwritten)."""
     total = float(cooc.sum(dtype=np.float64))
     p_w = (cooc.sum(axis=1, dtype=np.float64) / total).astype(np.float32)   # C is symmetric
     ratio = np.divide(cooc / total, np.outer(p_w, p_w), out=np.ones_like(cooc),
                       where=cooc > 0)                  # P(w, c) / (P(w) P(c)); 1 where C = 0
-    ppmi = np.maximum(np.log(ratio), 0, out=ratio)
+    return np.maximum(np.log(ratio), 0, out=ratio)
 
+
+def _nearest_neighbours(ppmi, vocab, top_k):
+    """Step 4: each word's ``top_k`` most cosine-similar other words with a similarity > 0."""
+    v = len(vocab)
     norms = np.sqrt((ppmi * ppmi).sum(axis=1))
     unit = np.divide(ppmi, norms[:, None], out=np.zeros_like(ppmi), where=norms[:, None] > 0)
-
     result = {}
     k = min(top_k, v - 1)
     block = max(1, min(v, 2 ** 22 // v))               # rows of similarities at a time

@@ -36,12 +36,11 @@ In a bare GPT (and in BertForMaskedLM) the LM head's matrix *is* the token embed
 """
 from __future__ import annotations
 
-import numbers
-
 from ..models.bert import BERT
 from ..models.gpt import GPT
 from ..models.heads import ModelWithHead
 from ..nn import Module, Parameter
+from ..validation import check_int, check_number
 
 __all__ = ["freeze", "unfreeze", "trainable_parameters", "parameter_summary", "body_layers",
            "freeze_layers", "train_head_only", "layer_depths", "layerwise_lr_groups"]
@@ -136,9 +135,8 @@ def freeze_layers(model, k):
     (so it composes with other methods); :func:`unfreeze` undoes it. Returns ``model``.
     """
     emb, blocks, _ = body_layers(model)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-        raise ValueError(f"freeze_layers: k (the number of blocks to freeze, embeddings "
-                         f"included when k >= 1) must be an int >= 0, got {k!r}")
+    k = check_int(k, "k (the number of blocks to freeze, embeddings included when k >= 1)",
+                  "freeze_layers", low=0)
     if k > len(blocks):
         raise ValueError(f"freeze_layers: k={k} but the model has {len(blocks)} blocks; use "
                          f"0 <= k <= {len(blocks)} (train_head_only freezes the whole body)")
@@ -190,16 +188,6 @@ def layer_depths(model):
     return {name: d for name, _, d in items}
 
 
-def _check_real(value, name, low, who, low_open=False, high=None):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bound = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}" \
-                f"{']' if high is not None else ')'}"
-        raise ValueError(f"{who}: {name} must be a real number in {bound}, got {value!r}")
-
-
 def layerwise_lr_groups(model, lr, decay=0.8, weight_decay=0.0):
     """Optimizer parameter groups with layer-wise learning-rate decay.
 
@@ -211,9 +199,9 @@ def layerwise_lr_groups(model, lr, decay=0.8, weight_decay=0.0):
     ``named_parameters`` order. Pass them to an optimizer: ``AdamW(groups, lr=lr)``.
     """
     who = "layerwise_lr_groups"
-    _check_real(lr, "lr", 0.0, who, low_open=True)
-    _check_real(decay, "decay", 0.0, who, low_open=True, high=1.0)
-    _check_real(weight_decay, "weight_decay", 0.0, who)
+    check_number(lr, "lr", who, low=0.0, low_open=True)
+    check_number(decay, "decay", who, low=0.0, high=1.0, low_open=True)
+    check_number(weight_decay, "weight_decay", who, low=0.0)
     items, n = _depths(model, who)
     buckets = {}                                  # (depth, decayed?) -> params
     for _, p, d in items:

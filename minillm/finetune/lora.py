@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import re
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from .. import functional as F
 from .._fileio import atomic_write, atomic_write_json, fsync_dir, sha256_file
 from ..autograd import empty, is_grad_enabled, no_grad, tensor
 from ..nn import Linear, Module, Parameter, init
+from ..validation import check_int, check_number
 
 __all__ = ["LoRALinear", "apply_lora", "lora_modules", "merge_lora", "unmerge_lora",
            "remove_lora", "save_adapters", "load_adapters", "lora_parameter_count",
@@ -67,22 +67,12 @@ _RECORD = "_lora_record"      # what apply_lora remembers on the model (see _rec
 
 
 def _check_hparams(r, alpha, dropout, who):
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral):
-        raise TypeError(f"{who}: r (the rank) must be an int >= 1, got {type(r).__name__} {r!r}")
-    if r < 1:
-        raise ValueError(f"{who}: r (the rank) must be >= 1, got {r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"{who}: alpha must be a number > 0, got {type(alpha).__name__} "
-                        f"{alpha!r}")
-    if not alpha > 0:
-        raise ValueError(f"{who}: alpha must be > 0 (the update is scaled by alpha / r), got "
-                         f"{alpha}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-        raise TypeError(f"{who}: dropout must be a probability in [0, 1), got "
-                        f"{type(dropout).__name__} {dropout!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout}")
-    return int(r), float(alpha), float(dropout)
+    """TypeError for a value of the wrong type, ValueError for one out of range."""
+    r = check_int(r, "r (the rank)", who, type_error=True)
+    alpha = check_number(alpha, "alpha", who, low=0, low_open=True, type_error=True,
+                         expected="> 0 (the update is scaled by alpha / r)")
+    dropout = check_number(dropout, "dropout", who, 0, 1, high_open=True, type_error=True)
+    return r, alpha, dropout
 
 
 # -- the layer -----------------------------------------------------------------------------------
@@ -290,6 +280,34 @@ def _replace(model, new_by_id):
                 parent._modules[child_name] = new_by_id[id(child)]
 
 
+def _match_targets(model, targets, who):
+    """``{dotted name: Linear}`` of the modules the ``targets`` suffixes name (each must hit)."""
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    matched = {}
+    for t in targets:
+        hits = [(n, m) for n, m in modules if _is_suffix(n, t)]
+        if not hits:
+            raise ValueError(f"{who}: target_modules entry {t!r} matches no module of the "
+                             f"{type(model).__name__}; its Linear layers are: "
+                             f"{_linear_patterns(model)}")
+        for n, m in hits:
+            if not isinstance(m, Linear):
+                raise TypeError(f"{who}: target_modules entry {t!r} matches {n!r}, a "
+                                f"{type(m).__name__}, not a Linear; LoRA adapts Linear layers: "
+                                f"{_linear_patterns(model)}")
+            matched[n] = m
+    return matched
+
+
+def _check_trainable(params, trainable, who):
+    """Every ``trainable`` entry must start at least one of the named ``params``."""
+    for t in trainable:
+        if not any(_is_prefix(t, n) for n, _ in params):
+            tops = ", ".join(dict.fromkeys(n.split(".")[0] for n, _ in params))
+            raise ValueError(f"{who}: trainable entry {t!r} is not the start of any parameter "
+                             f"name; names start with: {tops}")
+
+
 def apply_lora(model, r=8, alpha=16, dropout=0.0, target_modules=None, trainable=()):
     """Replace the target Linear layers of ``model`` by :class:`LoRALinear` (in place).
 
@@ -315,26 +333,9 @@ def apply_lora(model, r=8, alpha=16, dropout=0.0, target_modules=None, trainable
         raise ValueError(f"{who}: target_modules is empty; name the Linear layers to adapt: "
                          f"{_linear_patterns(model)}")
 
-    modules = [(n, m) for n, m in model.named_modules() if n]
-    matched = {}
-    for t in targets:
-        hits = [(n, m) for n, m in modules if _is_suffix(n, t)]
-        if not hits:
-            raise ValueError(f"{who}: target_modules entry {t!r} matches no module of the "
-                             f"{type(model).__name__}; its Linear layers are: "
-                             f"{_linear_patterns(model)}")
-        for n, m in hits:
-            if not isinstance(m, Linear):
-                raise TypeError(f"{who}: target_modules entry {t!r} matches {n!r}, a "
-                                f"{type(m).__name__}, not a Linear; LoRA adapts Linear layers: "
-                                f"{_linear_patterns(model)}")
-            matched[n] = m
+    matched = _match_targets(model, targets, who)
     params = list(model.named_parameters())
-    for t in trainable:
-        if not any(_is_prefix(t, n) for n, _ in params):
-            tops = ", ".join(dict.fromkeys(n.split(".")[0] for n, _ in params))
-            raise ValueError(f"{who}: trainable entry {t!r} is not the start of any parameter "
-                             f"name; names start with: {tops}")
+    _check_trainable(params, trainable, who)
 
     requires_grad = {n: p.requires_grad for n, p in params}
     new_by_id = {}

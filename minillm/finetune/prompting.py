@@ -48,7 +48,6 @@ the left (``num_truncated``). Both counters describe the last :meth:`scores` cal
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -58,6 +57,7 @@ from ..autograd import no_grad, tensor
 from ..data.tokenizers.base import Tokenizer, check_texts
 from ..models.bert import BertForMaskedLM
 from ..models.gpt import GPT
+from ..validation import check_int
 
 __all__ = ["ClozeClassifier", "InContextClassifier", "select_demonstrations"]
 
@@ -114,18 +114,8 @@ def _check_vocab_fits(tokenizer, vocab_size, who):
 def _check_max_length(max_length, limit, limit_name, who):
     if max_length is None:
         return limit
-    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) \
-            or not 1 <= max_length <= limit:
-        raise ValueError(f"{who}: max_length must be an int in [1, {limit_name}={limit}], got "
-                         f"{max_length!r}")
-    return int(max_length)
-
-
-def _check_batch_size(batch_size, who):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-            or batch_size < 1:
-        raise ValueError(f"{who}: batch_size must be an int >= 1, got {batch_size!r}")
-    return int(batch_size)
+    return check_int(max_length, "max_length", who, low=1, high=limit,
+                     expected=f"an int in [1, {limit_name}={limit}]")
 
 
 def _has_unk(tokenizer, ids):
@@ -277,7 +267,7 @@ class ClozeClassifier(_PromptClassifier):
         ``self.labels`` order. Batched with right padding and an attention mask."""
         who = "ClozeClassifier.raw_scores"
         texts = check_texts(texts, who)
-        batch_size = _check_batch_size(batch_size, who)
+        batch_size = check_int(batch_size, "batch_size", who)
         encoded = [self.encode(t) for t in texts]
         self.num_truncated = sum(e[2] for e in encoded)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
@@ -336,9 +326,8 @@ def select_demonstrations(examples, k, seed=0, balanced=True, text_key="text", l
     """
     who = "select_demonstrations"
     pairs = [_as_pair(e, i, text_key, label_key, who) for i, e in enumerate(examples)]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= len(pairs):
-        raise ValueError(f"{who}: k must be an int in [0, {len(pairs)}] (the number of "
-                         f"examples), got {k!r}")
+    k = check_int(k, "k", who, low=0, high=len(pairs),
+                  expected=f"an int in [0, {len(pairs)}] (the number of examples)")
     rng = np.random.default_rng(seed)
     if not balanced:
         return [pairs[i] for i in rng.permutation(len(pairs))[:k]]
@@ -449,7 +438,7 @@ class InContextClassifier(_PromptClassifier):
         ``batch_size`` texts per forward pass (each gives one row per label)."""
         who = "InContextClassifier.raw_scores"
         texts = check_texts(texts, who)
-        batch_size = _check_batch_size(batch_size, who)
+        batch_size = check_int(batch_size, "batch_size", who)
         prompts = [self.prompt_ids(t) for t in texts]
         self.demonstrations_dropped = sum(p[1] for p in prompts)
         self.num_truncated = sum(p[2] for p in prompts)

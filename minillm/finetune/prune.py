@@ -34,7 +34,6 @@ can lose; it makes nothing faster or smaller here (that needs sparse kernels or 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from .. import functional as F
 from ..autograd.function import no_grad
 from ..autograd.tensor import ones_like
 from ..nn import Linear, Module
+from ..validation import check_number
 
 __all__ = ["PrunedLinear", "magnitude_prune", "sparsity", "remove_pruning"]
 
@@ -186,13 +186,9 @@ def _one_device(layers, who):
 
 # -- pruning ----------------------------------------------------------------------------------
 def _check_sparsity(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"magnitude_prune: sparsity must be a number in [0, 1), got "
-                        f"{type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and 0 <= value < 1):
-        raise ValueError(f"magnitude_prune: sparsity must be in [0, 1) (the fraction of weights "
-                         f"to prune; 1 would remove every weight), got {value!r}")
-    return float(value)
+    return check_number(value, "sparsity", "magnitude_prune", 0, 1, high_open=True,
+                        type_error=True, expected="in [0, 1) (the fraction of weights to "
+                        "prune; 1 would remove every weight)")
 
 
 def _count(fraction, n):
@@ -227,8 +223,18 @@ def magnitude_prune(model, sparsity, scope="global", modules=None, skip=()):
     if scope not in SCOPES:
         raise ValueError(f"{who}: scope must be one of {list(SCOPES)}, got {scope!r}")
     layers = _select_linears(model, modules, skip, who, allowed=(Linear, PrunedLinear))
-    dev = _one_device(layers, who)
-    xp = dev.xp
+    xp = _one_device(layers, who).xp
+    scores, sizes, dead = _prune_scores(layers, xp)
+    if scope == "global":
+        keeps = _global_keeps(scores, sizes, dead, target, xp, who)
+    else:
+        keeps = _layer_keeps(layers, scores, sizes, dead, target, xp, who)
+    _apply_keep_masks(model, layers, keeps)
+    return _prune_report(layers, sizes, keeps, xp)
+
+
+def _prune_scores(layers, xp):
+    """Per layer: the flat scores (|w|, -1 where already pruned), weight count, pruned count."""
     weights = [layer.weight.data for _, layer, _ in layers]
     old = [getattr(layer, "weight_mask", None) for _, layer, _ in layers]
     # score = |w| for alive weights and -1 for pruned ones: they rank first and stay pruned
@@ -241,30 +247,41 @@ def magnitude_prune(model, sparsity, scope="global", modules=None, skip=()):
         flags = xp.stack([(m.data == 0).sum() for m in old if m is not None])
         counts = iter(backend.to_host(flags).tolist())
         dead = [d if d is not None else int(next(counts)) for d in dead]
+    return scores, sizes, dead
+
+
+def _refuse_revival(who, where, k_old, n, k, target):
+    """Raise: ``sparsity=target`` would keep only ``k`` weights where ``k_old`` are pruned."""
+    raise ValueError(f"{who}: {where} already has {k_old} of {n} weights pruned "
+                     f"(sparsity {k_old / n:.4g}) and sparsity={target} would keep only "
+                     f"{k}; pruning is cumulative and never revives weights: ask for "
+                     f"sparsity >= {k_old / n:.4g}")
+
+
+def _global_keeps(scores, sizes, dead, target, xp, who):
+    """Keep masks (flat, per layer) from one threshold over all the selected weights."""
     total = sum(sizes)
+    k = _count(target, total)
+    if k < sum(dead):
+        _refuse_revival(who, "the selected layers", sum(dead), total, k, target)
+    keep = _prune_order(xp.concatenate(scores), k, xp)
+    offsets = np.cumsum([0] + sizes)
+    return [keep[offsets[i]:offsets[i + 1]] for i in range(len(sizes))]
 
-    def refuse(where, k_old, n, k):
-        raise ValueError(f"{who}: {where} already has {k_old} of {n} weights pruned "
-                         f"(sparsity {k_old / n:.4g}) and sparsity={target} would keep only "
-                         f"{k}; pruning is cumulative and never revives weights: ask for "
-                         f"sparsity >= {k_old / n:.4g}")
 
-    if scope == "global":
-        k = _count(target, total)
-        if k < sum(dead):
-            refuse("the selected layers", sum(dead), total, k)
-        keep = _prune_order(xp.concatenate(scores), k, xp)
-        offsets = np.cumsum([0] + sizes)
-        keeps = [keep[offsets[i]:offsets[i + 1]] for i in range(len(sizes))]
-    else:
-        keeps = []
-        for (name, _, _), s, n, d in zip(layers, scores, sizes, dead):
-            k = _count(target, n)
-            if k < d:
-                refuse(f"layer {name!r}", d, n, k)
-            keeps.append(_prune_order(s, k, xp))
+def _layer_keeps(layers, scores, sizes, dead, target, xp, who):
+    """Keep masks (flat, per layer) pruning the fraction ``target`` of each layer."""
+    keeps = []
+    for (name, _, _), s, n, d in zip(layers, scores, sizes, dead):
+        k = _count(target, n)
+        if k < d:
+            _refuse_revival(who, f"layer {name!r}", d, n, k, target)
+        keeps.append(_prune_order(s, k, xp))
+    return keeps
 
-    report_layers = {}
+
+def _apply_keep_masks(model, layers, keeps):
+    """Make each layer a PrunedLinear (in ``model``) with its mask, and zero pruned weights."""
     with no_grad():
         for (name, layer, paths), keep in zip(layers, keeps):
             if type(layer) is Linear:
@@ -276,7 +293,13 @@ def magnitude_prune(model, sparsity, scope="global", modules=None, skip=()):
             layer.weight_mask.mark_modified()
             layer.weight.data *= mask                       # zero the pruned weights
             layer.weight.mark_modified()
+
+
+def _prune_report(layers, sizes, keeps, xp):
+    """The achieved sparsity overall and per layer, with the pruned and total counts."""
+    total = sum(sizes)
     pruned = backend.to_host(xp.stack([(keep == 0).sum() for keep in keeps])).tolist()
+    report_layers = {}
     for (name, _, _), n, k in zip(layers, sizes, pruned):
         report_layers[name] = k / n if n else 0.0
     return {"sparsity": sum(pruned) / total if total else 0.0, "layers": report_layers,

@@ -23,6 +23,7 @@ from .. import backend
 from .._fileio import replace_directory
 from ..autograd import Tensor, no_grad, tensor
 from ..nn import Module, Parameter
+from ..validation import check_int, check_number
 
 __all__ = ["Config", "PreTrainedModel", "CONFIG_NAME", "WEIGHTS_NAME", "sample_next"]
 
@@ -39,10 +40,8 @@ class Config:
 
     # validation helpers for subclasses' __post_init__ (one wording for every model)
     def _require_ints(self, *names):
-        for name in names:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be an int >= 1, got {v!r}")
+        for name in names:        # stored back as int: a NumPy int would not go into JSON
+            setattr(self, name, check_int(getattr(self, name), name, type(self).__name__))
 
     def _require_divisible(self, name, by):
         a, b = getattr(self, name), getattr(self, by)
@@ -51,9 +50,8 @@ class Config:
 
     def _require_probabilities(self, *names):
         for name in names:
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"{type(self).__name__}: {name} must be in [0, 1), got {v}")
+            check_number(getattr(self, name), name, type(self).__name__, 0, 1, high_open=True,
+                         type_error=True)
 
     @classmethod
     def from_dict(cls, d):
@@ -110,11 +108,9 @@ class PreTrainedModel(Module):
         """
         old = self.get_input_embeddings()
         v, h = old.shape
-        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, int) \
-                or new_num_tokens < v:
-            raise ValueError(f"resize_token_embeddings: new_num_tokens must be an int >= the "
-                             f"current vocabulary ({v}), got {new_num_tokens!r}; shrinking "
-                             "would drop learned tokens")
+        new_num_tokens = check_int(new_num_tokens, "new_num_tokens", "resize_token_embeddings",
+                                   low=v, expected=f"an int >= the current vocabulary ({v}) "
+                                   "(shrinking would drop learned tokens)")
         module = next(m for m in self.modules() if getattr(m, "weight", None) is old)
         xp = old.device.xp
         rows = xp.broadcast_to(old.data.mean(axis=0), (new_num_tokens - v, h))

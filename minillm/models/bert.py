@@ -57,6 +57,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, tensor, zeros
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter, init
+from ..nn.attention import attention, merge_heads, split_heads
+from ..validation import int_tensor
 from .base import Config, PreTrainedModel
 
 __all__ = ["BertConfig", "BERT", "BertModel", "BertForPreTraining", "BertForMaskedLM",
@@ -104,17 +106,6 @@ class BertConfig(Config):
 
 
 # -- inputs and masks ------------------------------------------------------------------------------
-def _int_tensor(x, name, dev):
-    """``x`` (a Tensor or array-like of ints) as an integer Tensor on ``dev``."""
-    if not isinstance(x, Tensor):
-        x = tensor(np.asarray(x, dtype=np.int64), device=dev)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"BERT: {name} must hold integers, got {x.dtype}")
-    if x.device != dev:
-        raise RuntimeError(f"BERT: {name} is on {x.device}, the model on {dev}")
-    return x
-
-
 def extended_attention_mask(attention_mask, attention_mask_3d, batch, length, dev):
     """One bool mask for ``scaled_dot_product_attention`` (True = may attend), or None.
 
@@ -166,7 +157,7 @@ class BertEmbeddings(Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("BERT: give exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
-            input_ids = _int_tensor(input_ids, "input_ids", dev)
+            input_ids = int_tensor(input_ids, "input_ids", dev, "BERT")
             if input_ids.ndim != 2:
                 raise ValueError(f"BERT: input_ids must be (B, T), got shape {input_ids.shape}")
             inputs_embeds = self.word_embeddings(input_ids)
@@ -177,11 +168,11 @@ class BertEmbeddings(Module):
         if position_ids is None:
             pos = self.position_embeddings.weight[:length]                   # (T, H)
         else:
-            pos = self.position_embeddings(_int_tensor(position_ids, "position_ids", dev))
+            pos = self.position_embeddings(int_tensor(position_ids, "position_ids", dev, "BERT"))
         if token_type_ids is None:
             types = self.token_type_embeddings.weight[0]                     # type 0 everywhere
         else:
-            token_type_ids = _int_tensor(token_type_ids, "token_type_ids", dev)
+            token_type_ids = int_tensor(token_type_ids, "token_type_ids", dev, "BERT")
             if token_type_ids.shape != (batch, length):
                 raise ValueError(f"BERT: token_type_ids must have shape {(batch, length)}, got "
                                  f"{token_type_ids.shape}")
@@ -207,22 +198,14 @@ class BertSelfAttention(Module):
         self.value = Linear(h, h)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def _split_heads(self, x):                       # (B, T, H) -> (B, heads, T, d)
-        b, t, _ = x.shape
-        return x.reshape(b, t, self.num_attention_heads, self.attention_head_size) \
-                .transpose(0, 2, 1, 3)
-
     def forward(self, hidden_states, attention_mask=None, key_value_states=None):
         kv = hidden_states if key_value_states is None else key_value_states
-        q = self._split_heads(self.query(hidden_states))
-        k = self._split_heads(self.key(kv))
-        v = self._split_heads(self.value(kv))
-        ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_mask,
-            dropout_p=self.dropout_p if self.training else 0.0)
-        b, _, t, _ = ctx.shape
-        return ctx.transpose(0, 2, 1, 3).reshape(b, t, self.num_attention_heads *
-                                                 self.attention_head_size)
+        h = self.num_attention_heads
+        q = split_heads(self.query(hidden_states), h)
+        k = split_heads(self.key(kv), h)
+        v = split_heads(self.value(kv), h)
+        ctx, _ = attention(q, k, v, attention_mask, self.dropout_p if self.training else 0.0)
+        return merge_heads(ctx)
 
 
 class BertSelfOutput(Module):
@@ -447,7 +430,7 @@ class BertForPreTrainingOutput:
 
 def _mlm_loss(logits, labels, dev):
     """Cross-entropy over the positions whose label is not -100 (the masked ones)."""
-    labels = _int_tensor(labels, "labels", dev)
+    labels = int_tensor(labels, "labels", dev, "BERT")
     return F.cross_entropy(logits, labels, ignore_index=-100)
 
 
@@ -486,7 +469,7 @@ class BertForPreTraining(BertPreTrainedModel):
             out.mlm_loss = _mlm_loss(logits, labels, dev)
         if next_sentence_label is not None:
             out.nsp_loss = F.cross_entropy(
-                nsp_logits, _int_tensor(next_sentence_label, "next_sentence_label", dev))
+                nsp_logits, int_tensor(next_sentence_label, "next_sentence_label", dev, "BERT"))
         terms = [t for t in (out.mlm_loss, out.nsp_loss) if t is not None]
         if terms:
             out.loss = terms[0] if len(terms) == 1 else terms[0] + terms[1]

@@ -24,8 +24,9 @@ import math
 from .. import functional as F
 from ..autograd.function import no_grad
 from ..autograd.tensor import Tensor, arange, zeros
+from ..backend.kernels import reference_kernels_on
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
-from ..nn.attention import causal_mask
+from ..nn.attention import attention, causal_mask, merge_heads, split_heads
 from ..optim import AdamW
 from .base import Config, PreTrainedModel
 
@@ -91,24 +92,23 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x, cache=None, layer=0):
-        b, t, c = x.shape
-        h = self.n_head
-        # (B, T, 3C) -> (3, B, h, T, hd): q, k, v with the heads split off
-        qkv = self.c_attn(x).reshape(b, t, 3, h, c // h).transpose(2, 0, 3, 1, 4)
-        if cache is None:                               # the whole sequence: plain causal mask
-            # = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True), with one
-            # gradient for the packed qkv instead of three
-            y = F.packed_self_attention(qkv, is_causal=True,
-                                        dropout_p=self.dropout if self.training else 0.0)
-        else:                                           # new positions after `cache.offset`
-            q, k, v = qkv[0], qkv[1], qkv[2]
+        t = x.shape[1]
+        qkv = split_heads(self.c_attn(x), self.n_head, parts=3)    # (3, B, h, T, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        p = self.dropout if self.training else 0.0
+        if cache is not None:                 # generation: T new queries after cache.offset
             k, v = cache.update(layer, k, v)
             # sdpa's is_causal is top-left aligned (wrong when T < S): pass the mask instead
             mask = None if t == 1 else causal_mask(t, k.shape[2], offset=cache.offset,
                                                    device=x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(0, 2, 1, 3).reshape(b, t, c)     # concatenate the heads
-        return self.resid_dropout(self.c_proj(y))
+            y, _ = attention(q, k, v, mask)
+        elif reference_kernels_on():          # the plain computation, as the equations read
+            att = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(k.shape[-1]))
+            att = F.masked_softmax(att, causal_mask(t, device=x.device))   # key j <= query i
+            y = F.dropout(att, p) @ v
+        else:                                 # the same as one fused op, gradient packed as qkv
+            y = F.packed_self_attention(qkv, is_causal=True, dropout_p=p)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))
 
 
 class MLP(Module):

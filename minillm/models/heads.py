@@ -47,6 +47,7 @@ from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, arange, tensor
 from ..nn import Dropout, Linear, init
+from ..validation import int_tensor
 from .base import Config, PreTrainedModel
 
 __all__ = ["HeadConfig", "SequenceClassificationConfig", "TokenClassificationConfig",
@@ -168,21 +169,6 @@ class QuestionAnsweringConfig(HeadConfig):
 
 
 # -- shared model code ---------------------------------------------------------------------------
-def _int_tensor(x, name, dev, who):
-    """``x`` (a Tensor or array-like of ints) as an integer Tensor on ``dev``."""
-    if not isinstance(x, Tensor):
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "iub":
-            raise TypeError(f"{who}: {name} must hold integers, got {arr.dtype}")
-        x = tensor(arr.astype(np.int64), device=dev)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"{who}: {name} must hold integers, got {x.dtype}")
-    if x.device != dev:
-        raise RuntimeError(f"{who}: {name} is on {x.device}, the model on {dev}; move it with "
-                           f".to('{dev}')")
-    return x
-
-
 class ModelWithHead(PreTrainedModel):
     """Base of the task-head models: the body ``self.base``, ``self.dropout``, input checks.
 
@@ -291,7 +277,7 @@ class ModelWithHead(PreTrainedModel):
         """The body's outputs: ``(sequence (B, T, H), pooled (B, H) or None, real or None)``."""
         who = type(self).__name__
         dev = self._device()
-        ids = _int_tensor(input_ids, "input_ids", dev, who)
+        ids = int_tensor(input_ids, "input_ids", dev, who)
         if ids.ndim != 2:
             raise ValueError(f"{who}: input_ids must be (B, T), got shape {ids.shape}")
         real = self._real_tokens(attention_mask, ids.shape, dev)
@@ -306,7 +292,7 @@ class ModelWithHead(PreTrainedModel):
         """Integer targets of ``shape`` in [0, num_classes) (or -100 when ``ignore``); with
         ``real`` (B, T) (QA positions) they must also point at real tokens."""
         who = type(self).__name__
-        t = _int_tensor(values, name, dev, who)
+        t = int_tensor(values, name, dev, who)
         if t.shape != tuple(shape):
             raise ValueError(f"{who}: {name} must have shape {tuple(shape)}, got {t.shape}")
         ok = (t >= 0) & (t < num_classes)

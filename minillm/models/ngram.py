@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from ..validation import check_int
+
 __all__ = ["NGramLM", "BOS", "EOS", "UNK"]
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -63,8 +65,7 @@ class NGramLM:
     """
 
     def __init__(self, n, smoothing="kneser_ney", k=1.0, discount=0.75):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"NGramLM: n (the order) must be an int >= 1, got {n!r}")
+        n = check_int(n, "n (the order)", "NGramLM")
         if smoothing not in ("add_k", "kneser_ney"):
             raise ValueError(f"NGramLM: smoothing must be 'add_k' or 'kneser_ney', got "
                              f"{smoothing!r}")

@@ -44,6 +44,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, full, tensor
+from ..validation import check_int
 from .bert import extended_attention_mask
 
 __all__ = ["PLMMasks", "PLMOutput", "sample_factorization_order", "factorization_masks",
@@ -128,9 +129,7 @@ def factorization_masks(order, num_predict, attention_mask=None):
         raise ValueError("plm: each row of order must be a permutation of 0..T-1")
     real = _real(attention_mask, b, t, dev)
     n_real = real.sum(axis=1)
-    if isinstance(num_predict, bool) or not isinstance(num_predict, numbers.Integral) or \
-            num_predict < 1:
-        raise ValueError(f"plm: num_predict must be a positive int, got {num_predict!r}")
+    num_predict = check_int(num_predict, "num_predict", "plm", expected="a positive int")
     fewest = int(backend.to_host(n_real.min()))
     if num_predict > fewest:
         raise ValueError(f"plm: num_predict={num_predict} but a sequence has only {fewest} real "

@@ -13,39 +13,35 @@
 Everything is **batch-first**: sequences are ``(B, T, E)`` (batch, time, features), as
 everywhere in minillm (PyTorch's ``batch_first=True``).
 
-Two mask conventions exist, as in PyTorch, and they are opposite for boolean masks:
+**One mask convention** inside minillm: a bool mask is True where a query **may** attend a
+key (as ``F.scaled_dot_product_attention`` and :func:`causal_mask`); a float mask is added to
+the scores (``-inf`` = blocked). :class:`MultiHeadAttention` keeps PyTorch's opposite bool
+convention at its boundary (True = NOT allowed) and converts it once, on entry.
 
-* ``MultiHeadAttention`` (like ``torch.nn.MultiheadAttention``): a bool ``attn_mask`` or
-  ``key_padding_mask`` is True where attention is **NOT allowed** (True = masked out / padding).
-* ``F.scaled_dot_product_attention`` (like ``torch.nn.functional.scaled_dot_product_attention``)
-  and :func:`causal_mask`: a bool mask is True where attention **IS allowed**.
-
-Float masks mean the same thing in both: they are added to the scores (``-inf`` = blocked).
+The pieces every attention in minillm is built from (``MultiHeadAttention``, GPT's
+``CausalSelfAttention``, BERT's ``BertSelfAttention``): :func:`split_heads`, :func:`attention`
+(softmax(q k^T / sqrt(d) + mask) v for all heads at once) and :func:`merge_heads`.
 """
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..autograd.function import Function
 from ..autograd.ops import concatenate
 from ..autograd.tensor import Tensor, arange, empty, tensor, zeros
 from . import init
+from ..validation import check_int, check_number
 from .layers import Linear
 from .module import Module, Parameter
 
 __all__ = ["MultiHeadAttention", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
-           "RotaryEmbedding", "apply_rotary", "causal_mask", "masked_softmax"]
+           "RotaryEmbedding", "apply_rotary", "causal_mask", "masked_softmax", "attention",
+           "split_heads", "merge_heads"]
 
-
-def _int(value, name, layer, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+masked_softmax = F.masked_softmax
 
 
 def causal_mask(q_len, k_len=None, offset=0, device=None):
@@ -62,36 +58,43 @@ def causal_mask(q_len, k_len=None, offset=0, device=None):
     return cols <= rows
 
 
-class MaskedSoftmax(Function):
-    """softmax over the last axis where ``allowed``; a row with nothing allowed gives zeros.
+def split_heads(x, num_heads, parts=1):
+    """(B, T, parts * E) -> (B, heads, T, E / heads), or (parts, B, heads, T, E / heads) for
+    ``parts`` > 1 (GPT's fused q|k|v projection: ``q, k, v = split_heads(qkv, h, parts=3)``)."""
+    b, t, e = x.shape
+    d = e // (parts * num_heads)
+    if parts == 1:
+        return x.reshape(b, t, num_heads, d).transpose(0, 2, 1, 3)
+    return x.reshape(b, t, parts, num_heads, d).transpose(2, 0, 3, 1, 4)
 
-    Scores may also hold ``-inf`` (from an additive float mask). The backward is the
-    softmax one, ``ds = p * (g - sum(g * p))``, which is zero at masked entries.
+
+def merge_heads(x):
+    """(B, heads, T, d) -> (B, T, heads * d): the heads concatenated again."""
+    b, h, t, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
+
+
+def attention(q, k, v, mask=None, dropout_p=0.0, need_weights=False):
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + mask) V for every head at once.
+
+    ``q`` (B, h, T, d), ``k`` and ``v`` (B, h, S, d) -> ``(output (B, h, T, d), weights)``.
+    ``mask`` (broadcast to (B, h, T, S)): bool, True = may attend, or float, added to the
+    scores. A query with every key masked outputs zeros. ``dropout_p`` drops attention
+    weights (pass 0.0 in eval mode). ``need_weights=False`` runs the fused op (one Function
+    with a hand-derived backward, fast kernels) and returns ``weights=None``;
+    ``need_weights=True`` computes the same thing step by step and returns the weights
+    (after dropout, as PyTorch).
     """
-
-    save_inputs = False
-
-    def forward(self, s, allowed=None):
-        xp = self.xp
-        if allowed is not None:
-            s = xp.where(allowed, s, -xp.inf)
-        m = backend.row_max(s)
-        m = xp.where(xp.isfinite(m), m, 0)                # fully masked row: no NaN
-        p = xp.exp(s - m)
-        den = backend.row_sum(p)
-        p /= xp.where(den == 0, 1, den)
-        self.p = p
-        return p
-
-    def backward(self, g):
-        p = self.p
-        return p * (g - (g * p).sum(axis=-1, keepdims=True)), None
-
-
-def masked_softmax(scores, allowed=None):
-    """Softmax of ``scores`` over the last axis, only over entries where the bool Tensor
-    ``allowed`` is True (broadcast); rows with no allowed entry are all zeros (not NaN)."""
-    return MaskedSoftmax.apply(scores, allowed)
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))    # (B, h, T, S)
+    allowed = None
+    if mask is not None and mask.dtype.kind == "b":
+        allowed = mask
+    elif mask is not None:
+        scores = scores + mask
+    weights = F.dropout(F.masked_softmax(scores, allowed), dropout_p)
+    return weights @ v, weights
 
 
 class MultiHeadAttention(Module):
@@ -112,15 +115,14 @@ class MultiHeadAttention(Module):
       minillm this *applies* the causal mask and combines with the other masks (in PyTorch
       it is only a hint that ``attn_mask`` already is causal).
 
-    ``F.scaled_dot_product_attention`` uses the opposite bool convention (True = may attend),
-    as in PyTorch; this module inverts the masks before calling it. A query with every key
-    masked outputs zeros (PyTorch gives NaN).
+    The masks are converted once, on entry, to minillm's one convention (bool True = may
+    attend) and combined into one mask for :func:`attention`. A query with every key masked
+    outputs zeros (PyTorch gives NaN).
 
-    Weights: ``need_weights=True`` computes the attention probabilities explicitly and returns
-    them averaged over heads ``(B, T, S)`` or per head ``(B, num_heads, T, S)``
+    Weights: ``need_weights=True`` computes the attention step by step and returns the
+    probabilities averaged over heads ``(B, T, S)`` or per head ``(B, num_heads, T, S)``
     (``average_attn_weights=False``); as in PyTorch they are the probabilities after dropout.
-    ``need_weights=False`` uses the fused ``F.scaled_dot_product_attention`` and returns
-    ``(output, None)`` — faster; the transformer layers use it.
+    ``need_weights=False`` runs the fused op and returns ``(output, None)`` (faster).
 
     Parameters: ``q_proj``, ``k_proj``, ``v_proj`` (``Linear(kdim|vdim|embed_dim, embed_dim)``)
     and ``out_proj`` (``Linear(embed_dim, embed_dim)``). Porting from PyTorch:
@@ -131,17 +133,17 @@ class MultiHeadAttention(Module):
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None):
         super().__init__()
-        self.embed_dim = _int(embed_dim, "embed_dim", "MultiHeadAttention")
-        self.num_heads = _int(num_heads, "num_heads", "MultiHeadAttention")
+        who = "MultiHeadAttention"
+        self.embed_dim = check_int(embed_dim, "embed_dim", who)
+        self.num_heads = check_int(num_heads, "num_heads", who)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim ({embed_dim}) must be divisible by "
                              f"num_heads ({num_heads})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout}")
+        self.dropout = check_number(dropout, "dropout", who, 0, 1, high_open=True,
+                                    type_error=True)
         self.head_dim = self.embed_dim // self.num_heads
-        self.kdim = self.embed_dim if kdim is None else _int(kdim, "kdim", "MultiHeadAttention")
-        self.vdim = self.embed_dim if vdim is None else _int(vdim, "vdim", "MultiHeadAttention")
-        self.dropout = float(dropout)
+        self.kdim = self.embed_dim if kdim is None else check_int(kdim, "kdim", who)
+        self.vdim = self.embed_dim if vdim is None else check_int(vdim, "vdim", who)
         self.q_proj = Linear(self.embed_dim, self.embed_dim, bias=bias)
         self.k_proj = Linear(self.kdim, self.embed_dim, bias=bias)
         self.v_proj = Linear(self.vdim, self.embed_dim, bias=bias)
@@ -158,17 +160,7 @@ class MultiHeadAttention(Module):
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
 
-    # -- shapes -------------------------------------------------------------------------------
-    def _split_heads(self, x):
-        """(B, L, E) -> (B, heads, L, head_dim)."""
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-
-    def _merge_heads(self, x):
-        """(B, heads, L, head_dim) -> (B, L, E)."""
-        b, _, n, _ = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(b, n, self.embed_dim)
-
+    # -- inputs and masks ----------------------------------------------------------------------
     def _check_inputs(self, query, key, value):
         for name, t, dim in (("query", query, self.embed_dim), ("key", key, self.kdim),
                              ("value", value, self.vdim)):
@@ -187,7 +179,6 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: key and value need the same length S, got key "
                              f"{key.shape} and value {value.shape}")
 
-    # -- masks --------------------------------------------------------------------------------
     def _mask_4d(self, mask, name, b, t, s):
         """``mask`` as a (B|1, heads|1, T, S) Tensor (accepting (T, S) and (B*heads, T, S))."""
         if not isinstance(mask, Tensor):
@@ -213,11 +204,10 @@ class MultiHeadAttention(Module):
                          f"(B * num_heads, T, S) = {(b * h, t, s)} or (B, num_heads, T, S) = "
                          f"{(b, h, t, s)}; got {mask.shape}")
 
-    def _merge_masks(self, attn_mask, key_padding_mask, is_causal, b, t, s, device):
-        """Combine the masks into (allowed: bool Tensor or None, bias: float Tensor or None).
-
-        ``allowed`` is True where a query may attend a key; ``bias`` is added to the scores.
-        """
+    def _one_mask(self, attn_mask, key_padding_mask, is_causal, b, t, s, device):
+        """The masks as ONE mask in minillm's convention: bool True = may attend (PyTorch's
+        bool masks, True = not allowed, are inverted here), or float added to the scores
+        (-inf where a bool mask blocks, when a float mask is given too); None if no mask."""
         allowed, bias = None, None
         if is_causal:
             allowed = causal_mask(t, s, device=device).reshape(1, 1, t, s)
@@ -232,15 +222,10 @@ class MultiHeadAttention(Module):
                 allowed = ~m if allowed is None else allowed & ~m
             else:
                 bias = m if bias is None else bias + m
-        return allowed, bias
-
-    @staticmethod
-    def _sdpa_mask(allowed, bias):
-        """One mask for ``F.scaled_dot_product_attention`` (bool True = attend, or float)."""
         if bias is None or allowed is None:
             return bias if allowed is None else allowed
-        blocked = zeros(allowed.shape, dtype=bias.dtype, device=bias.device)
-        return bias + blocked.masked_fill(~allowed, -math.inf)
+        return bias + zeros(allowed.shape, dtype=bias.dtype, device=device).masked_fill(
+            ~allowed, -math.inf)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, query, key, value, attn_mask=None, key_padding_mask=None, is_causal=False,
@@ -253,29 +238,16 @@ class MultiHeadAttention(Module):
                                   need_weights, average_attn_weights)
             return out.reshape(out.shape[1:]), (None if w is None else w.reshape(w.shape[1:]))
         b, t, s = query.shape[0], query.shape[1], key.shape[1]
-        q = self._split_heads(self.q_proj(query))            # (B, h, T, d)
-        k = self._split_heads(self.k_proj(key))              # (B, h, S, d)
-        v = self._split_heads(self.v_proj(value))            # (B, h, S, d)
-        p_drop = self.dropout if self.training else 0.0
-
-        if not need_weights:                     # fused attention, no weights to return
-            if attn_mask is None and key_padding_mask is None:
-                heads = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
-                                                       dropout_p=p_drop)
-            else:
-                mask = self._sdpa_mask(*self._merge_masks(attn_mask, key_padding_mask,
-                                                          is_causal, b, t, s, query.device))
-                heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
-            return self.out_proj(self._merge_heads(heads)), None
-
-        allowed, bias = self._merge_masks(attn_mask, key_padding_mask, is_causal, b, t, s,
-                                          query.device)
-        scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(self.head_dim))   # (B, h, T, S)
-        if bias is not None:
-            scores = scores + bias
-        weights = F.dropout(masked_softmax(scores, allowed), p_drop, self.training)
-        out = self.out_proj(self._merge_heads(weights @ v))
-        return out, (weights.mean(axis=1) if average_attn_weights else weights)
+        mask = self._one_mask(attn_mask, key_padding_mask, is_causal, b, t, s, query.device)
+        q = split_heads(self.q_proj(query), self.num_heads)        # (B, h, T, d)
+        k = split_heads(self.k_proj(key), self.num_heads)          # (B, h, S, d)
+        v = split_heads(self.v_proj(value), self.num_heads)        # (B, h, S, d)
+        heads, weights = attention(q, k, v, mask, self.dropout if self.training else 0.0,
+                                   need_weights)
+        out = self.out_proj(merge_heads(heads))
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(axis=1)
+        return out, weights
 
 
 # -- positional encodings ------------------------------------------------------------------------
@@ -284,8 +256,7 @@ def _check_positions(x, offset, max_len, where):
         raise ValueError(f"{where}: x must be a Tensor (..., T, d_model), got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
     t = x.shape[-2]
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
-        raise ValueError(f"{where}: offset must be an int >= 0, got {offset!r}")
+    offset = check_int(offset, "offset", where, low=0)
     if offset + t > max_len:
         raise ValueError(f"{where}: positions [{offset}, {offset + t}) exceed max_len={max_len}; "
                          "build the encoding with a larger max_len")
@@ -305,8 +276,8 @@ class SinusoidalPositionalEncoding(Module):
 
     def __init__(self, d_model, max_len=5000):
         super().__init__()
-        self.d_model = _int(d_model, "d_model", "SinusoidalPositionalEncoding")
-        self.max_len = _int(max_len, "max_len", "SinusoidalPositionalEncoding")
+        self.d_model = check_int(d_model, "d_model", "SinusoidalPositionalEncoding")
+        self.max_len = check_int(max_len, "max_len", "SinusoidalPositionalEncoding")
         pos = np.arange(self.max_len, dtype=np.float64)[:, None]
         two_i = np.arange(0, self.d_model, 2, dtype=np.float64)
         angle = pos / 10000.0 ** (two_i / self.d_model)             # (max_len, ceil(d/2))
@@ -340,8 +311,8 @@ class LearnedPositionalEmbedding(Module):
 
     def __init__(self, max_len, d_model):
         super().__init__()
-        self.max_len = _int(max_len, "max_len", "LearnedPositionalEmbedding")
-        self.d_model = _int(d_model, "d_model", "LearnedPositionalEmbedding")
+        self.max_len = check_int(max_len, "max_len", "LearnedPositionalEmbedding")
+        self.d_model = check_int(d_model, "d_model", "LearnedPositionalEmbedding")
         self.weight = Parameter(empty(self.max_len, self.d_model))
         init.normal_(self.weight, std=0.02)
 
@@ -387,7 +358,7 @@ class RotaryEmbedding(Module):
 
     def __init__(self, head_dim, base=10000):
         super().__init__()
-        self.head_dim = _int(head_dim, "head_dim", "RotaryEmbedding", minimum=2)
+        self.head_dim = check_int(head_dim, "head_dim", "RotaryEmbedding", low=2)
         if self.head_dim % 2:
             raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
         if not base > 0:
@@ -415,8 +386,7 @@ class RotaryEmbedding(Module):
         if q.shape[-2] != k.shape[-2]:
             raise ValueError(f"RotaryEmbedding: q and k need the same length T (rotate the new "
                              f"keys before caching them), got q {q.shape} and k {k.shape}")
-        if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
-            raise ValueError(f"RotaryEmbedding: offset must be an int >= 0, got {offset!r}")
+        offset = check_int(offset, "offset", "RotaryEmbedding", low=0)
         cos, sin = self.cos_sin(q.shape[-2], offset, q.device, q.dtype)
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 

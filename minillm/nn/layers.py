@@ -16,6 +16,7 @@ from .. import functional as F
 from ..autograd.function import no_grad
 from ..autograd.tensor import Tensor, empty, tensor
 from . import init
+from ..validation import check_int, check_number
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Tanh", "Sigmoid",
@@ -23,12 +24,8 @@ __all__ = ["Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Tanh"
 
 
 def _size(value, name, layer):
-    """Validate a size argument (a non-negative int) and name it in the error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{layer}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{layer}: {name} must be >= 0, got {value}")
-    return int(value)
+    """A size argument: an int >= 0 (TypeError for a non-int, ValueError for a negative one)."""
+    return check_int(value, name, layer, low=0, type_error=True)
 
 
 class Linear(Module):
@@ -199,10 +196,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p (the probability of zeroing an element) must be in "
-                             f"[0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_number(p, "p (the probability of zeroing an element)", "Dropout", 0, 1)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
@@ -252,9 +246,7 @@ class Softmax(Module):
 
     def __init__(self, axis=-1):
         super().__init__()
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            raise TypeError(f"Softmax: axis must be an int, got {axis!r}")
-        self.axis = int(axis)
+        self.axis = check_int(axis, "axis", "Softmax", low=None, type_error=True)
 
     def forward(self, x):
         return F.softmax(x, axis=self.axis)

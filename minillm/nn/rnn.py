@@ -44,7 +44,6 @@ next chunk and cut the graph, so the next backward stops at the chunk boundary::
 from __future__ import annotations
 
 import math
-import numbers
 
 from .. import backend
 from .. import functional as F
@@ -52,6 +51,7 @@ from ..autograd.function import Function
 from ..autograd.ops import sigmoid, stack, tanh, relu
 from ..autograd.tensor import Tensor, empty
 from . import init
+from ..validation import check_int, check_number
 from .module import Module, Parameter
 
 __all__ = ["RNN", "LSTM", "LSTMLayer", "RNNLayer", "lstm_cell", "rnn_cell"]
@@ -236,14 +236,6 @@ def rnn_cell(x, h, w_ih, w_hh, b=None, nonlinearity="tanh"):
 
 
 # -- the modules ----------------------------------------------------------------------------------
-def _size(value, name, layer, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{layer}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 class _RecurrentBase(Module):
     """Parameters, input/state checks and the layer loop shared by RNN and LSTM."""
 
@@ -253,16 +245,12 @@ class _RecurrentBase(Module):
                  dropout=0.0, device=None, dtype=None):
         super().__init__()
         name = type(self).__name__
-        self.input_size = _size(input_size, "input_size", name, 1)
-        self.hidden_size = _size(hidden_size, "hidden_size", name, 1)
-        self.num_layers = _size(num_layers, "num_layers", name, 1)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
-                or not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"{name}: dropout (applied between layers) must be a probability "
-                             f"in [0, 1], got {dropout!r}")
+        self.input_size = check_int(input_size, "input_size", name, type_error=True)
+        self.hidden_size = check_int(hidden_size, "hidden_size", name, type_error=True)
+        self.num_layers = check_int(num_layers, "num_layers", name, type_error=True)
+        self.dropout = check_number(dropout, "dropout (applied between layers)", name, 0, 1)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
-        self.dropout = float(dropout)
         H, G = self.hidden_size, self._gates
         for k in range(self.num_layers):
             n_in = self.input_size if k == 0 else H

@@ -15,9 +15,8 @@ is NOT allowed, a float mask is added (see :class:`~minillm.nn.attention.MultiHe
 """
 from __future__ import annotations
 
-import numbers
-
 from .. import functional as F
+from ..validation import check_int
 from .attention import MultiHeadAttention
 from .containers import ModuleList
 from .layers import Dropout, LayerNorm, Linear
@@ -172,11 +171,7 @@ class TransformerEncoder(Module):
     def __init__(self, num_layers, d_model, nhead, dim_feedforward=2048, dropout=0.1,
                  activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True, norm=None):
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) \
-                or num_layers < 1:
-            raise ValueError(f"TransformerEncoder: num_layers must be an int >= 1, got "
-                             f"{num_layers!r}")
-        self.num_layers = int(num_layers)
+        self.num_layers = check_int(num_layers, "num_layers", "TransformerEncoder")
         self.layers = ModuleList([
             TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation,
                                     layer_norm_eps, norm_first, bias)
@@ -201,11 +196,7 @@ class TransformerDecoder(Module):
     def __init__(self, num_layers, d_model, nhead, dim_feedforward=2048, dropout=0.1,
                  activation="relu", layer_norm_eps=1e-5, norm_first=False, bias=True, norm=None):
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) \
-                or num_layers < 1:
-            raise ValueError(f"TransformerDecoder: num_layers must be an int >= 1, got "
-                             f"{num_layers!r}")
-        self.num_layers = int(num_layers)
+        self.num_layers = check_int(num_layers, "num_layers", "TransformerDecoder")
         self.layers = ModuleList([
             TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation,
                                     layer_norm_eps, norm_first, bias)

@@ -7,10 +7,10 @@ value to come back to the host (only ``error_if_nonfinite=True`` has to look at 
 from __future__ import annotations
 
 import math
-import numbers
 
 from .. import backend
 from ..autograd import Tensor
+from ..validation import check_number
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -46,15 +46,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     *before* clipping as a 0-d Tensor on the gradients' device (log it with ``.item()``).
     """
     fn = "clip_grad_norm_"
-    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
-            or math.isnan(max_norm) or max_norm < 0:
-        raise ValueError(f"{fn}: max_norm must be a non-negative number, got {max_norm!r}")
+    max_norm = check_number(max_norm, "max_norm", fn, low=0)
     if isinstance(norm_type, str) and norm_type.lower() == "inf":
         norm_type = math.inf
-    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) \
-            or not norm_type > 0:
-        raise ValueError(f"{fn}: norm_type must be a positive number or inf, got {norm_type!r}")
-    max_norm, norm_type = float(max_norm), float(norm_type)
+    norm_type = check_number(norm_type, "norm_type", fn, low=0, low_open=True,
+                             expected="a number > 0 or 'inf'")
     grads = _grads(parameters, fn)
     if not grads:
         dev = backend.get_default_device()
@@ -95,10 +91,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element to ``[-clip_value, clip_value]`` (out of place)."""
     fn = "clip_grad_value_"
-    if isinstance(clip_value, bool) or not isinstance(clip_value, numbers.Real) \
-            or math.isnan(clip_value) or clip_value < 0:
-        raise ValueError(f"{fn}: clip_value must be a non-negative number, got {clip_value!r}")
-    clip_value = float(clip_value)
+    clip_value = check_number(clip_value, "clip_value", fn, low=0)
     for g in _grads(parameters, fn):
         with g.device:
             g.data = g.xp.clip(g.data, -clip_value, clip_value)

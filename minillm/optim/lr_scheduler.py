@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
+from ..validation import check_int, check_number
 from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "ConstantLR", "get_constant_schedule",
@@ -34,9 +34,8 @@ __all__ = ["LRScheduler", "LambdaLR", "StepLR", "ConstantLR", "get_constant_sche
 
 
 def _check_int(name, value, low=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    """``check_int`` with this module's wording, which torch users know: "an integer"."""
+    return check_int(value, name, low=low, expected=f"an integer >= {low}")
 
 
 class LRScheduler:
@@ -52,9 +51,7 @@ class LRScheduler:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__} expects a minillm Optimizer, "
                             f"got {type(optimizer).__name__}")
-        if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral) \
-                or last_epoch < -1:
-            raise ValueError(f"last_epoch must be an integer >= -1, got {last_epoch!r}")
+        _check_int("last_epoch", last_epoch, low=-1)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -154,9 +151,7 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         self.step_size = _check_int("step_size", step_size, low=1)
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or gamma < 0:
-            raise ValueError(f"gamma must be a non-negative number, got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = check_number(gamma, "gamma", low=0)
         super().__init__(optimizer, last_epoch)
 
     def lr_factor(self, step):
@@ -170,11 +165,8 @@ class ConstantLR(LRScheduler):
     """
 
     def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
-        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) \
-                or not 0 <= factor <= 1:
-            raise ValueError(f"Constant multiplicative factor expected to be between 0 and 1, "
-                             f"got {factor!r}")
-        self.factor = float(factor)
+        self.factor = check_number(factor, "factor", "ConstantLR", low=0, high=1,
+                                   expected="a number between 0 and 1")
         self.total_iters = _check_int("total_iters", total_iters)
         super().__init__(optimizer, last_epoch)
 
@@ -255,9 +247,7 @@ def get_cosine_schedule_with_warmup(optimizer, num_warmup_steps, num_training_st
     """
     w = _check_int("num_warmup_steps", num_warmup_steps)
     t = _check_int("num_training_steps", num_training_steps)
-    if isinstance(num_cycles, bool) or not isinstance(num_cycles, numbers.Real) \
-            or num_cycles < 0:
-        raise ValueError(f"num_cycles must be a non-negative number, got {num_cycles!r}")
+    num_cycles = check_number(num_cycles, "num_cycles", low=0)
     return LambdaLR(optimizer, functools.partial(_cosine_with_warmup_lambda, num_warmup_steps=w,
                                                  num_training_steps=t,
                                                  num_cycles=float(num_cycles)),
@@ -285,9 +275,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps, num
             raise ValueError(f"min_lr needs one positive initial lr shared by all parameter "
                              f"groups (got {sorted(lrs)}); give min_lr_rate instead")
         min_lr_rate = float(min_lr) / next(iter(lrs))
-    if isinstance(min_lr_rate, bool) or not isinstance(min_lr_rate, numbers.Real) \
-            or not 0 <= min_lr_rate <= 1:
-        raise ValueError(f"min_lr_rate must be a number in [0, 1], got {min_lr_rate!r}")
+    min_lr_rate = check_number(min_lr_rate, "min_lr_rate", low=0, high=1)
     return LambdaLR(optimizer, functools.partial(_cosine_with_min_lr_lambda, num_warmup_steps=w,
                                                  num_training_steps=t,
                                                  num_cycles=float(num_cycles),

@@ -54,6 +54,46 @@ def _check_number(name, value, low=0.0, high=None, high_open=False, where=""):
         raise ValueError(f"Invalid {name}{where}: {value} (must be {bound})")
 
 
+def _param_list(params, gi):
+    """Group ``gi``'s parameters as a non-empty list (one Tensor, or a list/tuple; no set)."""
+    if isinstance(params, Tensor):
+        params = [params]
+    elif isinstance(params, (set, frozenset)):
+        raise TypeError(f"parameter group {gi}: parameters must be given in a deterministic "
+                        "order (a list or tuple), not a set")
+    else:
+        params = list(params)
+    if not params:
+        raise ValueError(f"parameter group {gi} has an empty parameter list")
+    return params
+
+
+def _check_group_params(params, gi):
+    """Each parameter is a trainable floating-point leaf Tensor, once; returns their ids."""
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"parameter group {gi}: item {i} is a {type(p).__name__}, "
+                            "but an optimizer can only optimize minillm Tensors")
+        if not p.requires_grad:
+            raise ValueError(
+                f"parameter group {gi}: parameter {i} (shape {p.shape}) does not require "
+                "grad, so it would never be updated; create it with requires_grad=True "
+                "(or leave frozen parameters out of the optimizer)")
+        if not p.is_leaf:
+            raise ValueError(f"parameter group {gi}: parameter {i} (shape {p.shape}) is not "
+                             "a leaf tensor (it is the result of an operation); an "
+                             "optimizer can only update leaves")
+        if p.dtype.kind != "f":
+            raise TypeError(f"parameter group {gi}: parameter {i} has dtype {p.dtype}; "
+                            "only floating-point tensors can be optimized")
+        if id(p) in seen:
+            raise ValueError(f"parameter group {gi}: parameter {i} (shape {p.shape}) "
+                             "appears twice in the group")
+        seen.add(id(p))
+    return seen
+
+
 class Optimizer:
     """Base class of all optimizers.
 
@@ -95,42 +135,19 @@ class Optimizer:
         if "params" not in param_group:
             raise ValueError("a parameter group needs a 'params' key with the list of tensors")
         gi = len(self.param_groups)
-        params = param_group["params"]
-        if isinstance(params, Tensor):
-            params = [params]
-        elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"parameter group {gi}: parameters must be given in a deterministic "
-                            "order (a list or tuple), not a set")
-        else:
-            params = list(params)
-        if not params:
-            raise ValueError(f"parameter group {gi} has an empty parameter list")
-        seen = set()
-        for i, p in enumerate(params):
-            if not isinstance(p, Tensor):
-                raise TypeError(f"parameter group {gi}: item {i} is a {type(p).__name__}, "
-                                "but an optimizer can only optimize minillm Tensors")
-            if not p.requires_grad:
-                raise ValueError(
-                    f"parameter group {gi}: parameter {i} (shape {p.shape}) does not require "
-                    "grad, so it would never be updated; create it with requires_grad=True "
-                    "(or leave frozen parameters out of the optimizer)")
-            if not p.is_leaf:
-                raise ValueError(f"parameter group {gi}: parameter {i} (shape {p.shape}) is not "
-                                 "a leaf tensor (it is the result of an operation); an "
-                                 "optimizer can only update leaves")
-            if p.dtype.kind != "f":
-                raise TypeError(f"parameter group {gi}: parameter {i} has dtype {p.dtype}; "
-                                "only floating-point tensors can be optimized")
-            if id(p) in seen:
-                raise ValueError(f"parameter group {gi}: parameter {i} (shape {p.shape}) "
-                                 "appears twice in the group")
-            seen.add(id(p))
+        params = _param_list(param_group["params"], gi)
+        seen = _check_group_params(params, gi)
         # ``id`` sets, never ``p in list``: Tensor.__eq__ is elementwise.
         for gj, other in enumerate(self.param_groups):
             if any(id(q) in seen for q in other["params"]):
                 raise ValueError(f"some parameters appear in more than one parameter group "
                                  f"(groups {gj} and {gi}); each parameter may be in one group")
+        group = self._group_options(param_group, params, gi)
+        self._validate_group(group, where="" if gi == 0 else f" in parameter group {gi}")
+        self.param_groups.append(group)
+
+    def _group_options(self, param_group, params, gi):
+        """The group dict: ``params``, every option (given or default) and the extra keys."""
         unknown = sorted(set(param_group) - set(self.defaults) - {"params"}
                          - set(_EXTRA_GROUP_KEYS))
         if unknown:
@@ -146,8 +163,7 @@ class Optimizer:
         for name in _EXTRA_GROUP_KEYS:
             if name in param_group:
                 group[name] = param_group[name]
-        self._validate_group(group, where="" if gi == 0 else f" in parameter group {gi}")
-        self.param_groups.append(group)
+        return group
 
     def _validate_group(self, group, where=""):
         """Check a group's options (``lr`` here; subclasses add theirs). ``where``: its name."""

@@ -61,7 +61,6 @@ slower than float32: mixed precision is for GPUs (and for learning how it works)
 from __future__ import annotations
 
 import math
-import numbers
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -71,6 +70,7 @@ from .. import backend
 from ..autograd import Tensor, no_grad
 from ..nn.module import Module, Parameter, StateDictError, _on_device, _source_array
 from ..optim import Optimizer, clip_grad_norm_
+from ..validation import check_int, check_number
 
 __all__ = ["GradScaler", "MixedPrecision", "half_dtype", "BFLOAT16_UNAVAILABLE"]
 
@@ -108,17 +108,9 @@ def half_dtype(dtype="float16"):
 
 
 def _positive(name, value, low=0.0, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value <= low or (high is not None and value >= high):
-        where = f"> {low}" if high is None else f"in ({low}, {high})"
-        raise ValueError(f"GradScaler: {name} must be a finite number {where}, got {value!r}")
-    return float(value)
-
-
-def _interval(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"GradScaler: growth_interval must be an int >= 1, got {value!r}")
-    return int(value)
+    """A finite float strictly between ``low`` and ``high`` (the scale and its factors)."""
+    return check_number(value, name, "GradScaler", low, high, low_open=True, high_open=True,
+                        finite=True)
 
 
 def _optimizer_params(optimizer):
@@ -160,7 +152,7 @@ class GradScaler:
         self._scale = _positive("init_scale", init_scale)
         self.growth_factor = _positive("growth_factor", growth_factor, low=1.0)
         self.backoff_factor = _positive("backoff_factor", backoff_factor, high=1.0)
-        self.growth_interval = _interval(growth_interval)
+        self.growth_interval = check_int(growth_interval, "growth_interval", "GradScaler")
         self._growth_tracker = 0               # clean steps since the last change of scale
         self.skipped_steps = 0
         self.last_step_skipped = False
@@ -331,15 +323,13 @@ class GradScaler:
         scale = _positive("scale", state_dict["scale"])
         growth = _positive("growth_factor", state_dict["growth_factor"], low=1.0)
         backoff = _positive("backoff_factor", state_dict["backoff_factor"], high=1.0)
-        interval = _interval(state_dict["growth_interval"])
-        tracker, skipped = state_dict["_growth_tracker"], state_dict.get("skipped_steps", 0)
-        for name, v in (("_growth_tracker", tracker), ("skipped_steps", skipped)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"GradScaler.load_state_dict: {name} must be an int >= 0, "
-                                 f"got {v!r}")
+        interval = check_int(state_dict["growth_interval"], "growth_interval", "GradScaler")
+        who = "GradScaler.load_state_dict"
+        tracker = check_int(state_dict["_growth_tracker"], "_growth_tracker", who, low=0)
+        skipped = check_int(state_dict.get("skipped_steps", 0), "skipped_steps", who, low=0)
         self._scale, self.growth_factor, self.backoff_factor = scale, growth, backoff
-        self.growth_interval, self._growth_tracker = interval, int(tracker)
-        self.skipped_steps = int(skipped)
+        self.growth_interval, self._growth_tracker = interval, tracker
+        self.skipped_steps = skipped
         self._enabled = bool(state_dict.get("enabled", self._enabled))
         self._per_optimizer = {}
 

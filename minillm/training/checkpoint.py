@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import re
 import shutil
@@ -44,6 +43,7 @@ import numpy as np
 
 from .. import backend
 from .._fileio import fsync_dir, replace_directory, sha256_file
+from ..validation import check_int
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
            "CheckpointManager", "MANIFEST_NAME", "CHECKPOINT_PREFIX"]
@@ -147,9 +147,7 @@ def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_st
     trainer_state = dict(trainer_state or {})
     if step is None:
         step = trainer_state.get("global_step", 0)
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
-    step = int(step)
+    step = check_int(step, "step", "save_checkpoint", low=0)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{CHECKPOINT_PREFIX}{step}"
@@ -272,74 +270,85 @@ def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, resto
         raise ValueError("load_checkpoint: model is not the model wrapped by mixed_precision")
     directory = Path(directory)
     manifest = verify_checkpoint(directory)
-    listed = set(manifest["files"])
+    parts = _read_checkpoint_parts(directory, set(manifest["files"]), model, optimizer,
+                                   scheduler, mixed_precision)
+    _apply_checkpoint_parts(directory, parts, model, optimizer, scheduler, restore_rng,
+                            mixed_precision)
+    return parts["trainer_state"]
 
-    def need(name, what):
-        if name not in listed:
-            raise CheckpointError(f"checkpoint {directory} holds no {what} (no {name}); it was "
-                                  f"saved without one")
 
-    weights = opt_sd = sched_sd = scaler_sd = None
+def _need_file(directory, listed, name, what):
+    """Raise a CheckpointError unless the checkpoint lists file ``name`` (``what`` it holds)."""
+    if name not in listed:
+        raise CheckpointError(f"checkpoint {directory} holds no {what} (no {name}); it was "
+                              f"saved without one")
+
+
+def _read_checkpoint_parts(directory, listed, model, optimizer, scheduler, mixed_precision):
+    """Read and parse every state that will be loaded (nothing is modified yet)."""
+    parts = {"weights": None, "optimizer": None, "scheduler": None, "scaler": None}
     if model is not None or mixed_precision is not None:
-        need(WEIGHTS_NAME, "model weights")
-        weights = _read_npz(directory / WEIGHTS_NAME)
+        _need_file(directory, listed, WEIGHTS_NAME, "model weights")
+        parts["weights"] = _read_npz(directory / WEIGHTS_NAME)
     if mixed_precision is not None:
         if SCALER_NAME in listed:
-            scaler_sd = _read_json(directory / SCALER_NAME)["state"]
+            parts["scaler"] = _read_json(directory / SCALER_NAME)["state"]
         else:
+            # stacklevel 3: the warning points at load_checkpoint's caller
             warnings.warn(f"checkpoint {directory} has no {SCALER_NAME} (saved without mixed "
-                          "precision): the loss scaler keeps its current state", stacklevel=2)
+                          "precision): the loss scaler keeps its current state", stacklevel=3)
     if optimizer is not None:
-        need(OPTIMIZER_ARRAYS, "optimizer state")
-        need(OPTIMIZER_JSON, "optimizer state")
-        meta, opt_sd = _optimizer_state_dict(directory)
-        if meta.get("class") != type(optimizer).__name__:
-            raise CheckpointError(f"checkpoint file {directory / OPTIMIZER_JSON} holds the state "
-                                  f"of a {meta.get('class')}, not of a "
-                                  f"{type(optimizer).__name__}")
+        parts["optimizer"] = _read_optimizer_part(directory, listed, optimizer)
     if scheduler is not None:
-        need(SCHEDULER_NAME, "scheduler state")
-        sched = _read_json(directory / SCHEDULER_NAME)
-        sched_sd = sched["state"]
-    rng = _read_json(directory / RNG_NAME)["generators"] if RNG_NAME in listed else {}
-    trainer_state = _read_json(directory / TRAINER_STATE_NAME) \
+        _need_file(directory, listed, SCHEDULER_NAME, "scheduler state")
+        parts["scheduler"] = _read_json(directory / SCHEDULER_NAME)["state"]
+    parts["rng"] = _read_json(directory / RNG_NAME)["generators"] if RNG_NAME in listed else {}
+    parts["trainer_state"] = _read_json(directory / TRAINER_STATE_NAME) \
         if TRAINER_STATE_NAME in listed else {}
+    return parts
 
-    # snapshots for the rollback
+
+def _read_optimizer_part(directory, listed, optimizer):
+    """The saved optimizer state dict, checked to belong to ``optimizer``'s class."""
+    _need_file(directory, listed, OPTIMIZER_ARRAYS, "optimizer state")
+    _need_file(directory, listed, OPTIMIZER_JSON, "optimizer state")
+    meta, opt_sd = _optimizer_state_dict(directory)
+    if meta.get("class") != type(optimizer).__name__:
+        raise CheckpointError(f"checkpoint file {directory / OPTIMIZER_JSON} holds the state "
+                              f"of a {meta.get('class')}, not of a "
+                              f"{type(optimizer).__name__}")
+    return opt_sd
+
+
+def _weights_copy(module):
+    """A host copy of ``module``'s state dict (a snapshot for the rollback)."""
+    return {k: v.numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _swap_state(obj, state, undo, snapshot=None):
+    """Load ``state`` into ``obj`` after recording in ``undo`` how to put the old one back."""
+    before = snapshot(obj) if snapshot is not None else obj.state_dict()
+    undo.append(lambda: obj.load_state_dict(before))
+    obj.load_state_dict(state)
+
+
+def _apply_checkpoint_parts(directory, parts, model, optimizer, scheduler, restore_rng,
+                            mixed_precision):
+    """Load the parsed states; if one does not fit, roll back those already loaded."""
     undo = []
     try:
         if mixed_precision is not None:
-            mp = mixed_precision
-            before = {k: v.numpy().copy() for k, v in mp.state_dict().items()}
-            undo.append(lambda: mp.load_state_dict(before))
-            mp.load_state_dict(weights)
-            if scaler_sd is not None:
-                scaler_before = mp.scaler.state_dict()
-                undo.append(lambda: mp.scaler.load_state_dict(scaler_before))
-                mp.scaler.load_state_dict(scaler_sd)
+            _swap_state(mixed_precision, parts["weights"], undo, _weights_copy)
+            if parts["scaler"] is not None:
+                _swap_state(mixed_precision.scaler, parts["scaler"], undo)
         elif model is not None:
-            before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
-            undo.append(lambda: model.load_state_dict(before))
-            model.load_state_dict(weights)
+            _swap_state(model, parts["weights"], undo, _weights_copy)
         if optimizer is not None:
-            opt_before = optimizer.state_dict()
-            undo.append(lambda: optimizer.load_state_dict(opt_before))
-            optimizer.load_state_dict(opt_sd)
+            _swap_state(optimizer, parts["optimizer"], undo)
         if scheduler is not None:
-            sched_before = scheduler.state_dict()
-            undo.append(lambda: scheduler.load_state_dict(sched_before))
-            scheduler.load_state_dict(sched_sd)
+            _swap_state(scheduler, parts["scheduler"], undo)
         if restore_rng:
-            for dev, state in rng.items():
-                try:
-                    gen = backend.generator(dev)
-                except backend.DeviceError:
-                    warnings.warn(f"checkpoint {directory}: device {dev} is not available, its "
-                                  "random state is not restored", stacklevel=2)
-                    continue
-                gs = gen.get_state()
-                undo.append(lambda gen=gen, gs=gs: gen.set_state(gs))
-                gen.set_state(state)
+            _restore_generators(directory, parts["rng"], undo)
     except Exception as e:
         for fn in reversed(undo):
             fn()
@@ -347,7 +356,21 @@ def load_checkpoint(directory, model=None, optimizer=None, scheduler=None, resto
             raise
         raise CheckpointError(f"checkpoint {directory} does not fit what it is loaded into: "
                               f"{type(e).__name__}: {e}") from e
-    return trainer_state
+
+
+def _restore_generators(directory, rng, undo):
+    """Set each saved device generator's state (devices not available are skipped, warned)."""
+    for dev, state in rng.items():
+        try:
+            gen = backend.generator(dev)
+        except backend.DeviceError:
+            # stacklevel 4: the warning points at load_checkpoint's caller
+            warnings.warn(f"checkpoint {directory}: device {dev} is not available, its "
+                          "random state is not restored", stacklevel=4)
+            continue
+        gs = gen.get_state()
+        undo.append(lambda gen=gen, gs=gs: gen.set_state(gs))
+        gen.set_state(state)
 
 
 # -- the manager ---------------------------------------------------------------------------------
@@ -370,11 +393,8 @@ class CheckpointManager:
 
     def __init__(self, output_dir, keep_last=None, keep_best=True, metric="eval_loss",
                  greater_is_better=False):
-        if keep_last is not None and (isinstance(keep_last, bool)
-                                      or not isinstance(keep_last, numbers.Integral)
-                                      or keep_last < 1):
-            raise ValueError(f"CheckpointManager: keep_last must be None or an int >= 1, "
-                             f"got {keep_last!r}")
+        if keep_last is not None:
+            check_int(keep_last, "keep_last", "CheckpointManager", expected="None or an int >= 1")
         self.output_dir = Path(output_dir)
         self.keep_last = keep_last
         self.keep_best = bool(keep_best)

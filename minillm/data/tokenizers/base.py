@@ -288,20 +288,22 @@ class Tokenizer:
         """
         name = f"{type(self).__name__}.encode_batch"
         texts = check_texts(texts, name)
-        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
-            raise ValueError(f"{name}: padding must be True/'longest', 'max_length' or False, "
-                             f"got {padding!r}")
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"{name}: padding_side must be 'right' or 'left', got "
-                             f"{padding_side!r}")
-        if return_tensors not in (None, "np", "mm"):
-            raise ValueError(f"{name}: return_tensors must be None, 'np' or 'mm', got "
-                             f"{return_tensors!r}")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"{name}: max_length must be a positive int, got {max_length!r}")
-        if (truncation or padding == "max_length") and max_length is None:
-            raise ValueError(f"{name}: truncation=True and padding='max_length' need "
-                             f"max_length (the row length to cut or pad to)")
+        _check_batch_options(name, padding, truncation, max_length, return_tensors,
+                             padding_side)
+        rows = self._encode_rows(texts, name, truncation, max_length, add_special_tokens)
+        if padding in (True, "longest", "max_length"):
+            target = max_length if padding == "max_length" else max((len(r) for r in rows),
+                                                                    default=0)
+            rows, masks = self._pad_rows(rows, target, padding_side, name)
+        else:
+            masks = [[1] * len(r) for r in rows]
+        out = {"input_ids": rows, "attention_mask": masks}
+        if return_tensors is None:
+            return out
+        return _batch_arrays(out, return_tensors, name)
+
+    def _encode_rows(self, texts, name, truncation, max_length, add_special_tokens):
+        """The token ids of each text, cut and given special tokens as :meth:`encode_batch` asks."""
         n_special = self.num_special_tokens_to_add() if add_special_tokens else 0
         if truncation and max_length < n_special:
             raise ValueError(f"{name}: max_length={max_length} leaves no room for the "
@@ -317,36 +319,24 @@ class Tokenizer:
                 raise ValueError(f"{name}: text {k} has {len(ids)} tokens, more than max_length="
                                  f"{max_length}; pass truncation=True or a larger max_length")
             rows.append(ids)
-        if padding in (True, "longest", "max_length"):
-            target = max_length if padding == "max_length" else max((len(r) for r in rows),
-                                                                    default=0)
-            if self.pad_id is None and any(len(r) < target for r in rows):
-                raise ValueError(f"{name}: padding needs a pad token, and this tokenizer has "
-                                 f"none; train it with special_tokens={{'pad': ...}} or pass "
-                                 f"padding=False")
-            masks = []
-            for k, r in enumerate(rows):
-                fill = target - len(r)
-                if padding_side == "right":
-                    rows[k] = r + [self.pad_id] * fill
-                    masks.append([1] * len(r) + [0] * fill)
-                else:
-                    rows[k] = [self.pad_id] * fill + r
-                    masks.append([0] * fill + [1] * len(r))
-        else:
-            masks = [[1] * len(r) for r in rows]
-        out = {"input_ids": rows, "attention_mask": masks}
-        if return_tensors is None:
-            return out
-        if len({len(r) for r in rows}) > 1:
-            raise ValueError(f"{name}: return_tensors={return_tensors!r} needs rows of equal "
-                             f"length, got lengths {[len(r) for r in rows]}; use padding=True")
-        width = len(rows[0]) if rows else 0
-        arrays = {k: np.array(v, dtype=np.int64).reshape(len(rows), width)
-                  for k, v in out.items()}
-        if return_tensors == "np":
-            return arrays
-        return {k: _tensor(v) for k, v in arrays.items()}
+        return rows
+
+    def _pad_rows(self, rows, target, padding_side, name):
+        """``(rows, masks)``: each row padded with ``pad_id`` to ``target`` on ``padding_side``."""
+        if self.pad_id is None and any(len(r) < target for r in rows):
+            raise ValueError(f"{name}: padding needs a pad token, and this tokenizer has "
+                             f"none; train it with special_tokens={{'pad': ...}} or pass "
+                             f"padding=False")
+        padded, masks = [], []
+        for r in rows:
+            fill = target - len(r)
+            if padding_side == "right":
+                padded.append(r + [self.pad_id] * fill)
+                masks.append([1] * len(r) + [0] * fill)
+            else:
+                padded.append([self.pad_id] * fill + r)
+                masks.append([0] * fill + [1] * len(r))
+        return padded, masks
 
     # ----------------------------------------------------------------- saving
     def _config(self):
@@ -414,6 +404,39 @@ class Tokenizer:
     def __repr__(self):
         specials = ", ".join(f"{k}={v!r}" for k, v in self.special_tokens.items())
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, {specials})"
+
+
+def _check_batch_options(name, padding, truncation, max_length, return_tensors,
+                         padding_side):
+    """Raise a ValueError naming ``name`` for an unknown or inconsistent encode_batch option."""
+    if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+        raise ValueError(f"{name}: padding must be True/'longest', 'max_length' or False, "
+                         f"got {padding!r}")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"{name}: padding_side must be 'right' or 'left', got "
+                         f"{padding_side!r}")
+    if return_tensors not in (None, "np", "mm"):
+        raise ValueError(f"{name}: return_tensors must be None, 'np' or 'mm', got "
+                         f"{return_tensors!r}")
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"{name}: max_length must be a positive int, got {max_length!r}")
+    if (truncation or padding == "max_length") and max_length is None:
+        raise ValueError(f"{name}: truncation=True and padding='max_length' need "
+                         f"max_length (the row length to cut or pad to)")
+
+
+def _batch_arrays(out, return_tensors, name):
+    """``out``'s equal-length rows as int64 NumPy arrays ("np") or minillm tensors ("mm")."""
+    rows = out["input_ids"]
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"{name}: return_tensors={return_tensors!r} needs rows of equal "
+                         f"length, got lengths {[len(r) for r in rows]}; use padding=True")
+    width = len(rows[0]) if rows else 0
+    arrays = {k: np.array(v, dtype=np.int64).reshape(len(rows), width)
+              for k, v in out.items()}
+    if return_tensors == "np":
+        return arrays
+    return {k: _tensor(v) for k, v in arrays.items()}
 
 
 def _as_id_list(ids, name):

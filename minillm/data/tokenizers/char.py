@@ -12,6 +12,7 @@ character of ``text`` is in the vocabulary.
 """
 from collections import Counter
 
+from ...validation import check_int
 from .base import Tokenizer, check_texts, merge_special_tokens, special_tokens_first
 
 
@@ -64,9 +65,7 @@ class CharTokenizer(Tokenizer):
         this tokenizer keeps its meaning once its embeddings are grown to match
         (``model.resize_token_embeddings(tokenizer.vocab_size)``)."""
         texts = check_texts(texts, "CharTokenizer.extended")
-        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
-            raise ValueError(f"CharTokenizer.extended: min_freq must be an int >= 1, got "
-                             f"{min_freq!r}")
+        min_freq = check_int(min_freq, "min_freq", "CharTokenizer.extended")
         counts = Counter()
         for t in texts:
             counts.update(t)

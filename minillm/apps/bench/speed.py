@@ -50,13 +50,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import backend
-from .. import functional as F
-from ..autograd import no_grad, tensor
-from ..estimate import transformer_flops_per_token
-from ..models import GPT, LSTMLM, GPTConfig
-from ..models.lstm_lm import LSTMLMConfig
-from ..optim import SGD, clip_grad_norm_
+from ... import backend
+from ... import functional as F
+from ...autograd import no_grad, tensor
+from ...estimate import transformer_flops_per_token
+from ...models import GPT, LSTMLM, GPTConfig
+from ...models.lstm_lm import LSTMLMConfig
+from ...optim import SGD, clip_grad_norm_
 from .quality import (_bar, _finish, _logger, _on, new_axes, recipe_size, save_axes,
                       zaremba_init_)
 
@@ -163,7 +163,7 @@ def _environment(dev, torch):
 
 
 def _header(name, dev, tdev, seed, fast, settings, env):
-    from .. import __version__
+    from ... import __version__
     return {"benchmark": name, "version": __version__, "device": str(dev),
             "torch_device": tdev, "seed": seed, "fast": bool(fast), "settings": settings,
             "environment": env}
@@ -271,13 +271,8 @@ def matmul_peak(device=None, n=None, repeats=None, compare=None, fast=False, log
 _TORCH_CLASSES = {}
 
 
-def _torch_classes():
-    """The reference modules (defined once, on first use, so torch stays optional)."""
-    if _TORCH_CLASSES:
-        return _TORCH_CLASSES
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as TF  # noqa: PLC0415
-    from torch import nn  # noqa: PLC0415
+def _torch_attention_class(nn, TF):
+    """nanoGPT's attention as a torch module class (built on first use: torch is optional)."""
 
     class CausalSelfAttention(nn.Module):
         """nanoGPT's attention: fused c_attn (d -> 3d), torch's SDPA with is_causal."""
@@ -300,6 +295,13 @@ def _torch_classes():
             y = y.transpose(1, 2).contiguous().view(b, t, d)
             return self.resid_dropout(self.c_proj(y))
 
+    return CausalSelfAttention
+
+
+def _torch_block_class(nn, TF):
+    """nanoGPT's transformer block (pre-LN attention and GELU MLP) as a torch module class."""
+    attention_class = _torch_attention_class(nn, TF)
+
     class MLP(nn.Module):
         def __init__(self, c):
             super().__init__()
@@ -314,13 +316,20 @@ def _torch_classes():
         def __init__(self, c):
             super().__init__()
             self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
-            self.attn = CausalSelfAttention(c)
+            self.attn = attention_class(c)
             self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
             self.mlp = MLP(c)
 
         def forward(self, x):
             x = x + self.attn(self.ln_1(x))
             return x + self.mlp(self.ln_2(x))
+
+    return Block
+
+
+def _torch_gpt_class(torch, nn, TF):
+    """nanoGPT's GPT as a torch module class, with minillm's parameter names."""
+    block_class = _torch_block_class(nn, TF)
 
     class TorchGPT(nn.Module):
         """nanoGPT's model with minillm's parameter names (no ``transformer.`` prefix); the
@@ -332,7 +341,7 @@ def _torch_classes():
             self.wte = nn.Embedding(c.vocab_size, c.n_embd)
             self.wpe = nn.Embedding(c.block_size, c.n_embd)
             self.drop = nn.Dropout(c.dropout)
-            self.h = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
+            self.h = nn.ModuleList([block_class(c) for _ in range(c.n_layer)])
             self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
 
         def forward(self, ids, targets=None):
@@ -345,6 +354,12 @@ def _torch_classes():
                 return logits
             loss = TF.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
             return logits, loss
+
+    return TorchGPT
+
+
+def _torch_lstm_class(nn):
+    """minillm's LSTMLM as a torch module class (``nn.LSTM`` inside)."""
 
     class TorchLSTMLM(nn.Module):
         """Embedding -> dropout -> nn.LSTM -> dropout -> Linear, as minillm's LSTMLM."""
@@ -361,7 +376,18 @@ def _torch_classes():
             out, state = self.lstm(self.drop(self.embed(ids)), state)
             return self.head(self.drop(out)), state
 
-    _TORCH_CLASSES.update(gpt=TorchGPT, lstm=TorchLSTMLM)
+    return TorchLSTMLM
+
+
+def _torch_classes():
+    """The reference modules (defined once, on first use, so torch stays optional)."""
+    if _TORCH_CLASSES:
+        return _TORCH_CLASSES
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
+
+    _TORCH_CLASSES.update(gpt=_torch_gpt_class(torch, nn, TF), lstm=_torch_lstm_class(nn))
     return _TORCH_CLASSES
 
 
@@ -631,6 +657,64 @@ def _eval_loss_torch(torch, tmodel, *inputs):
     return out
 
 
+def _gpt_minillm_side(s, dev, seed, host_batches):
+    """The seeded minillm GPT with its AdamW and runner on the device batches, and its
+    first-batch eval loss: ``(model, runner, first_loss)``."""
+    backend.manual_seed(seed)
+    model = GPT(_gpt_config(s)).to(dev)
+    opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
+    batches = [(tensor(x, device=dev), tensor(y, device=dev)) for x, y in host_batches]
+    runner = _minillm_gpt_runner(model, opt, batches, s["grad_clip"], dev)
+    return model, runner, _eval_loss_minillm(model, *batches[0])[1].item()
+
+
+def _gpt_torch_side(torch, model, host_batches, s, seed, tdev):
+    """The PyTorch copy of ``model`` with nanoGPT's AdamW (named in ``s``) and its runner on
+    the same batches, and its first-batch eval loss: ``(runner, first_loss)``."""
+    torch.manual_seed(seed)
+    tmodel = torch_gpt(model, tdev)
+    topt = _torch_adamw(torch, tmodel, tdev, s["weight_decay"], s["learning_rate"], s["betas"])
+    tbatches = [(torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev))
+                for x, y in host_batches]
+    first = _eval_loss_torch(torch, tmodel, *tbatches[0])[1].item()
+    runner = _torch_gpt_runner(torch, tmodel, topt, tbatches, s["grad_clip"], tdev)
+    s["torch_optimizer"] = "AdamW" + (" (fused)" if tdev.startswith("cuda") else "")
+    return runner, first
+
+
+def _gpt_timing(model, runners, first, s, dev, torch, tdev, fast, progress, say):
+    """Measure the matmul peaks, then time the runners. Returns ``(timing, sizes)``: the
+    summary of :func:`_timed_comparison` and the model's counts with the peaks."""
+    n, peak_repeats = _peak_defaults(dev, fast, None, None)
+    peaks = _peaks(dev, torch, tdev, n, peak_repeats)
+    tokens_per_step = s["batch_size"] * s["block_size"]
+    flops_per_token = gpt_flops_per_token(model)
+    steps, repeats, warmup = s["steps"], s["repeats"], s["warmup"]
+    say(f"bench gpt: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, block "
+        f"{s['block_size']}, batch {s['batch_size']}, {model.num_parameters():,} parameters "
+        f"on {dev}{' vs torch on ' + tdev if torch is not None else ''}; {repeats} rounds of "
+        f"{steps} steps after {warmup} warmup")
+    bar = _bar(repeats, "bench gpt", progress)
+    try:
+        timing = _timed_comparison(runners, first, steps, repeats, warmup, bar,
+                                   tokens_per_step, flops_per_token * tokens_per_step, peaks,
+                                   say, "gpt")
+    finally:
+        bar.close()
+    sizes = {"parameters": int(model.num_parameters()), "flops_per_token": int(flops_per_token),
+             "tokens_per_step": tokens_per_step,
+             "flops_per_step": int(flops_per_token * tokens_per_step), "matmul_peak": peaks}
+    return timing, sizes
+
+
+def _plot_gpt(result, dev, path):
+    """The ms per step of each library, as bars."""
+    _bar_plot(path, [f"GPT ({result['settings']['size']})"],
+              {lib: [result[lib]["ms_per_step"] if result[lib] else None]
+               for lib in ("minillm", "torch")},
+              f"GPT training step on {dev}", "ms / step")
+
+
 def bench_gpt(device=None, size=None, compare=None, steps=None, repeats=None, warmup=None,
               seed=0, fast=False, progress=True, output_dir=None, log=print):
     """Training-step speed of nanoGPT's GPT (:data:`GPT_SIZES`).
@@ -664,52 +748,17 @@ def bench_gpt(device=None, size=None, compare=None, steps=None, repeats=None, wa
         torch = _import_torch(compare, dev, say)
         tdev = _torch_device(dev) if torch is not None else None
         host_batches = _gpt_batches(s, seed, N_BATCHES)
-        backend.manual_seed(seed)
-        model = GPT(_gpt_config(s)).to(dev)
-        opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
-        batches = [(tensor(x, device=dev), tensor(y, device=dev)) for x, y in host_batches]
-        runners = {"minillm": _minillm_gpt_runner(model, opt, batches, s["grad_clip"], dev)}
-        first = [_eval_loss_minillm(model, *batches[0])[1].item(), None]
+        model, runner, loss = _gpt_minillm_side(s, dev, seed, host_batches)
+        runners, first = {"minillm": runner}, [loss, None]
         if torch is not None:
-            torch.manual_seed(seed)
-            tmodel = torch_gpt(model, tdev)
-            topt = _torch_adamw(torch, tmodel, tdev, s["weight_decay"], s["learning_rate"],
-                                s["betas"])
-            tbatches = [(torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev))
-                        for x, y in host_batches]
-            first[1] = _eval_loss_torch(torch, tmodel, *tbatches[0])[1].item()
-            runners["torch"] = _torch_gpt_runner(torch, tmodel, topt, tbatches, s["grad_clip"],
-                                                 tdev)
-            s["torch_optimizer"] = "AdamW" + (" (fused)" if tdev.startswith("cuda") else "")
-        n, peak_repeats = _peak_defaults(dev, fast, None, None)
-        peaks = _peaks(dev, torch, tdev, n, peak_repeats)
-        tokens_per_step = s["batch_size"] * s["block_size"]
-        flops_per_token = gpt_flops_per_token(model)
-        say(f"bench gpt: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, block "
-            f"{s['block_size']}, batch {s['batch_size']}, {model.num_parameters():,} parameters "
-            f"on {dev}{' vs torch on ' + tdev if torch is not None else ''}; {repeats} rounds of "
-            f"{steps} steps after {warmup} warmup")
-        bar = _bar(repeats, "bench gpt", progress)
-        try:
-            timing = _timed_comparison(runners, first, steps, repeats, warmup, bar,
-                                       tokens_per_step, flops_per_token * tokens_per_step, peaks,
-                                       say, "gpt")
-        finally:
-            bar.close()
+            runners["torch"], first[1] = _gpt_torch_side(torch, model, host_batches, s, seed,
+                                                         tdev)
+        timing, sizes = _gpt_timing(model, runners, first, s, dev, torch, tdev, fast, progress,
+                                    say)
     result = _header("gpt", dev, tdev, seed, fast, s, _environment(dev, torch))
     result.update(timing)
-    result.update(parameters=int(model.num_parameters()), flops_per_token=int(flops_per_token),
-                  tokens_per_step=tokens_per_step,
-                  flops_per_step=int(flops_per_token * tokens_per_step), matmul_peak=peaks,
-                  total_seconds=time.perf_counter() - t_start)
-
-    def plot(path):
-        _bar_plot(path, [f"GPT ({s['size']})"],
-                  {lib: [result[lib]["ms_per_step"] if result[lib] else None]
-                   for lib in ("minillm", "torch")},
-                  f"GPT training step on {dev}", "ms / step")
-
-    return _finish(result, output_dir, plot, log)
+    result.update(sizes, total_seconds=time.perf_counter() - t_start)
+    return _finish(result, output_dir, lambda path: _plot_gpt(result, dev, path), log)
 
 
 # == 2. LSTM ==================================================================================
@@ -821,7 +870,7 @@ def bench_lstm(device=None, sizes=("small", "medium"), compare=None, steps=None,
 
     ``small``: 2 layers x 200 hidden units (embedding 200), no dropout, init U(-0.1, 0.1);
     ``medium``: 2 x 650, dropout 0.5, init U(-0.05, 0.05); vocabulary 10,000, batch 20, BPTT
-    35. A step (as :func:`minillm.bench.quality.ptb_lstm`): forward over one BPTT window
+    35. A step (as :func:`minillm.apps.bench.quality.ptb_lstm`): forward over one BPTT window
     from the carried state, cross-entropy (the token mean times the BPTT length
     back-propagated, their loss scale), backward, gradient norm clipped at 5, SGD lr 1.0,
     the state detached for the next window. Data: :data:`N_BATCHES` consecutive windows of

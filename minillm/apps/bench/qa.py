@@ -3,7 +3,7 @@
 Reading comprehension gives the model the paragraph that holds the answer. Open-domain QA
 does not: the system must first *find* the paragraph in a collection (a retriever: BM25 or
 TF-IDF, :mod:`minillm.retrieval`), then *read* it with an extractive QA model (a reader: a
-BERT with a start/end head, fine-tuned with :func:`minillm.tasks.finetune`) -- DrQA's
+BERT with a start/end head, fine-tuned with :func:`minillm.apps.tasks.finetune`) -- DrQA's
 "retrieve then read" pipeline (Chen et al. 2017), here on a small scale.
 
 * :func:`open_domain_qa` -- SQuAD v1.1 (English) or CMRC 2018 (Chinese). minillm splits each
@@ -20,7 +20,7 @@ BERT with a start/end head, fine-tuned with :func:`minillm.tasks.finetune`) -- D
 
 **Reading k paragraphs.** Each (question, paragraph) pair is encoded as its own QA example
 (``[CLS] question [SEP] paragraph-window [SEP]``, the windows of
-:func:`minillm.tasks.encode_qa`) and scored by the reader. The answer is the span with the
+:func:`minillm.apps.tasks.encode_qa`) and scored by the reader. The answer is the span with the
 highest ``start_logit + end_logit`` over every window of every retrieved paragraph: the
 paragraphs are treated as the windows of one long document, so
 :func:`minillm.data.postprocess_qa` -- which already picks the best span across the windows
@@ -31,7 +31,7 @@ paragraph is unrelated (Clark & Gardner 2018 discuss this). The retrieval score 
 enter the choice.
 
 Both benchmarks take ``device=None, seed=0, fast=False, progress=True, output_dir=None,
-log=print`` like :mod:`minillm.bench.quality` and return a JSON-able dict (also written to
+log=print`` like :mod:`minillm.apps.bench.quality` and return a JSON-able dict (also written to
 ``output_dir/results.json`` with a PNG). ``fast=True`` runs the same code on tiny subsets
 and a tiny model in seconds.
 """
@@ -46,12 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, datasets, metrics, tasks
-from .._fileio import atomic_write_json
-from ..autograd import no_grad
-from ..data import Collator
-from ..data.collators import postprocess_qa
-from ..retrieval import BM25, TfidfRetriever, analyze, recall_at_k
+from ... import backend, datasets, metrics
+from .. import tasks
+from ..._fileio import atomic_write_json
+from ...autograd import no_grad
+from ...data import Collator
+from ...data.collators import postprocess_qa
+from ...retrieval import BM25, TfidfRetriever, analyze, recall_at_k
 from .quality import _finish, _header, _logger, cli_flags, new_axes, same_settings
 
 __all__ = ["open_domain_qa", "kb_qa", "read_passages", "paragraph_collection",
@@ -59,6 +60,7 @@ __all__ = ["open_domain_qa", "kb_qa", "read_passages", "paragraph_collection",
 
 ODQA_DATASETS = ("squad_v1.1", "cmrc2018")
 RECALL_KS = (1, 5, 20)
+CURVE_KS = tuple(range(1, 21))          # the recall curve: recall@1..20
 READ_KS = (1, 5)
 JOIN = "\n\n"                 # between paragraphs joined for postprocess_qa (never inside a span)
 
@@ -231,6 +233,137 @@ def qa_table(rows):
 
 
 # == open-domain QA ===========================================================================
+def _odqa_check(dataset, max_questions, reader):
+    """Refuse bad arguments before any work; returns ``reader`` as a model directory (or
+    None)."""
+    if dataset not in ODQA_DATASETS:
+        raise ValueError(f"open_domain_qa: dataset must be one of {', '.join(ODQA_DATASETS)}, "
+                         f"got {dataset!r}")
+    if max_questions is not None and (isinstance(max_questions, bool)
+                                      or not isinstance(max_questions, int) or max_questions < 1):
+        raise ValueError(f"open_domain_qa: max_questions must be None or an int >= 1, got "
+                         f"{max_questions!r}")
+    if reader is not None:                  # refused before any work when it is no model
+        reader = tasks.task_model_dir(reader)
+    return reader
+
+
+def _odqa_questions(dataset, fast, max_questions, say):
+    """The test split as a collection and its questions: ``{"documents", "gold",
+    "questions", "refs", "lang", "n_read", "n_recall"}``."""
+    test = datasets.load(dataset, split="test", fix_answer_starts=True)
+    documents, gold = paragraph_collection(test.examples)
+    questions = [e["question"] for e in test.examples]
+    n_read = FAST_QUESTIONS if fast else (max_questions or len(questions))
+    n_read = min(n_read, len(questions))
+    say(f"open-domain QA on {dataset}: {len(documents)} paragraphs from {test.meta['articles']} "
+        f"test articles, {len(questions)} test questions ({n_read} read)")
+    return {"documents": documents, "gold": gold, "questions": questions,
+            "refs": [e["answers"]["text"] for e in test.examples],
+            "lang": "zh" if dataset == "cmrc2018" else "en", "n_read": n_read,
+            "n_recall": n_read if fast else len(questions)}
+
+
+def _odqa_retrieve(qs, say):
+    """BM25 and TF-IDF recall@1..20 over the questions, and BM25's top paragraphs for the
+    questions read: ``{"curves", "retrieval", "top", "seconds"}``."""
+    t0 = time.perf_counter()
+    documents, questions, n_recall = qs["documents"], qs["questions"], qs["n_recall"]
+    retrievers = {"bm25": BM25(k1=1.5, b=0.75).fit(documents),
+                  "tfidf": TfidfRetriever().fit(documents)}
+    curves = {name: recall_at_k(r, questions[:n_recall], qs["gold"][:n_recall], ks=CURVE_KS)
+              for name, r in retrievers.items()}
+    retrieval = {name: {f"recall@{k}": c[k] for k in RECALL_KS} for name, c in curves.items()}
+    top = [[d for d, _ in hits] for hits in
+           retrievers["bm25"].search_batch(questions[:qs["n_read"]], max(READ_KS))]
+    seconds = time.perf_counter() - t0
+    for name, r in retrieval.items():
+        say(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
+    return {"curves": curves, "retrieval": retrieval, "top": top, "seconds": seconds}
+
+
+def _odqa_settings(dataset, max_questions, batch_size):
+    """The settings recorded in an open-domain QA result."""
+    return {"dataset": dataset, "collection": "the distinct paragraphs of the test "
+            "articles (80/20 split by article, seed 0)", "bm25": {"k1": 1.5, "b": 0.75},
+            "tfidf": "cosine of (1 + log tf) * smoothed idf", "analyzer": "auto",
+            "read_k": list(READ_KS), "span_choice": "max start+end logit over all windows "
+            "of the k paragraphs", "max_questions": max_questions,
+            "batch_size": batch_size}
+
+
+def _odqa_reader(dataset, reader, root, settings, dev, fast, seed, progress, say):
+    """The given reader, or one fine-tuned on the train split in ``root`` (its settings go
+    into ``settings``). Returns ``(model, tok, info, reader_info)``."""
+    if reader is None:
+        train = datasets.load(dataset, split="train", fix_answer_starts=True)
+        rs = {**READER[dataset], **(READER_FAST if fast else {})}
+        if fast and rs["tokenizer"] == "bpe":
+            rs["vocab_size"] = BPE_FAST_VOCAB
+        # the tokenizer learns from the examples the reader will train on
+        seen = tasks.sample_examples(train, rs.get("max_train_examples"), seed).examples
+        texts = list(dict.fromkeys(e["context"] for e in seen)) + \
+            [e["question"] for e in seen]
+        model_dir, reader_info = _finetune_reader(
+            root / f"reader-{dataset}", rs, texts, {"dataset": dataset}, dev, seed,
+            progress, say)
+        settings["reader"] = rs
+    else:
+        model_dir = Path(reader)
+        reader_info = {"path": str(model_dir), "trained_here": False}
+    model, tok, info = _load_reader(model_dir, say)
+    model.to(dev)
+    reader_info["parameters"] = model.num_parameters()
+    return model, tok, info, reader_info
+
+
+def _odqa_read(model, tok, info, qs, top, batch_size):
+    """The reader's answers from the gold paragraph and from BM25's top k (k in
+    :data:`READ_KS`): ``({"gold": [..], "top1": [..], ..}, seconds)``."""
+    t0 = time.perf_counter()
+    n_read = qs["n_read"]
+    cache = {}
+    lists = {"gold": [[g] for g in qs["gold"][:n_read]]}
+    lists.update({f"top{k}": [t[:k] for t in top] for k in READ_KS})
+    preds = {name: read_passages(model, tok, info, qs["questions"][:n_read], dl,
+                                 qs["documents"], batch_size, cache)
+             for name, dl in lists.items()}
+    return preds, time.perf_counter() - t0
+
+
+def _odqa_rows(preds, qs, top, say):
+    """The table rows (gold paragraph, then BM25 top-k + reader), each logged."""
+    n_read, gold, refs, lang = qs["n_read"], qs["gold"], qs["refs"], qs["lang"]
+    rows = [{"setting": "reader, gold paragraph (reading comprehension)", "k": None,
+             **_scores(preds["gold"], refs[:n_read], lang), "retrieval_recall": None}]
+    for k in READ_KS:
+        hit = float(np.mean([g in t[:k] for g, t in zip(gold[:n_read], top)]))
+        rows.append({"setting": f"BM25 top-{k} + reader", "k": k,
+                     **_scores(preds[f"top{k}"], refs[:n_read], lang), "retrieval_recall": hit})
+    for r in rows:
+        say(f"{r['setting']}: EM {r['exact_match']:.2f}, F1 {r['f1']:.2f}")
+    return rows
+
+
+def _plot_odqa(result, path):
+    """Recall@k of both retrievers beside the reader's F1 at each setting."""
+    rows = result["rows"]
+    fig, ax = new_axes((6, 4))
+    for name, label in (("bm25", "BM25"), ("tfidf", "TF-IDF")):
+        ax.plot(CURVE_KS, result["recall_curve"][name], "o-", ms=3, label=label)
+    for r in rows[1:]:
+        ax.plot([r["k"]], [r["f1"] / 100], "s", ms=7, label=f"{r['setting']}: F1 / 100")
+    ax.axhline(rows[0]["f1"] / 100, color="grey", ls=":", label="reader, gold paragraph: "
+               "F1 / 100")
+    ax.set_xlabel("k (paragraphs retrieved)")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("recall@k (gold paragraph in the top k)")
+    ax.set_title(f"Open-domain QA on {result['dataset']} ({result['n_documents']} paragraphs)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def open_domain_qa(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,
                    dataset="squad_v1.1", reader=None, max_questions=None, batch_size=64):
     """Retrieve-then-read on ``dataset`` (``"squad_v1.1"`` or ``"cmrc2018"``).
@@ -256,123 +389,38 @@ def open_domain_qa(device=None, seed=0, fast=False, progress=True, output_dir=No
     ``read_seconds``, ``total_seconds``, plus the common ``benchmark``, ``version``,
     ``device``, ``seed``, ``fast``, ``settings``, ``anchor``.
     """
-    if dataset not in ODQA_DATASETS:
-        raise ValueError(f"open_domain_qa: dataset must be one of {', '.join(ODQA_DATASETS)}, "
-                         f"got {dataset!r}")
-    if max_questions is not None and (isinstance(max_questions, bool)
-                                      or not isinstance(max_questions, int) or max_questions < 1):
-        raise ValueError(f"open_domain_qa: max_questions must be None or an int >= 1, got "
-                         f"{max_questions!r}")
-    if reader is not None:                  # refused before any work when it is no model
-        reader = tasks.task_model_dir(reader)
+    reader = _odqa_check(dataset, max_questions, reader)
     say = _logger(log)
     t_start = time.perf_counter()
     dev = backend.device(device)
-    test = datasets.load(dataset, split="test", fix_answer_starts=True)
-    documents, gold = paragraph_collection(test.examples)
-    questions = [e["question"] for e in test.examples]
-    refs = [e["answers"]["text"] for e in test.examples]
-    lang = "zh" if dataset == "cmrc2018" else "en"
-    n_read = FAST_QUESTIONS if fast else (max_questions or len(questions))
-    n_read = min(n_read, len(questions))
-    n_recall = n_read if fast else len(questions)
-    say(f"open-domain QA on {dataset}: {len(documents)} paragraphs from {test.meta['articles']} "
-        f"test articles, {len(questions)} test questions ({n_read} read)")
-
-    # -- retrieval ----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    retrievers = {"bm25": BM25(k1=1.5, b=0.75).fit(documents),
-                  "tfidf": TfidfRetriever().fit(documents)}
-    curve_ks = tuple(range(1, 21))
-    curves = {name: recall_at_k(r, questions[:n_recall], gold[:n_recall], ks=curve_ks)
-              for name, r in retrievers.items()}
-    retrieval = {name: {f"recall@{k}": c[k] for k in RECALL_KS} for name, c in curves.items()}
-    top = [[d for d, _ in hits] for hits in
-           retrievers["bm25"].search_batch(questions[:n_read], max(READ_KS))]
-    retrieval_seconds = time.perf_counter() - t0
-    for name, r in retrieval.items():
-        say(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
-
-    settings = {"dataset": dataset, "collection": "the distinct paragraphs of the test "
-                "articles (80/20 split by article, seed 0)", "bm25": {"k1": 1.5, "b": 0.75},
-                "tfidf": "cosine of (1 + log tf) * smoothed idf", "analyzer": "auto",
-                "read_k": list(READ_KS), "span_choice": "max start+end logit over all windows "
-                "of the k paragraphs", "max_questions": max_questions,
-                "batch_size": batch_size}
+    qs = _odqa_questions(dataset, fast, max_questions, say)
+    ret = _odqa_retrieve(qs, say)
+    top, n_read = ret["top"], qs["n_read"]
+    settings = _odqa_settings(dataset, max_questions, batch_size)
     with _run_root(output_dir, "odqa") as root, backend.default_device_as(dev), \
             backend.default_dtype_as(np.float32):
-        # -- the reader -------------------------------------------------------------------------
-        if reader is None:
-            train = datasets.load(dataset, split="train", fix_answer_starts=True)
-            rs = {**READER[dataset], **(READER_FAST if fast else {})}
-            if fast and rs["tokenizer"] == "bpe":
-                rs["vocab_size"] = BPE_FAST_VOCAB
-            # the tokenizer learns from the examples the reader will train on
-            seen = tasks.sample_examples(train, rs.get("max_train_examples"), seed).examples
-            texts = list(dict.fromkeys(e["context"] for e in seen)) + \
-                [e["question"] for e in seen]
-            model_dir, reader_info = _finetune_reader(
-                root / f"reader-{dataset}", rs, texts, {"dataset": dataset}, dev, seed,
-                progress, say)
-            settings["reader"] = rs
-        else:
-            model_dir = Path(reader)
-            reader_info = {"path": str(model_dir), "trained_here": False}
-        model, tok, info = _load_reader(model_dir, say)
-        model.to(dev)
-        reader_info["parameters"] = model.num_parameters()
-
-        # -- reading ----------------------------------------------------------------------------
-        t0 = time.perf_counter()
-        q = questions[:n_read]
-        cache = {}
-        lists = {"gold": [[g] for g in gold[:n_read]]}
-        lists.update({f"top{k}": [t[:k] for t in top] for k in READ_KS})
-        preds = {name: read_passages(model, tok, info, q, dl, documents, batch_size, cache)
-                 for name, dl in lists.items()}
-        read_seconds = time.perf_counter() - t0
-
-    rows = [{"setting": "reader, gold paragraph (reading comprehension)", "k": None,
-             **_scores(preds["gold"], refs[:n_read], lang), "retrieval_recall": None}]
-    for k in READ_KS:
-        hit = float(np.mean([g in t[:k] for g, t in zip(gold[:n_read], top)]))
-        rows.append({"setting": f"BM25 top-{k} + reader", "k": k,
-                     **_scores(preds[f"top{k}"], refs[:n_read], lang), "retrieval_recall": hit})
-    for r in rows:
-        say(f"{r['setting']}: EM {r['exact_match']:.2f}, F1 {r['f1']:.2f}")
-    examples = [{"question": q[i], "answers": refs[i][:3],
+        model, tok, info, reader_info = _odqa_reader(dataset, reader, root, settings, dev, fast,
+                                                     seed, progress, say)
+        preds, read_seconds = _odqa_read(model, tok, info, qs, top, batch_size)
+    rows = _odqa_rows(preds, qs, top, say)
+    examples = [{"question": qs["questions"][i], "answers": qs["refs"][i][:3],
                  **{name: preds[name][i] for name in preds},
-                 "bm25_top5": top[i], "gold_paragraph": gold[i]} for i in range(min(5, n_read))]
-
+                 "bm25_top5": top[i], "gold_paragraph": qs["gold"][i]}
+                for i in range(min(5, n_read))]
     result = _header("open-domain-qa", dev, seed, fast, settings,
                      {"note": "no published number for this collection (the paragraphs of "
                               "minillm's test articles); the gold-paragraph row is the "
                               "reader's upper bound, the retrieval rows measure the loss"})
-    result.update(dataset=dataset, lang=lang, n_documents=len(documents), n_questions=n_read,
-                  retrieval_questions=n_recall, retrieval=retrieval,
-                  recall_curve={name: [c[k] for k in curve_ks] for name, c in curves.items()},
+    result.update(dataset=dataset, lang=qs["lang"], n_documents=len(qs["documents"]),
+                  n_questions=n_read, retrieval_questions=qs["n_recall"],
+                  retrieval=ret["retrieval"],
+                  recall_curve={name: [c[k] for k in CURVE_KS]
+                                for name, c in ret["curves"].items()},
                   rows=rows, table=qa_table(rows), reader=reader_info, examples=examples,
-                  retrieval_seconds=retrieval_seconds, read_seconds=read_seconds)
+                  retrieval_seconds=ret["seconds"], read_seconds=read_seconds)
     result["total_seconds"] = time.perf_counter() - t_start
     say(result["table"])
-
-    def plot(path):
-        fig, ax = new_axes((6, 4))
-        for name, label in (("bm25", "BM25"), ("tfidf", "TF-IDF")):
-            ax.plot(curve_ks, result["recall_curve"][name], "o-", ms=3, label=label)
-        for r in rows[1:]:
-            ax.plot([r["k"]], [r["f1"] / 100], "s", ms=7, label=f"{r['setting']}: F1 / 100")
-        ax.axhline(rows[0]["f1"] / 100, color="grey", ls=":", label="reader, gold paragraph: "
-                   "F1 / 100")
-        ax.set_xlabel("k (paragraphs retrieved)")
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("recall@k (gold paragraph in the top k)")
-        ax.set_title(f"Open-domain QA on {dataset} ({len(documents)} paragraphs)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-    return _finish(result, output_dir, plot, log)
+    return _finish(result, output_dir, lambda path: _plot_odqa(result, path), log)
 
 
 # == knowledge-base QA ========================================================================
@@ -482,6 +530,123 @@ def kb_table(rows):
     return "\n".join(lines)
 
 
+def _kb_check(k, rounds):
+    """Refuse a bad ``k`` or ``rounds`` before any work."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"kb_qa: k (facts per question) must be an int >= 1, got {k!r}")
+    if rounds not in (1, 2):
+        raise ValueError(f"kb_qa: rounds must be 1 or 2, got {rounds!r}")
+
+
+def _kb_splits(fast):
+    """The ``kb_qa`` splits (the test split cut to :data:`KB_FAST_QUESTIONS` in fast mode)."""
+    splits = {s: datasets.load("kb_qa", split=s) for s in ("train", "validation", "test")}
+    if fast:
+        splits["test"] = datasets.Dataset(splits["test"].examples[:KB_FAST_QUESTIONS], None,
+                                          "kb_qa", "test", splits["test"].meta)
+    return splits
+
+
+def _kb_retrieval(splits, k, rounds, say):
+    """Retrieve every question's facts and measure the retrieval (each split logged).
+
+    Returns ``{"kb", "facts", "examples", "questions", "retrieval", "by_rounds",
+    "not_in_context"}``."""
+    kb, facts = splits["train"].meta["kb"], splits["train"].meta["facts"]
+    bm25 = BM25().fit(facts)
+    examples = {s: _kb_examples(d, bm25, facts, k, rounds) for s, d in splits.items()}
+    questions = {s: d.examples for s, d in splits.items()}
+    retrieval = {s: _kb_retrieval_stats(examples[s], questions[s], kb) for s in ("train", "test")}
+    by_rounds = {str(n): _kb_retrieval_stats(_kb_examples(splits["test"], bm25, facts, k, n),
+                                             questions["test"], kb) for n in (1, 2)}
+    not_in_context = {s: sum(e["answers"]["answer_start"][0] < 0 for e in ex)
+                      for s, ex in examples.items()}
+    say(f"kb_qa: {len(facts)} facts; {', '.join(f'{s} {len(d)}' for s, d in splits.items())} "
+        f"questions; top-{k} facts, {rounds} round(s)")
+    for s, r in retrieval.items():
+        say(f"{s}: answer in context " + ", ".join(
+            f"{h} {r[h]['answer_in_context']:.3f}" for h in ("all", "one_hop", "two_hop")
+            if r[h]["questions"])
+            + f"; {not_in_context[s]} questions without their answer in the context")
+    return {"kb": kb, "facts": facts, "examples": examples,
+            "questions": questions, "retrieval": retrieval, "by_rounds": by_rounds,
+            "not_in_context": not_in_context}
+
+
+def _kb_reader(reader, root, ret, settings, dev, fast, seed, progress, say):
+    """The given reader, or one fine-tuned in ``root`` on the training questions with their
+    retrieved facts (written there as SQuAD files; its settings go into ``settings``).
+    Returns ``(model, tok, info, reader_info)``."""
+    if reader is None:
+        data_dir = root / "kb_qa-data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        examples = ret["examples"]
+        data = {"train": str(_squad_json(examples["train"], data_dir / "train.json")),
+                "validation": str(_squad_json(examples["validation"],
+                                              data_dir / "validation.json"))}
+        rs = {**KB_READER, **(KB_READER_FAST if fast else {})}
+        texts = ret["facts"] + [q["question"] for q in ret["questions"]["train"]]
+        model_dir, reader_info = _finetune_reader(root / "reader-kb_qa", rs, texts, data,
+                                                  dev, seed, progress, say)
+        settings["reader"] = rs
+    else:
+        model_dir = Path(reader)
+        reader_info = {"path": str(model_dir), "trained_here": False}
+    model, tok, info = _load_reader(model_dir, say)
+    model.to(dev)
+    return model, tok, info, reader_info
+
+
+def _kb_read(model, tok, info, examples, dev, batch_size):
+    """The reader's answer to each test question from its retrieved facts."""
+    test_ds = datasets.Dataset(examples, None, "kb_qa", "test")
+    feats = tasks.encode_qa(test_ds, tok, info["max_length"], info["doc_stride"],
+                            info["max_query_length"], with_answers=False)
+    collator = Collator(pad_id=tok.pad_id, device=dev)
+    _, pred = tasks.evaluate_features(model, "qa", test_ds, feats, collator, info, batch_size)
+    return [pred["pred"][e["id"]] for e in examples]
+
+
+def _kb_rows(ret, reader_preds, k, rounds, say):
+    """The rule baseline's row (the object of the top-1 fact) and the reader's, each logged,
+    and the first 6 test questions with both answers. Returns ``(rows, examples)``."""
+    examples, questions = ret["examples"]["test"], ret["questions"]["test"]
+    rule = [ret["kb"][e["fact_ids"][0]][2] for e in examples]
+    rows = [_by_hops(rule, questions, "rule: object of the top-1 fact"),
+            _by_hops(reader_preds, questions, f"reader, BM25 top-{k} facts"
+                     + (" (2 rounds)" if rounds == 2 else ""))]
+    for r in rows:
+        say(f"{r['setting']}: EM {r['exact_match']:.1f}, F1 {r['f1']:.1f}")
+    ex = [{"question": q["question"], "answer": q["answer"], "hops": q["hops"],
+           "context": e["context"], "rule": rule[i], "reader": reader_preds[i]}
+          for i, (q, e) in enumerate(zip(questions, examples)) if i < 6]
+    return rows, ex
+
+
+def _plot_kb(result, k, path):
+    """Test answer recall of the top-``k`` facts beside each row's exact match, by hops."""
+    rows = result["rows"]
+    fig, ax = new_axes((6.5, 4))
+    groups = ("all", "one_hop", "two_hop")
+    x = np.arange(len(groups))
+    width = 0.8 / (len(rows) + 1)
+    rec = [result["retrieval"]["test"][g]["answer_in_context"] for g in groups]
+    ax.bar(x - 0.4 + width / 2, [100 * (v or 0) for v in rec], width,
+           label=f"answer in top-{k} facts (%)")
+    for j, r in enumerate(rows, start=1):
+        vals = [r["exact_match"], r["one_hop"]["exact_match"], r["two_hop"]["exact_match"]]
+        ax.bar(x - 0.4 + width * (j + 0.5), [v or 0 for v in vals], width,
+               label=f"{r['setting']}: EM")
+    ax.set_xticks(x)
+    ax.set_xticklabels(["all", "one-hop", "two-hop"])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title("kb_qa: retrieve facts (BM25), then read")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def kb_qa(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print, k=3,
           rounds=1, reader=None, batch_size=64):
     """Retrieval-augmented QA over the ``kb_qa`` knowledge base (see the module docstring).
@@ -506,105 +671,32 @@ def kb_qa(device=None, seed=0, fast=False, progress=True, output_dir=None, log=p
     exact_match, f1, questions, one_hop: {...}, two_hop: {...}}``), ``table``, ``reader``,
     ``n_facts``, ``n_train``, ``n_test``, ``examples``, ``total_seconds``, plus the common keys.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"kb_qa: k (facts per question) must be an int >= 1, got {k!r}")
-    if rounds not in (1, 2):
-        raise ValueError(f"kb_qa: rounds must be 1 or 2, got {rounds!r}")
+    _kb_check(k, rounds)
     say = _logger(log)
     t_start = time.perf_counter()
     dev = backend.device(device)
-    splits = {s: datasets.load("kb_qa", split=s) for s in ("train", "validation", "test")}
-    if fast:
-        splits["test"] = datasets.Dataset(splits["test"].examples[:KB_FAST_QUESTIONS], None,
-                                          "kb_qa", "test", splits["test"].meta)
-    kb, facts = splits["train"].meta["kb"], splits["train"].meta["facts"]
-    bm25 = BM25().fit(facts)
-    examples = {s: _kb_examples(d, bm25, facts, k, rounds) for s, d in splits.items()}
-    questions = {s: d.examples for s, d in splits.items()}
-    retrieval = {s: _kb_retrieval_stats(examples[s], questions[s], kb) for s in ("train", "test")}
-    by_rounds = {str(n): _kb_retrieval_stats(_kb_examples(splits["test"], bm25, facts, k, n),
-                                             questions["test"], kb) for n in (1, 2)}
-    not_in_context = {s: sum(e["answers"]["answer_start"][0] < 0 for e in ex)
-                      for s, ex in examples.items()}
-    say(f"kb_qa: {len(facts)} facts; {', '.join(f'{s} {len(d)}' for s, d in splits.items())} "
-        f"questions; top-{k} facts, {rounds} round(s)")
-    for s, r in retrieval.items():
-        say(f"{s}: answer in context " + ", ".join(
-            f"{h} {r[h]['answer_in_context']:.3f}" for h in ("all", "one_hop", "two_hop")
-            if r[h]["questions"])
-            + f"; {not_in_context[s]} questions without their answer in the context")
-
-    # rule baseline: the object of the top-1 fact
-    rule = [kb[e["fact_ids"][0]][2] for e in examples["test"]]
-    rows = [_by_hops(rule, questions["test"], "rule: object of the top-1 fact")]
-
+    splits = _kb_splits(fast)
+    ret = _kb_retrieval(splits, k, rounds, say)
     settings = {"k": k, "rounds": rounds, "bm25": {"k1": 1.5, "b": 0.75}, "analyzer": "auto",
                 "context": "the retrieved facts joined with spaces", "kb_seed": 0,
                 "batch_size": batch_size}
     with _run_root(output_dir, "kbqa") as root, backend.default_device_as(dev), \
             backend.default_dtype_as(np.float32):
-        if reader is None:
-            data_dir = root / "kb_qa-data"
-            data_dir.mkdir(parents=True, exist_ok=True)
-            data = {"train": str(_squad_json(examples["train"], data_dir / "train.json")),
-                    "validation": str(_squad_json(examples["validation"],
-                                                  data_dir / "validation.json"))}
-            rs = {**KB_READER, **(KB_READER_FAST if fast else {})}
-            texts = facts + [q["question"] for q in questions["train"]]
-            model_dir, reader_info = _finetune_reader(root / "reader-kb_qa", rs, texts, data,
-                                                      dev, seed, progress, say)
-            settings["reader"] = rs
-        else:
-            model_dir = Path(reader)
-            reader_info = {"path": str(model_dir), "trained_here": False}
-        model, tok, info = _load_reader(model_dir, say)
-        model.to(dev)
-        test_ds = datasets.Dataset(examples["test"], None, "kb_qa", "test")
-        feats = tasks.encode_qa(test_ds, tok, info["max_length"], info["doc_stride"],
-                                info["max_query_length"], with_answers=False)
-        collator = Collator(pad_id=tok.pad_id, device=dev)
-        _, pred = tasks.evaluate_features(model, "qa", test_ds, feats, collator, info,
-                                          batch_size)
-    reader_preds = [pred["pred"][e["id"]] for e in examples["test"]]
-    rows.append(_by_hops(reader_preds, questions["test"], f"reader, BM25 top-{k} facts"
-                         + (" (2 rounds)" if rounds == 2 else "")))
-    for r in rows:
-        say(f"{r['setting']}: EM {r['exact_match']:.1f}, F1 {r['f1']:.1f}")
-    ex = [{"question": q["question"], "answer": q["answer"], "hops": q["hops"],
-           "context": e["context"], "rule": rule[i], "reader": reader_preds[i]}
-          for i, (q, e) in enumerate(zip(questions["test"], examples["test"])) if i < 6]
-
+        model, tok, info, reader_info = _kb_reader(reader, root, ret, settings, dev, fast, seed,
+                                                   progress, say)
+        reader_preds = _kb_read(model, tok, info, ret["examples"]["test"], dev, batch_size)
+    rows, ex = _kb_rows(ret, reader_preds, k, rounds, say)
     result = _header("kb-qa", dev, seed, fast, settings,
                      {"note": "generated data: no published number; the rule baseline is the "
                               "reference"})
-    result.update(n_facts=len(facts), n_train=len(splits["train"]), n_test=len(splits["test"]),
-                  retrieval=retrieval, test_retrieval_by_rounds=by_rounds, not_in_context=not_in_context,
-                  rows=rows, table=kb_table(rows), reader=reader_info, examples=ex)
+    result.update(n_facts=len(ret["facts"]), n_train=len(splits["train"]),
+                  n_test=len(splits["test"]), retrieval=ret["retrieval"],
+                  test_retrieval_by_rounds=ret["by_rounds"],
+                  not_in_context=ret["not_in_context"], rows=rows, table=kb_table(rows),
+                  reader=reader_info, examples=ex)
     result["total_seconds"] = time.perf_counter() - t_start
     say(result["table"])
-
-    def plot(path):
-        fig, ax = new_axes((6.5, 4))
-        groups = ("all", "one_hop", "two_hop")
-        x = np.arange(len(groups))
-        width = 0.8 / (len(rows) + 1)
-        rec = [retrieval["test"][g]["answer_in_context"] for g in groups]
-        ax.bar(x - 0.4 + width / 2, [100 * (v or 0) for v in rec], width,
-               label=f"answer in top-{k} facts (%)")
-        for j, r in enumerate(rows, start=1):
-            vals = [r["exact_match"], r["one_hop"]["exact_match"], r["two_hop"]["exact_match"]]
-            ax.bar(x - 0.4 + width * (j + 0.5), [v or 0 for v in vals], width,
-                   label=f"{r['setting']}: EM")
-        ax.set_xticks(x)
-        ax.set_xticklabels(["all", "one-hop", "two-hop"])
-        ax.set_ylim(0, 105)
-        ax.set_ylabel("%")
-        ax.set_title("kb_qa: retrieve facts (BM25), then read")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-    return _finish(result, output_dir, plot, log)
+    return _finish(result, output_dir, lambda path: _plot_kb(result, k, path), log)
 
 
 def format_qa_result(name, result):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, tasks
-from ..datasets import load as load_dataset
+from ... import backend
+from .. import tasks
+from ...datasets import load as load_dataset
 from .payoff import PAYOFF_DATASETS, _bodies
 from .quality import _finish, _header, _logger, new_axes
 
@@ -62,7 +63,7 @@ def _accuracy(scores, names, gold):
 
 def _classifier(body, template, verbalizer, demos):
     """An in-context classifier on ``body`` = ``(GPT, tokenizer)``."""
-    from ..finetune import InContextClassifier  # noqa: PLC0415
+    from ...finetune import InContextClassifier  # noqa: PLC0415
     return InContextClassifier(*body, template, verbalizer, demonstrations=demos)
 
 
@@ -74,7 +75,7 @@ def _scores(clf, texts):
 
 
 def _demonstrations(train, shots, seed):
-    from ..finetune import select_demonstrations  # noqa: PLC0415
+    from ...finetune import select_demonstrations  # noqa: PLC0415
     short = [{"text": ex["text"], "label": train.label_names[ex["label"]]} for ex in train
              if len(ex["text"]) <= DEMO_MAX_CHARS]
     return select_demonstrations(short, shots, seed=seed) if shots else []
@@ -100,7 +101,7 @@ def _choose(name, body, demos, val, log):
 
 def _row(name, arm, model_dir, shots, val, test, train, seed, log):
     """One body, one number of shots: choose on validation, score on test."""
-    from ..models import auto  # noqa: PLC0415
+    from ...models import auto  # noqa: PLC0415
     body = (auto.load_model(model_dir), tasks.load_tokenizer(model_dir))
     demos = _demonstrations(train, shots, seed)
     log(f"{name}, {arm}, {shots}-shot:")

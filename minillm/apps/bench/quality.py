@@ -32,18 +32,18 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .. import backend
-from .._fileio import atomic_write_json
-from .. import functional as F
-from ..autograd import no_grad, tensor
-from ..baselines import (BagOfNGrams, MultinomialNB, SparseCounts, _bow_eval,  # noqa: F401
+from ... import backend
+from ..._fileio import atomic_write_json
+from ... import functional as F
+from ...autograd import no_grad, tensor
+from ...baselines import (BagOfNGrams, MultinomialNB, SparseCounts, _bow_eval,  # noqa: F401
                          train_bow_logreg)
-from ..data.batching import ContiguousStream, random_windows
-from ..models import GPT, LSTMLM, GPTConfig, NGramLM
-from ..models.lstm_lm import LSTMLMConfig
-from ..nn import init
-from ..optim import SGD, clip_grad_norm_
-from ..training.trainer import progress_bar
+from ...data.batching import ContiguousStream, random_windows
+from ...models import GPT, LSTMLM, GPTConfig, NGramLM
+from ...models.lstm_lm import LSTMLMConfig
+from ...nn import init
+from ...optim import SGD, clip_grad_norm_
+from ...training.trainer import progress_bar
 
 __all__ = ["BENCHMARKS", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "nanogpt_lr", "zaremba_lr",
@@ -72,7 +72,7 @@ def _finish(result, output_dir, plot, log):
 
 
 def _header(name, dev, seed, fast, settings, anchor):
-    from .. import __version__
+    from ... import __version__
     return {"benchmark": name, "version": __version__, "device": str(dev), "seed": seed,
             "fast": bool(fast), "settings": settings, "anchor": anchor}
 
@@ -256,6 +256,137 @@ def _estimate_loss(model, data, n_batches, block_size, batch_size, rng):
     return total.item() / n_batches
 
 
+def _shakespeare_settings(size, device, fast, max_iters, eval_interval, eval_iters,
+                          final_eval_batches, sample_chars, bias):
+    """The settings of the recipe ``size`` (shrunk in fast mode; an explicit ``max_iters`` or
+    ``eval_iters`` wins) and its anchor: ``(s, anchor)``."""
+    size = recipe_size(size, backend.device(device), SHAKESPEARE_SIZES)
+    s = dict(SHAKESPEARE_SIZES[size], size=size, bias=bias, learning_rate=1e-3,
+             betas=(0.9, 0.99), weight_decay=0.1, warmup_iters=100, min_lr=1e-4,
+             grad_clip=1.0, eval_interval=eval_interval,
+             final_eval_batches=final_eval_batches, sample_chars=sample_chars,
+             sample_temperature=1.0, sample_top_k=None, log_interval=10)
+    anchor = SHAKESPEARE_GPU_ANCHOR if size == "gpu" else SHAKESPEARE_ANCHOR
+    if fast:
+        s.update(block_size=16, batch_size=4, n_layer=1, n_head=2, n_embd=16, max_iters=6,
+                 warmup_iters=2, lr_decay_iters=6, eval_interval=3, eval_iters=2,
+                 final_eval_batches=3, sample_chars=20, log_interval=2)
+    if max_iters is not None:                    # explicit wins over the recipe and --fast
+        s["max_iters"] = max_iters
+    if eval_iters is not None:
+        s["eval_iters"] = eval_iters
+    return s, anchor
+
+
+def _shakespeare_data(s):
+    """tinyshakespeare as character ids: ``(chars, train ids, validation ids)`` (host
+    arrays); the sizes go into ``s``."""
+    from ... import datasets
+
+    text = datasets.load("tinyshakespeare", split="all")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+
+    def encode(t):
+        return np.fromiter((stoi[c] for c in t), dtype=np.int64, count=len(t))
+
+    train_np = encode(datasets.load("tinyshakespeare", split="train"))
+    val_np = encode(datasets.load("tinyshakespeare", split="validation"))
+    s.update(vocab_size=len(chars), train_chars=len(train_np), val_chars=len(val_np))
+    return chars, train_np, val_np
+
+
+def _shakespeare_model(s, dev, seed, say):
+    """The seeded GPT of the recipe (logged) and its AdamW (weight decay on 2-D weights):
+    ``(model, opt, n_params)``."""
+    backend.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=s["vocab_size"], block_size=s["block_size"],
+                    n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"],
+                    dropout=s["dropout"], bias=s["bias"])
+    model = GPT(cfg).to(dev)
+    n_params = model.num_parameters()
+    opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
+    say(f"shakespeare-gpt: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, "
+        f"block {s['block_size']}, {n_params:,} parameters, vocab {s['vocab_size']}; "
+        f"{s['max_iters']} iterations of {s['batch_size']} windows on {dev}")
+    return model, opt, n_params
+
+
+def _shakespeare_train(model, opt, ids, s, seed, progress, say):
+    """Train with :func:`nanogpt_train_loop`, estimating both losses on ``eval_iters``
+    random batches every ``eval_interval`` iterations and once after the last step.
+    Returns ``{"history", "eval_history", "train_seconds", "eval_seconds",
+    "val_loss_periodic"}`` (the last estimate)."""
+    train_ids, val_ids = ids
+    rng = np.random.default_rng(seed)                    # training batch offsets
+    eval_rng = np.random.default_rng([seed, 1])          # periodic estimates
+    log = {"history": [], "eval_history": [], "eval_seconds": 0.0}
+
+    def lr_at(it):
+        return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["lr_decay_iters"],
+                          s["min_lr"])
+
+    def evaluate(it):
+        t0 = time.perf_counter()
+        n = s["eval_iters"]
+        tr = _estimate_loss(model, train_ids, n, s["block_size"], s["batch_size"], eval_rng)
+        va = _estimate_loss(model, val_ids, n, s["block_size"], s["batch_size"], eval_rng)
+        log["eval_history"].append({"iter": it, "train_loss": tr, "val_loss": va})
+        log["history"].append({"step": it, "eval_loss": va, "eval_train_loss": tr})
+        say(f"step {it}: train loss {tr:.4f}, val loss {va:.4f}")
+        log["eval_seconds"] += time.perf_counter() - t0
+        return va
+
+    log["train_seconds"] = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
+                                              _bar(s["max_iters"], "shakespeare-gpt", progress),
+                                              log["history"], evaluate)
+    log["val_loss_periodic"] = evaluate(s["max_iters"])
+    return log
+
+
+def _shakespeare_final(model, ids, s, seed, log):
+    """The final mean losses over ``final_eval_batches`` batches of each split (their time
+    added to ``log["eval_seconds"]``): ``(train_loss, val_loss)``."""
+    t0 = time.perf_counter()
+    final_rng = np.random.default_rng([seed, 2])
+    losses = [_estimate_loss(model, part, s["final_eval_batches"], s["block_size"],
+                             s["batch_size"], final_rng) for part in ids]
+    log["eval_seconds"] += time.perf_counter() - t0
+    return losses[0], losses[1]
+
+
+def _shakespeare_sample(model, chars, s, seed, dev):
+    """A seeded sample of ``sample_chars`` characters after a newline."""
+    start = tensor(np.array([[chars.index("\n")]], dtype=np.int64), device=dev)
+    gen = model.generate(start, s["sample_chars"], temperature=s["sample_temperature"],
+                         top_k=s["sample_top_k"], seed=seed)
+    return "".join(chars[i] for i in gen.numpy()[0].tolist())
+
+
+def _shakespeare_result(dev, seed, fast, s, anchor, run, n_params, sample):
+    """The result dict of :func:`shakespeare_gpt` (without ``total_seconds``)."""
+    train_seconds = run["train_seconds"]
+    tokens = s["max_iters"] * s["batch_size"] * s["block_size"]
+    result = _header("shakespeare-gpt", dev, seed, fast, s, anchor)
+    best = min(run["eval_history"], key=lambda e: e["val_loss"])
+    result.update(
+        val_loss=run["val_loss"], train_loss=run["train_loss"],
+        val_loss_20=run["val_loss_periodic"], best_val_loss=best["val_loss"],
+        best_iter=best["iter"], eval_history=run["eval_history"], history=run["history"],
+        parameters=int(n_params), train_seconds=train_seconds,
+        eval_seconds=run["eval_seconds"],
+        ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),
+        tokens_per_second=tokens / train_seconds if train_seconds > 0 else float("nan"),
+        sample=sample)
+    return result
+
+
+def _plot_shakespeare(history, path):
+    """The training and evaluation losses over the iterations."""
+    from ...training import plot_history
+    plot_history(history, path, title="nanoGPT Shakespeare (char) recipe, minillm")
+
+
 def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_dir=None,
                     log=print, max_iters=None, eval_interval=250, eval_iters=None,
                     final_eval_batches=200, sample_chars=200, bias=False, size=None):
@@ -290,111 +421,25 @@ def shakespeare_gpt(device=None, seed=1337, fast=False, progress=True, output_di
     ``tokens_per_second``, ``parameters``, ``sample``, plus the common ``benchmark``,
     ``version``, ``device``, ``seed``, ``fast``, ``settings``, ``anchor``.
     """
-    from .. import datasets
-
     say = _logger(log)
     t_start = time.perf_counter()
-    size = recipe_size(size, backend.device(device), SHAKESPEARE_SIZES)
-    s = dict(SHAKESPEARE_SIZES[size], size=size, bias=bias, learning_rate=1e-3,
-             betas=(0.9, 0.99), weight_decay=0.1, warmup_iters=100, min_lr=1e-4,
-             grad_clip=1.0, eval_interval=eval_interval,
-             final_eval_batches=final_eval_batches, sample_chars=sample_chars,
-             sample_temperature=1.0, sample_top_k=None, log_interval=10)
-    anchor = SHAKESPEARE_GPU_ANCHOR if size == "gpu" else SHAKESPEARE_ANCHOR
-    if fast:
-        s.update(block_size=16, batch_size=4, n_layer=1, n_head=2, n_embd=16, max_iters=6,
-                 warmup_iters=2, lr_decay_iters=6, eval_interval=3, eval_iters=2,
-                 final_eval_batches=3, sample_chars=20, log_interval=2)
-    if max_iters is not None:                    # explicit wins over the recipe and --fast
-        s["max_iters"] = max_iters
-    if eval_iters is not None:
-        s["eval_iters"] = eval_iters
-    text = datasets.load("tinyshakespeare", split="all")
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-
-    def encode(t):
-        return np.fromiter((stoi[c] for c in t), dtype=np.int64, count=len(t))
-
-    train_np = encode(datasets.load("tinyshakespeare", split="train"))
-    val_np = encode(datasets.load("tinyshakespeare", split="validation"))
-    s.update(vocab_size=len(chars), train_chars=len(train_np), val_chars=len(val_np))
-
+    s, anchor = _shakespeare_settings(size, device, fast, max_iters, eval_interval, eval_iters,
+                                      final_eval_batches, sample_chars, bias)
+    chars, train_np, val_np = _shakespeare_data(s)
     with _on(device) as dev:
-        train_ids = tensor(train_np, dtype=np.int64, device=dev)
-        val_ids = tensor(val_np, dtype=np.int64, device=dev)
-        backend.manual_seed(seed)
-        cfg = GPTConfig(vocab_size=len(chars), block_size=s["block_size"], n_layer=s["n_layer"],
-                        n_head=s["n_head"], n_embd=s["n_embd"], dropout=s["dropout"],
-                        bias=s["bias"])
-        model = GPT(cfg).to(dev)
-        n_params = model.num_parameters()
-        opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
-        rng = np.random.default_rng(seed)                    # training batch offsets
-        eval_rng = np.random.default_rng([seed, 1])          # periodic estimates
-        say(f"shakespeare-gpt: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims, "
-            f"block {s['block_size']}, {n_params:,} parameters, vocab {len(chars)}; "
-            f"{s['max_iters']} iterations of {s['batch_size']} windows on {dev}")
-
-        def lr_at(it):
-            return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["lr_decay_iters"],
-                              s["min_lr"])
-
-        def evaluate(it, n):
-            tr = _estimate_loss(model, train_ids, n, s["block_size"], s["batch_size"], eval_rng)
-            va = _estimate_loss(model, val_ids, n, s["block_size"], s["batch_size"], eval_rng)
-            eval_history.append({"iter": it, "train_loss": tr, "val_loss": va})
-            history.append({"step": it, "eval_loss": va, "eval_train_loss": tr})
-            say(f"step {it}: train loss {tr:.4f}, val loss {va:.4f}")
-            return va
-
-        history, eval_history = [], []
-        eval_seconds = 0.0
-
-        def periodic(it):
-            nonlocal eval_seconds
-            t0 = time.perf_counter()
-            evaluate(it, s["eval_iters"])
-            eval_seconds += time.perf_counter() - t0
-
-        train_seconds = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
-                                           _bar(s["max_iters"], "shakespeare-gpt", progress),
-                                           history, periodic)
-        t0 = time.perf_counter()
-        val_loss_periodic = evaluate(s["max_iters"], s["eval_iters"])
-        final_rng = np.random.default_rng([seed, 2])
-        train_loss = _estimate_loss(model, train_ids, s["final_eval_batches"], s["block_size"],
-                                    s["batch_size"], final_rng)
-        val_loss = _estimate_loss(model, val_ids, s["final_eval_batches"], s["block_size"],
-                                  s["batch_size"], final_rng)
-        eval_seconds += time.perf_counter() - t0
-        start = tensor(np.array([[stoi["\n"]]], dtype=np.int64), device=dev)
-        gen = model.generate(start, s["sample_chars"], temperature=s["sample_temperature"],
-                             top_k=s["sample_top_k"], seed=seed)
-        sample = "".join(chars[i] for i in gen.numpy()[0].tolist())
-
-    tokens = s["max_iters"] * s["batch_size"] * s["block_size"]
-    result = _header("shakespeare-gpt", dev, seed, fast, s, anchor)
-    best = min(eval_history, key=lambda e: e["val_loss"])
-    result.update(
-        val_loss=val_loss, train_loss=train_loss, val_loss_20=val_loss_periodic,
-        best_val_loss=best["val_loss"], best_iter=best["iter"],
-        eval_history=eval_history, history=history, parameters=int(n_params),
-        train_seconds=train_seconds, eval_seconds=eval_seconds,
-        ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),
-        tokens_per_second=tokens / train_seconds if train_seconds > 0 else float("nan"),
-        sample=sample)
+        ids = (tensor(train_np, dtype=np.int64, device=dev),
+               tensor(val_np, dtype=np.int64, device=dev))
+        model, opt, n_params = _shakespeare_model(s, dev, seed, say)
+        run = _shakespeare_train(model, opt, ids, s, seed, progress, say)
+        run["train_loss"], run["val_loss"] = _shakespeare_final(model, ids, s, seed, run)
+        sample = _shakespeare_sample(model, chars, s, seed, dev)
+    result = _shakespeare_result(dev, seed, fast, s, anchor, run, n_params, sample)
     result["total_seconds"] = time.perf_counter() - t_start
-    say(f"final: val loss {val_loss:.4f}, train loss {train_loss:.4f} "
+    say(f"final: val loss {result['val_loss']:.4f}, train loss {result['train_loss']:.4f} "
         f"({s['final_eval_batches']} batches each); {result['ms_per_iter']:.1f} ms/iter, "
-        f"{train_seconds:.1f} s training")
+        f"{result['train_seconds']:.1f} s training")
     say("sample:\n" + sample)
-
-    def plot(path):
-        from ..training import plot_history
-        plot_history(history, path, title="nanoGPT Shakespeare (char) recipe, minillm")
-
-    return _finish(result, output_dir, plot, log)
+    return _finish(result, output_dir, lambda path: _plot_shakespeare(run["history"], path), log)
 
 
 # == 2. Zaremba et al. (2014) small LSTM on PTB ===============================================
@@ -526,7 +571,7 @@ def _ptb_ids(s, fast, valid_batch_size):
     """``(train, validation, test ids, vocabulary)`` of PTB; the vocabulary always from the
     whole training split; fast mode shrinks the data and ``s`` (the recipe, updated with the
     sizes) in place."""
-    from .. import datasets
+    from ... import datasets
     train_tok, valid_tok, test_tok = (datasets.load("ptb", split=sp)
                                       for sp in ("train", "validation", "test"))
     vocab = build_word_vocab(train_tok)
@@ -620,7 +665,7 @@ def ptb_ngram(order=5, orders=(3, 4, 5), device=None, seed=0, fast=False, progre
     ``orders`` (a list of ``{order, valid_perplexity, test_perplexity, fit_seconds,
     eval_seconds}``), ``vocab_size``, ``total_seconds``, plus the common keys.
     """
-    from .. import datasets
+    from ... import datasets
 
     say = _logger(log)
     t_start = time.perf_counter()
@@ -708,7 +753,7 @@ def sentiment(device=None, seed=0, fast=False, progress=True, output_dir=None, l
     training split; full texts): multinomial naive Bayes (Laplace smoothing) and a logistic
     regression trained with minillm (:func:`train_bow_logreg`, epoch chosen by validation
     accuracy). (b), (c) with ``include_demo``: the demo's LSTM from scratch and its GPT
-    pretrained on People's Daily then fine-tuned (:func:`minillm.demo.run_demo`, written to
+    pretrained on People's Daily then fine-tuned (:func:`minillm.apps.demo.run_demo`, written to
     ``output_dir/demo``; a temporary folder when ``output_dir`` is None).
 
     Returns keys: ``rows`` (``[{model, test_accuracy, val_accuracy, train_seconds,
@@ -767,7 +812,7 @@ def _logreg_plot(epochs, path):
 def _review_splits(fast):
     """``(texts, labels)`` of ``chinese_reviews`` by split (the first 600 / 200 / 200 in
     fast mode)."""
-    from .. import datasets
+    from ... import datasets
     texts, labels = {}, {}
     for sp, n in (("train", 600), ("validation", 200), ("test", 200)):
         d = datasets.load("chinese_reviews", split=sp)

@@ -1,17 +1,17 @@
 """Benchmarks (``minillm bench <name>``): published recipes re-run with minillm, and speed.
 
-    from minillm import bench
+    from minillm.apps import bench
     result = bench.shakespeare_gpt(output_dir="runs/bench/shakespeare-gpt")
     print(bench.format_result("shakespeare-gpt", result))
 
     result = bench.bench_gpt(compare="torch")          # minillm beside PyTorch eager
     print(bench.format_speed("gpt", result))
 
-:mod:`minillm.bench.quality` holds the quality benchmarks (nanoGPT's Shakespeare GPT, the
+:mod:`minillm.apps.bench.quality` holds the quality benchmarks (nanoGPT's Shakespeare GPT, the
 Zaremba PTB LSTM, Kneser-Ney n-grams on PTB, the Chinese sentiment table). Their numbers are
-recorded in README with the command that reproduces them; they are not timed tests.
+recorded in BENCHMARKS.md with the command that reproduces them; they are not timed tests.
 
-:mod:`minillm.bench.speed` holds the speed benchmarks (``gpt``, ``lstm``, ``ops``): ms per
+:mod:`minillm.apps.bench.speed` holds the speed benchmarks (``gpt``, ``lstm``, ``ops``): ms per
 training step, tokens/s and MFU of minillm, optionally beside a PyTorch eager reference that
 starts from the same weights and trains on the same batches.
 """

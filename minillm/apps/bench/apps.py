@@ -10,7 +10,7 @@ Bayes and a logistic regression trained with minillm.
 (emerging entities in tweets; six types), entity-level F1 (conlleval). The baseline memorises
 the most frequent tag of every training token (``O`` for unseen ones).
 
-Each dataset is one :func:`minillm.tasks.finetune` run with its default recipe (a 2-layer
+Each dataset is one :func:`minillm.apps.tasks.finetune` run with its default recipe (a 2-layer
 BERT from scratch; BPE for the English sets, characters for Chinese; max length, epochs and
 early stopping from the data), which also fits and reports the baselines on the same split;
 its command is stored beside the numbers.
@@ -20,7 +20,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import backend, tasks
+from ... import backend
+from .. import tasks
 from .quality import _finish, _header, _logger, cli_flags, new_axes, save_axes
 
 __all__ = ["text_classification", "ner", "MODEL", "MODEL_FAST"]

@@ -1,18 +1,19 @@
 """The ``minillm demo`` pipeline: pretrain a small GPT on Chinese text, fine-tune it for
 sentiment, and compare it with an LSTM trained from scratch.
 
-    from minillm import demo
+    from minillm.apps import demo
     results = demo.run_demo(demo.DemoConfig(output_dir="runs/demo"))    # or DemoConfig.fast()
 
 Steps (each a function below, usable on its own):
 
-1. :func:`build_tokenizer` - a character tokenizer over the People's Daily training text
+1. :func:`build_char_tokenizer` - a character tokenizer over the People's Daily training text
    (``peoples_daily_text``), characters seen at least ``min_freq`` times (a few thousand).
 2. :func:`pretrain_gpt` - a small character-level :class:`~minillm.models.GPT` trained with the
    :class:`~minillm.training.Trainer` on random windows of the corpus; validation loss and
    samples (``generate`` with ``top_k``) before and after.
 3. :func:`train_classifier` with :class:`GPTClassifier` - the pretrained GPT body, mean pooling
-   over the non-padding positions, ``Linear(n_embd, 2)``; fine-tuned on ``chinese_reviews``
+   over the non-padding positions, ``Linear(n_embd, 2)`` (a
+   :class:`~minillm.models.ModelForSequenceClassification`); fine-tuned on ``chinese_reviews``
    (texts truncated to ``max_len`` characters), test accuracy.
 4. :func:`train_classifier` with :class:`LSTMClassifier` - embedding -> LSTM -> mean pooling ->
    ``Linear(hidden, 2)``, from scratch on the same data and tokenizer, test accuracy.
@@ -32,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from . import functional as F
-from .autograd import no_grad, tensor
-from .data import CharTokenizer, Collator
-from .models import GPT, GPTConfig
-from .nn import LSTM, Embedding, Linear, Module
-from .training import Trainer, TrainingArguments, plot_history
+from .. import backend
+from .. import functional as F
+from ..autograd import no_grad, tensor
+from ..data import CharTokenizer, Collator
+from ..models import GPT, GPTConfig, ModelForSequenceClassification, SequenceClassificationConfig
+from ..nn import LSTM, Embedding, Linear, Module
+from ..training import Trainer, TrainingArguments, plot_history
 
-__all__ = ["DemoConfig", "OUTPUT_FILES", "run_demo", "build_tokenizer", "pretrain_gpt",
+__all__ = ["DemoConfig", "OUTPUT_FILES", "run_demo", "build_char_tokenizer", "pretrain_gpt",
            "GPTClassifier", "LSTMClassifier", "encode_reviews", "train_classifier",
            "evaluate_accuracy", "sample_text", "write_report", "is_fast_env"]
 
@@ -129,7 +130,7 @@ def _log(msg):
 EXTRA_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
-def build_tokenizer(texts, min_freq=5):
+def build_char_tokenizer(texts, min_freq=5):
     """A :class:`CharTokenizer` over ``texts``, keeping characters seen ``min_freq`` times
     (special tokens: <pad> <unk> <bos> <eos> [CLS] [SEP] [MASK])."""
     if isinstance(texts, str):
@@ -227,30 +228,32 @@ def _masked_mean(h, attention_mask):
     return (h * m).sum(axis=1) / m.sum(axis=1).clip(min=1.0)
 
 
-class GPTClassifier(Module):
-    """A pretrained :class:`GPT` body + mean pooling over real tokens + ``Linear(n_embd, n)``.
+class GPTClassifier(ModelForSequenceClassification):
+    """A pretrained :class:`GPT` body + mean pooling over real tokens + ``Linear(n_embd, n)``:
+    :class:`~minillm.models.ModelForSequenceClassification` with ``pooling="mean"``, no
+    classifier dropout, and the Linear layer's own init for the head (see :meth:`_new_head`).
 
     ``forward(input_ids, attention_mask, labels=None)`` returns logits ``(B, n_classes)`` or
     ``(logits, loss)``. With right padding the causal attention never lets a real token see a
-    pad, so pooling over ``attention_mask`` is exact.
+    pad, so pooling over ``attention_mask`` is exact. The body is ``self.base``, the head
+    ``self.classifier``.
     """
 
     def __init__(self, gpt, num_classes=2):
-        super().__init__()
-        self.gpt = gpt
-        self.score = Linear(gpt.config.n_embd, num_classes)
+        config = SequenceClassificationConfig(base_model_type="gpt",
+                                              base_config=gpt.config.to_dict(),
+                                              num_labels=num_classes, pooling="mean",
+                                              classifier_dropout=0.0)
+        super().__init__(config, base=gpt)
+
+    def _new_head(self, out_features):
+        """``Linear(n_embd, out_features)`` with Linear's default U(+-1/sqrt(n_embd)) init (not
+        N(0, 0.02^2)): the demo's head has always started so, and its results stay the same."""
+        return Linear(self.hidden_size, out_features)
 
     def forward(self, input_ids, attention_mask, labels=None):
-        g = self.gpt
-        t = g._check_ids(input_ids)
-        pos = tensor(np.arange(t, dtype=np.int64), device=input_ids.device)
-        x = g.drop(g.wte(input_ids) + g.wpe(pos))
-        for block in g.h:
-            x = block(x)
-        logits = self.score(_masked_mean(g.ln_f(x), attention_mask))
-        if labels is None:
-            return logits
-        return logits, F.cross_entropy(logits, labels)
+        """The head model's forward, with ``labels`` third (the demo's call order)."""
+        return super().forward(input_ids, attention_mask, labels=labels)
 
 
 class LSTMClassifier(Module):
@@ -379,8 +382,7 @@ def write_report(results, path, command):
 def run_demo(cfg=None, command=None):
     """Run the five steps with ``cfg`` (a :class:`DemoConfig`); returns the results dict
     (also written to ``output_dir/results.json``)."""
-    from . import __version__
-    from . import datasets
+    from .. import __version__
 
     cfg = cfg or DemoConfig()
     t_start = time.perf_counter()
@@ -391,13 +393,8 @@ def run_demo(cfg=None, command=None):
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
         _log(f"== 1. tokenizer: People's Daily (peoples_daily_text), device {dev}")
-        train_text = "\n".join(datasets.load("peoples_daily_text", split="train"))
-        val_text = "\n".join(datasets.load("peoples_daily_text", split="validation"))
-        if cfg.max_pretrain_chars is not None:
-            train_text = train_text[:cfg.max_pretrain_chars]
-            val_text = val_text[:max(cfg.max_pretrain_chars // 8,
-                                     (cfg.block_size + 1) * (cfg.eval_windows + 1))]
-        tok = build_tokenizer(train_text, cfg.min_freq)
+        train_text, val_text = _pretraining_texts(cfg)
+        tok = build_char_tokenizer(train_text, cfg.min_freq)
         tok.save(out / "tokenizer.json")
         _log(f"CharTokenizer: {tok.vocab_size} tokens (characters seen >= {cfg.min_freq} times)")
 
@@ -405,42 +402,74 @@ def run_demo(cfg=None, command=None):
         gpt, pre = pretrain_gpt(cfg, tok, train_text, val_text)
 
         _log("== 3. fine-tuning the GPT as a sentiment classifier (chinese_reviews)")
-        train = encode_reviews(datasets.load("chinese_reviews", split="train"), tok, cfg.max_len,
-                               cfg.max_train_examples)
-        val = encode_reviews(datasets.load("chinese_reviews", split="validation"), tok,
-                             cfg.max_len, cfg.max_eval_examples)
-        test = encode_reviews(datasets.load("chinese_reviews", split="test"), tok, cfg.max_len,
-                              cfg.max_eval_examples)
+        train, val, test = _review_splits(cfg, tok)
         collator = Collator(pad_id=tok.pad_id, device=dev)
-        backend.manual_seed(cfg.seed)
-        gpt_clf = GPTClassifier(gpt).to(dev)
-        classifiers = {"GPT (pretrained) + mean-pool head": train_classifier(
-            gpt_clf, "gpt-classifier", cfg, train, val, test, collator, cfg.finetune_steps,
-            cfg.finetune_lr, "GPT fine-tuned for sentiment")}
-
-        _log("== 4. LSTM baseline from scratch")
-        backend.manual_seed(cfg.seed)
-        lstm = LSTMClassifier(tok.vocab_size, embed_dim=cfg.n_embd, hidden_size=cfg.lstm_hidden)
-        lstm = lstm.to(dev)
-        lstm_steps = cfg.lstm_steps or cfg.finetune_steps
-        classifiers["LSTM (from scratch)"] = train_classifier(
-            lstm, "lstm-classifier", cfg, train, val, test, collator, lstm_steps, cfg.lstm_lr,
-            "LSTM sentiment baseline")
+        classifiers = _train_classifiers(cfg, gpt, tok.vocab_size, train, val, test, collator)
 
     results = {"version": __version__, "device": str(dev), "config": dataclasses.asdict(cfg),
                "vocab_size": tok.vocab_size, "n_train": len(train), "n_val": len(val),
                "n_test": len(test), "pretrain": pre, "classifiers": classifiers}
     results["total_seconds"] = time.perf_counter() - t_start
-    command = command or "minillm demo"
-    results["command"] = command
+    results["command"] = command or "minillm demo"
+    _save_results(results, out)
+    return results
+
+
+def _pretraining_texts(cfg):
+    """The People's Daily training and validation text, cut to ``cfg.max_pretrain_chars``."""
+    from .. import datasets
+
+    train_text = "\n".join(datasets.load("peoples_daily_text", split="train"))
+    val_text = "\n".join(datasets.load("peoples_daily_text", split="validation"))
+    if cfg.max_pretrain_chars is not None:
+        train_text = train_text[:cfg.max_pretrain_chars]
+        val_text = val_text[:max(cfg.max_pretrain_chars // 8,
+                                 (cfg.block_size + 1) * (cfg.eval_windows + 1))]
+    return train_text, val_text
+
+
+def _review_splits(cfg, tok):
+    """The encoded ``chinese_reviews`` train, validation and test splits."""
+    from .. import datasets
+
+    train = encode_reviews(datasets.load("chinese_reviews", split="train"), tok, cfg.max_len,
+                           cfg.max_train_examples)
+    val = encode_reviews(datasets.load("chinese_reviews", split="validation"), tok,
+                         cfg.max_len, cfg.max_eval_examples)
+    test = encode_reviews(datasets.load("chinese_reviews", split="test"), tok, cfg.max_len,
+                          cfg.max_eval_examples)
+    return train, val, test
+
+
+def _train_classifiers(cfg, gpt, vocab_size, train, val, test, collator):
+    """Steps 3 and 4: fine-tune the GPT classifier, train the LSTM; their infos by name."""
+    dev = backend.device(cfg.device)
+    backend.manual_seed(cfg.seed)
+    gpt_clf = GPTClassifier(gpt).to(dev)
+    classifiers = {"GPT (pretrained) + mean-pool head": train_classifier(
+        gpt_clf, "gpt-classifier", cfg, train, val, test, collator, cfg.finetune_steps,
+        cfg.finetune_lr, "GPT fine-tuned for sentiment")}
+
+    _log("== 4. LSTM baseline from scratch")
+    backend.manual_seed(cfg.seed)
+    lstm = LSTMClassifier(vocab_size, embed_dim=cfg.n_embd, hidden_size=cfg.lstm_hidden)
+    lstm = lstm.to(dev)
+    lstm_steps = cfg.lstm_steps or cfg.finetune_steps
+    classifiers["LSTM (from scratch)"] = train_classifier(
+        lstm, "lstm-classifier", cfg, train, val, test, collator, lstm_steps, cfg.lstm_lr,
+        "LSTM sentiment baseline")
+    return classifiers
+
+
+def _save_results(results, out):
+    """Step 5: print the table, write ``results.json`` and ``report.md`` into ``out``."""
     _log("== 5. results")
     for line in _table(results):
         _log(line)
     with open(out / "results.json", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, ensure_ascii=False)
-    write_report(results, out / "report.md", command)
+    write_report(results, out / "report.md", results["command"])
     _log(f"total time {results['total_seconds']:.1f} s; report: {out / 'report.md'}")
-    return results
 
 
 def command_line(argv=None):

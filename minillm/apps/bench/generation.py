@@ -12,7 +12,7 @@
   text, and on a completion task: given the context and the first half of a line, complete
   the line greedily (exact match of the line and character accuracy).
 
-Both follow :mod:`minillm.bench.quality`: ``fn(device=None, seed=0, fast=False,
+Both follow :mod:`minillm.apps.bench.quality`: ``fn(device=None, seed=0, fast=False,
 progress=True, output_dir=None, log=print, ...)`` returns a JSON-able dict (the common
 ``benchmark``, ``version``, ``device``, ``seed``, ``fast``, ``settings``, ``anchor`` keys plus
 the measured numbers) and, given ``output_dir``, writes ``results.json`` and a PNG plot.
@@ -40,15 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
-from .. import functional as F
-from ..autograd import no_grad, tensor
-from ..data.collators import pad_sequences
-from ..data.tokenizers import CharTokenizer
-from ..metrics import bleu_details
-from ..models import GPT, GPTConfig, NGramLM
-from ..models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
-from ..optim import AdamW, clip_grad_norm_
+from ... import backend
+from ... import functional as F
+from ...autograd import no_grad, tensor
+from ...data.collators import pad_sequences
+from ...data.tokenizers import CharTokenizer
+from ...metrics import bleu_details
+from ...models import GPT, GPTConfig, NGramLM
+from ...models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from ...optim import AdamW, clip_grad_norm_
 from .quality import (_bar, _estimate_loss, _finish, _header, _logger, _on, _set_lr, nanogpt_lr,
                       nanogpt_train_loop, new_axes, save_axes)
 
@@ -305,9 +305,10 @@ def _decode(model, enc, dev, src_tok, tgt_tok, max_len, batch_size, beam_size=No
     return out
 
 
-def _train_seq2seq(name, splits, s, dev, seed, progress, say):
-    """Train on ``splits["train"]``; keep the step with the best validation exact match
-    (greedy; ties: the lower validation loss). Returns ``(model, toks, encs, info)``."""
+def _seq2seq_data(name, splits, s):
+    """Character tokenizers and padded encodings of ``splits``, checked against ``max_len``.
+
+    Returns ``{"splits", "encs", "src_tok", "tgt_tok", "max_decode"}``."""
     src_tok = CharTokenizer.train([p["source"] for p in splits["train"]])
     tgt_tok = CharTokenizer.train([p["target"] for p in splits["train"]])
     encs = {sp: _encode_pairs(pairs, src_tok, tgt_tok) for sp, pairs in splits.items()}
@@ -316,44 +317,68 @@ def _train_seq2seq(name, splits, s, dev, seed, progress, say):
         raise ValueError(f"translation: {name} has sequences of {longest} tokens; max_len="
                          f"{s['max_len']} positions are too few")
     max_decode = int(encs["train"]["tgt_len"].max()) + s["decode_margin"]
+    return {"splits": splits, "encs": encs, "src_tok": src_tok, "tgt_tok": tgt_tok,
+            "max_decode": max_decode}
+
+
+def _seq2seq_model(d, s, dev, seed):
+    """A seeded :class:`Seq2SeqTransformer` of ``s``'s sizes and its AdamW (weight decay on
+    the 2-D weights only)."""
     backend.manual_seed(seed)
-    cfg = Seq2SeqConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,
+    cfg = Seq2SeqConfig(src_vocab_size=d["src_tok"].vocab_size,
+                        tgt_vocab_size=d["tgt_tok"].vocab_size,
                         d_model=s["d_model"], nhead=s["nhead"],
                         num_encoder_layers=s["num_encoder_layers"],
                         num_decoder_layers=s["num_decoder_layers"],
                         dim_feedforward=s["dim_feedforward"], dropout=s["dropout"],
                         max_len=s["max_len"])
     model = Seq2SeqTransformer(cfg).to(dev)
-    n_params = int(sum(p.size for p in model.parameters()))
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = AdamW([{"params": decay, "weight_decay": s["weight_decay"]},
                  {"params": no_decay, "weight_decay": 0.0}], lr=s["learning_rate"])
-    say(f"{name}: {len(splits['train'])} train / {len(splits['validation'])} validation / "
-        f"{len(splits['test'])} test pairs; vocab {src_tok.vocab_size} -> "
-        f"{tgt_tok.vocab_size}; Transformer {s['num_encoder_layers']}+"
-        f"{s['num_decoder_layers']} layers x {s['d_model']}, {n_params:,} parameters; "
-        f"{s['max_steps']} steps of {s['batch_size']} on {dev}")
+    return model, opt
+
+
+def _seq2seq_step(model, opt, enc, idx, lr, s, dev, pad_id):
+    """One AdamW step at learning rate ``lr`` on the pairs ``idx`` of ``enc`` (teacher
+    forcing, gradient norm clipped); returns the loss tensor."""
+    _set_lr(opt, lr)
+    src, kpm, tin, tout = _batch(enc, idx, dev, pad_id)
+    loss = F.cross_entropy(model(src, tin, src_key_padding_mask=kpm), tout,
+                           ignore_index=IGNORE_INDEX)
+    opt.zero_grad()
+    loss.backward()
+    clip_grad_norm_(model.parameters(), s["grad_clip"])
+    opt.step()
+    return loss
+
+
+def _seq2seq_evaluate(name, step, model, d, s, dev, say, log):
+    """Validation loss and greedy exact match at ``step``, recorded in ``log``; returns the
+    score ``(exact match, loss)``."""
+    t0 = time.perf_counter()
+    val_loss = _teacher_forced_loss(model, d["encs"]["validation"], dev, d["src_tok"].pad_id,
+                                    s["decode_batch"])
+    hyp = _decode(model, d["encs"]["validation"], dev, d["src_tok"], d["tgt_tok"],
+                  d["max_decode"], s["decode_batch"])
+    em = _frac(sum(h == p["target"] for h, p in zip(hyp, d["splits"]["validation"])), len(hyp))
+    log["evals"].append({"step": step, "val_loss": val_loss, "val_exact_match": em})
+    log["history"].append({"step": step, "eval_loss": val_loss})
+    say(f"{name} step {step}: validation loss {val_loss:.4f}, exact match {em:.4f}")
+    log["eval_seconds"] += time.perf_counter() - t0
+    return em, val_loss
+
+
+def _seq2seq_loop(name, model, opt, d, s, dev, seed, progress, say):
+    """``max_steps`` steps on shuffled batches (reshuffled when the epoch runs out), evaluated
+    every ``eval_interval`` steps and at the end. Returns ``log`` (``history``, ``evals``,
+    ``train_seconds``, ``eval_seconds``, ``best``, ``best_step``, ``best_state``)."""
     rng = np.random.default_rng(seed)
-    n_train = len(encs["train"]["src"])
+    n_train = len(d["encs"]["train"]["src"])
     order, pos = rng.permutation(n_train), 0
-    history, evals = [], []
-    best = (-1.0, math.inf)
-    best_state, best_step = None, None
-    train_seconds = eval_seconds = 0.0
-
-    def evaluate(step):
-        t0 = time.perf_counter()
-        val_loss = _teacher_forced_loss(model, encs["validation"], dev, src_tok.pad_id,
-                                        s["decode_batch"])
-        hyp = _decode(model, encs["validation"], dev, src_tok, tgt_tok, max_decode,
-                      s["decode_batch"])
-        em = _frac(sum(h == p["target"] for h, p in zip(hyp, splits["validation"])), len(hyp))
-        evals.append({"step": step, "val_loss": val_loss, "val_exact_match": em})
-        history.append({"step": step, "eval_loss": val_loss})
-        say(f"{name} step {step}: validation loss {val_loss:.4f}, exact match {em:.4f}")
-        return (em, val_loss), time.perf_counter() - t0
-
+    log = {"history": [], "evals": [], "train_seconds": 0.0, "eval_seconds": 0.0,
+           "best": (-1.0, math.inf), "best_step": None, "best_state": None}
     bar = _bar(s["max_steps"], f"translation {name}", progress)
     model.train()
     try:
@@ -365,35 +390,191 @@ def _train_seq2seq(name, splits, s, dev, seed, progress, say):
             pos += s["batch_size"]
             lr = nanogpt_lr(step, s["learning_rate"], s["warmup_steps"], s["max_steps"],
                             s["min_lr"])
-            _set_lr(opt, lr)
-            src, kpm, tin, tout = _batch(encs["train"], idx, dev, src_tok.pad_id)
-            loss = F.cross_entropy(model(src, tin, src_key_padding_mask=kpm), tout,
-                                   ignore_index=IGNORE_INDEX)
-            opt.zero_grad()
-            loss.backward()
-            clip_grad_norm_(model.parameters(), s["grad_clip"])
-            opt.step()
+            loss = _seq2seq_step(model, opt, d["encs"]["train"], idx, lr, s, dev,
+                                 d["src_tok"].pad_id)
             last = step == s["max_steps"] - 1
             if step % s["log_interval"] == 0 or last:
                 lossf = loss.item()
-                history.append({"step": step, "loss": lossf, "learning_rate": lr})
+                log["history"].append({"step": step, "loss": lossf, "learning_rate": lr})
                 bar.set_postfix(loss=f"{lossf:.4f}", lr=f"{lr:.2e}")
-            train_seconds += time.perf_counter() - t0
+            log["train_seconds"] += time.perf_counter() - t0
             bar.update()
             if (step + 1) % s["eval_interval"] == 0 or last:
-                score, secs = evaluate(step + 1)
-                eval_seconds += secs
+                score = _seq2seq_evaluate(name, step + 1, model, d, s, dev, say, log)
+                best = log["best"]
                 if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
-                    best, best_step, best_state = score, step + 1, _copy_state(model)
+                    log.update(best=score, best_step=step + 1, best_state=_copy_state(model))
     finally:
         bar.close()
-    _load_state(model, best_state, dev)
-    say(f"{name}: kept step {best_step} (validation exact match {best[0]:.4f})")
-    info = {"parameters": n_params, "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds, "best_step": best_step, "val_exact_match": best[0],
-            "val_loss": best[1], "evals": evals, "history": history, "max_decode": max_decode,
-            "src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size}
-    return model, (src_tok, tgt_tok), encs, info
+    return log
+
+
+def _train_seq2seq(name, splits, s, dev, seed, progress, say):
+    """Train on ``splits["train"]``; keep the step with the best validation exact match
+    (greedy; ties: the lower validation loss). Returns ``(model, toks, encs, info)``."""
+    d = _seq2seq_data(name, splits, s)
+    model, opt = _seq2seq_model(d, s, dev, seed)
+    n_params = int(sum(p.size for p in model.parameters()))
+    say(f"{name}: {len(splits['train'])} train / {len(splits['validation'])} validation / "
+        f"{len(splits['test'])} test pairs; vocab {d['src_tok'].vocab_size} -> "
+        f"{d['tgt_tok'].vocab_size}; Transformer {s['num_encoder_layers']}+"
+        f"{s['num_decoder_layers']} layers x {s['d_model']}, {n_params:,} parameters; "
+        f"{s['max_steps']} steps of {s['batch_size']} on {dev}")
+    log = _seq2seq_loop(name, model, opt, d, s, dev, seed, progress, say)
+    best = log["best"]
+    _load_state(model, log["best_state"], dev)
+    say(f"{name}: kept step {log['best_step']} (validation exact match {best[0]:.4f})")
+    info = {"parameters": n_params, "train_seconds": log["train_seconds"],
+            "eval_seconds": log["eval_seconds"], "best_step": log["best_step"],
+            "val_exact_match": best[0], "val_loss": best[1], "evals": log["evals"],
+            "history": log["history"], "max_decode": d["max_decode"],
+            "src_vocab_size": d["src_tok"].vocab_size, "tgt_vocab_size": d["tgt_tok"].vocab_size}
+    return model, (d["src_tok"], d["tgt_tok"]), d["encs"], info
+
+
+def _translation_settings(datasets, fast):
+    """The checked dataset names (a tuple) and the settings of a run."""
+    if isinstance(datasets, str):
+        datasets = (datasets,)
+    unknown = [d for d in datasets if d not in TRANSLATION_SETS]
+    if unknown or not datasets:
+        raise ValueError(f"translation: datasets must be among {sorted(TRANSLATION_SETS)}, got "
+                         f"{list(datasets)}")
+    s = dict(SEQ2SEQ_FAST if fast else SEQ2SEQ)
+    s["datasets"] = list(datasets)
+    return datasets, s
+
+
+def _translation_splits(name, s, fast):
+    """The train, validation and test pairs of ``name`` (the first ``n_train``, ``n_val``,
+    ``n_test`` in fast mode)."""
+    from ... import datasets as data
+
+    splits = {sp: list(data.load(name, split=sp)) for sp in ("train", "validation", "test")}
+    if fast:
+        splits = {sp: splits[sp][:s[key]] for sp, key in
+                  (("train", "n_train"), ("validation", "n_val"), ("test", "n_test"))}
+    return splits
+
+
+def _nearest_neighbour_run(splits):
+    """Fit :class:`NearestNeighbour` on the training pairs; its test predictions, validation
+    exact match and timings (``pred``, ``val_em``, ``fit_seconds``, ``seconds``)."""
+    t0 = time.perf_counter()
+    memory = NearestNeighbour().fit([p["source"] for p in splits["train"]],
+                                    [p["target"] for p in splits["train"]])
+    fit_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = memory.predict([p["source"] for p in splits["test"]])
+    seconds = time.perf_counter() - t0
+    val = memory.predict([p["source"] for p in splits["validation"]])
+    val_em = _frac(sum(h == p["target"] for h, p in zip(val, splits["validation"])), len(val))
+    return {"pred": pred, "val_em": val_em, "fit_seconds": fit_seconds, "seconds": seconds}
+
+
+def _decode_test(model, toks, encs, info, s, dev):
+    """Greedy and beam-search outputs on the test split, with their decoding times."""
+    src_tok, tgt_tok = toks
+    preds, seconds = {}, {}
+    for kind, beam in (("greedy", None), ("beam", s["beam_size"])):
+        t0 = time.perf_counter()
+        preds[kind] = _decode(model, encs["test"], dev, src_tok, tgt_tok, info["max_decode"],
+                              s["decode_batch"], beam, s["length_penalty"])
+        seconds[kind] = time.perf_counter() - t0
+    return preds, seconds
+
+
+def _translation_rows(name, unit, scores, info, nn, seconds, s, say):
+    """The three table rows of one dataset: nearest neighbour, greedy, beam (each logged)."""
+    labels = {"nearest_neighbour": "nearest neighbour (char bigrams)",
+              "greedy": "Transformer, greedy", "beam": f"Transformer, beam {s['beam_size']}"}
+    rows = []
+    for kind in ("nearest_neighbour", "greedy", "beam"):
+        neural = kind != "nearest_neighbour"
+        rows.append({"dataset": name, "model": labels[kind],
+                     "exact_match": scores[kind]["exact_match"],
+                     "bleu": scores[kind]["bleu"], "bleu_unit": unit,
+                     "val_exact_match": info["val_exact_match"] if neural else nn["val_em"],
+                     "train_seconds": info["train_seconds"] if neural else nn["fit_seconds"],
+                     "parameters": info["parameters"] if neural else None,
+                     "decode_seconds": seconds[kind] if neural else nn["seconds"]})
+        say(f"{name} test, {labels[kind]}: exact match "
+            f"{scores[kind]['exact_match']:.4f}, BLEU ({unit}) {scores[kind]['bleu']:.4f}")
+    return rows
+
+
+def _translation_examples(srcs, refs, preds, seed, s, say):
+    """``n_examples`` test pairs drawn with ``default_rng([seed, 5])``, with every output
+    (each logged)."""
+    pick = np.sort(np.random.default_rng([seed, 5]).choice(
+        len(refs), size=min(s["n_examples"], len(refs)), replace=False))
+    examples = [{"source": srcs[i], "reference": refs[i], "greedy": preds["greedy"][i],
+                 "beam": preds["beam"][i], "nearest_neighbour": preds["nearest_neighbour"][i]}
+                for i in pick]
+    for e in examples:
+        say(f"  {e['source']} -> greedy {e['greedy']!r}, beam {e['beam']!r}, "
+            f"nearest neighbour {e['nearest_neighbour']!r} (reference "
+            f"{e['reference']!r})")
+    return examples
+
+
+def _translation_dataset(name, s, dev, seed, fast, progress, say):
+    """One dataset: the nearest neighbour, the Transformer trained and decoded, the scores.
+    Returns ``(rows, details)``."""
+    unit = TRANSLATION_SETS[name]
+    splits = _translation_splits(name, s, fast)
+    refs = [p["target"] for p in splits["test"]]
+    srcs = [p["source"] for p in splits["test"]]
+    nn = _nearest_neighbour_run(splits)
+    model, toks, encs, info = _train_seq2seq(name, splits, s, dev, seed, progress, say)
+    preds, seconds = _decode_test(model, toks, encs, info, s, dev)
+    preds["nearest_neighbour"] = nn["pred"]
+    scores = {k: translation_scores(refs, v, unit) for k, v in preds.items()}
+    rows = _translation_rows(name, unit, scores, info, nn, seconds, s, say)
+    examples = _translation_examples(srcs, refs, preds, seed, s, say)
+    details = {
+        "bleu_unit": unit, "n_train": len(splits["train"]),
+        "n_val": len(splits["validation"]), "n_test": len(refs),
+        "src_vocab_size": info["src_vocab_size"], "tgt_vocab_size": info["tgt_vocab_size"],
+        "max_decode_len": info["max_decode"], "best_step": info["best_step"],
+        "val_exact_match": info["val_exact_match"], "val_loss": info["val_loss"],
+        "nearest_neighbour_val_exact_match": nn["val_em"],
+        "eval_seconds": info["eval_seconds"], "evals": info["evals"],
+        "history": info["history"], "scores": scores, "examples": examples,
+        "references": refs, "predictions": preds}
+    return rows, details
+
+
+def _plot_translation(details, path):
+    """Training and validation loss, and validation exact match, of every dataset."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_em = fig.subplots(1, 2)
+    for i, (name, d) in enumerate(details.items()):
+        tr = [h for h in d["history"] if "loss" in h]
+        steps = [e["step"] for e in d["evals"]]
+        ax_loss.plot([h["step"] for h in tr], [h["loss"] for h in tr], "-", color=f"C{i}",
+                     label=f"{name} train")
+        ax_loss.plot(steps, [e["val_loss"] for e in d["evals"]], "o--", color=f"C{i}",
+                     label=f"{name} validation")
+        ax_em.plot(steps, [e["val_exact_match"] for e in d["evals"]], "o-", color=f"C{i}",
+                   label=name)
+    ax_em.set_ylim(-0.02, 1.02)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("cross-entropy (nats per token)")
+    ax_loss.set_title("Loss")
+    ax_loss.legend()
+    ax_em.set_xlabel("step")
+    ax_em.set_ylabel("exact match (greedy)")
+    ax_em.set_title("Validation exact match")
+    ax_em.legend()
+    fig.suptitle("Seq2seq Transformer on generated translation sets, minillm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def translation(device=None, seed=0, fast=False, progress=True, output_dir=None, log=print,
@@ -419,85 +600,14 @@ def translation(device=None, seed=0, fast=False, progress=True, output_dir=None,
     nearest_neighbour), ``references`` and ``predictions`` (every test output of each
     model), ``bleu_unit``), ``total_seconds``, plus the common keys.
     """
-    from .. import datasets as data
-
     say = _logger(log)
     t_start = time.perf_counter()
-    if isinstance(datasets, str):
-        datasets = (datasets,)
-    unknown = [d for d in datasets if d not in TRANSLATION_SETS]
-    if unknown or not datasets:
-        raise ValueError(f"translation: datasets must be among {sorted(TRANSLATION_SETS)}, got "
-                         f"{list(datasets)}")
-    s = dict(SEQ2SEQ_FAST if fast else SEQ2SEQ)
-    s["datasets"] = list(datasets)
+    datasets, s = _translation_settings(datasets, fast)
     rows, details = [], {}
     with _on(device) as dev:
         for name in datasets:
-            unit = TRANSLATION_SETS[name]
-            splits = {sp: list(data.load(name, split=sp))
-                      for sp in ("train", "validation", "test")}
-            if fast:
-                splits = {sp: splits[sp][:s[key]] for sp, key in
-                          (("train", "n_train"), ("validation", "n_val"), ("test", "n_test"))}
-            refs = [p["target"] for p in splits["test"]]
-            srcs = [p["source"] for p in splits["test"]]
-
-            t0 = time.perf_counter()
-            memory = NearestNeighbour().fit([p["source"] for p in splits["train"]],
-                                            [p["target"] for p in splits["train"]])
-            nn_fit = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            nn_pred = memory.predict(srcs)
-            nn_seconds = time.perf_counter() - t0
-            nn_val = memory.predict([p["source"] for p in splits["validation"]])
-            nn_val_em = _frac(sum(h == p["target"] for h, p in
-                                  zip(nn_val, splits["validation"])), len(nn_val))
-
-            model, (src_tok, tgt_tok), encs, info = _train_seq2seq(name, splits, s, dev, seed,
-                                                                   progress, say)
-            preds, seconds = {}, {}
-            for kind, beam in (("greedy", None), ("beam", s["beam_size"])):
-                t0 = time.perf_counter()
-                preds[kind] = _decode(model, encs["test"], dev, src_tok, tgt_tok,
-                                      info["max_decode"], s["decode_batch"], beam,
-                                      s["length_penalty"])
-                seconds[kind] = time.perf_counter() - t0
-            preds["nearest_neighbour"] = nn_pred
-            scores = {k: translation_scores(refs, v, unit) for k, v in preds.items()}
-            labels = {"nearest_neighbour": "nearest neighbour (char bigrams)",
-                      "greedy": "Transformer, greedy",
-                      "beam": f"Transformer, beam {s['beam_size']}"}
-            for kind in ("nearest_neighbour", "greedy", "beam"):
-                neural = kind != "nearest_neighbour"
-                rows.append({"dataset": name, "model": labels[kind],
-                             "exact_match": scores[kind]["exact_match"],
-                             "bleu": scores[kind]["bleu"], "bleu_unit": unit,
-                             "val_exact_match": info["val_exact_match"] if neural else nn_val_em,
-                             "train_seconds": info["train_seconds"] if neural else nn_fit,
-                             "parameters": info["parameters"] if neural else None,
-                             "decode_seconds": seconds[kind] if neural else nn_seconds})
-                say(f"{name} test, {labels[kind]}: exact match "
-                    f"{scores[kind]['exact_match']:.4f}, BLEU ({unit}) {scores[kind]['bleu']:.4f}")
-            pick = np.sort(np.random.default_rng([seed, 5]).choice(
-                len(refs), size=min(s["n_examples"], len(refs)), replace=False))
-            examples = [{"source": srcs[i], "reference": refs[i], "greedy": preds["greedy"][i],
-                         "beam": preds["beam"][i],
-                         "nearest_neighbour": preds["nearest_neighbour"][i]} for i in pick]
-            for e in examples:
-                say(f"  {e['source']} -> greedy {e['greedy']!r}, beam {e['beam']!r}, "
-                    f"nearest neighbour {e['nearest_neighbour']!r} (reference "
-                    f"{e['reference']!r})")
-            details[name] = {
-                "bleu_unit": unit, "n_train": len(splits["train"]),
-                "n_val": len(splits["validation"]), "n_test": len(refs),
-                "src_vocab_size": info["src_vocab_size"], "tgt_vocab_size": info["tgt_vocab_size"],
-                "max_decode_len": info["max_decode"], "best_step": info["best_step"],
-                "val_exact_match": info["val_exact_match"], "val_loss": info["val_loss"],
-                "nearest_neighbour_val_exact_match": nn_val_em,
-                "eval_seconds": info["eval_seconds"], "evals": info["evals"],
-                "history": info["history"], "scores": scores, "examples": examples,
-                "references": refs, "predictions": preds}
+            rows_i, details[name] = _translation_dataset(name, s, dev, seed, fast, progress, say)
+            rows += rows_i
 
     table = markdown_table(rows, [("dataset", "dataset", ""), ("model", "model", ""),
                                   ("exact_match", "exact match (%)", "%"),
@@ -511,38 +621,7 @@ def translation(device=None, seed=0, fast=False, progress=True, output_dir=None,
     result.update(rows=rows, table=table, datasets=details)
     result["total_seconds"] = time.perf_counter() - t_start
     say(table)
-
-    def plot(path):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-        from matplotlib.figure import Figure  # noqa: PLC0415
-
-        fig = Figure(figsize=(10, 4))
-        FigureCanvasAgg(fig)
-        ax_loss, ax_em = fig.subplots(1, 2)
-        for i, (name, d) in enumerate(details.items()):
-            tr = [h for h in d["history"] if "loss" in h]
-            steps = [e["step"] for e in d["evals"]]
-            ax_loss.plot([h["step"] for h in tr], [h["loss"] for h in tr], "-", color=f"C{i}",
-                         label=f"{name} train")
-            ax_loss.plot(steps, [e["val_loss"] for e in d["evals"]], "o--", color=f"C{i}",
-                         label=f"{name} validation")
-            ax_em.plot(steps, [e["val_exact_match"] for e in d["evals"]], "o-", color=f"C{i}",
-                       label=name)
-        ax_em.set_ylim(-0.02, 1.02)
-        ax_loss.set_yscale("log")
-        ax_loss.set_xlabel("step")
-        ax_loss.set_ylabel("cross-entropy (nats per token)")
-        ax_loss.set_title("Loss")
-        ax_loss.legend()
-        ax_em.set_xlabel("step")
-        ax_em.set_ylabel("exact match (greedy)")
-        ax_em.set_title("Validation exact match")
-        ax_em.legend()
-        fig.suptitle("Seq2seq Transformer on generated translation sets, minillm")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-    return _finish(result, output_dir, plot, log)
+    return _finish(result, output_dir, lambda path: _plot_translation(details, path), log)
 
 
 # == 2. code completion: the corpus ===========================================================
@@ -777,6 +856,237 @@ def _ngram_complete(lm, prompt_tokens, refs):
     return out
 
 
+def _code_corpus(s, seed, say):
+    """The stdlib files split by file, read (capped), and turned into character ids.
+
+    Adds ``vocab_size`` and the character counts to ``s``; returns ``{"root", "files",
+    "file_counts", "texts", "tok", "ids", "itos"}``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = stdlib_files(root)
+    parts = split_files(list(dict(files)), seed)
+    texts = {"train": _read_capped(root, parts["train"], s["train_cap"]),
+             "validation": _read_capped(root, parts["validation"], s["eval_cap"]),
+             "test": _read_capped(root, parts["test"], s["eval_cap"])}
+    joined = {sp: "".join(t for _, t in v) for sp, v in texts.items()}
+    tok = CharTokenizer.train([joined["train"]],
+                              special_tokens={"pad": None, "bos": None, "eos": None})
+    ids = {sp: _char_ids(t, tok) for sp, t in joined.items()}
+    itos = [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    s.update(vocab_size=tok.vocab_size, train_chars=len(joined["train"]),
+             val_chars=len(joined["validation"]), test_chars=len(joined["test"]))
+    file_counts = {"total": len(files), **{sp: len(v) for sp, v in parts.items()},
+                   **{f"{sp}_used": len(v) for sp, v in texts.items()}}
+    say(f"code-completion: {len(files)} stdlib files ({root}, Python "
+        f"{sys.version.split()[0]}) -> {file_counts['train']} train / "
+        f"{file_counts['validation']} validation / {file_counts['test']} test files; using "
+        f"{s['train_chars']:,} training characters (cap {s['train_cap']:,}), vocab "
+        f"{tok.vocab_size}")
+    return {"root": root, "files": files, "file_counts": file_counts, "texts": texts,
+            "tok": tok, "ids": ids, "itos": itos}
+
+
+def _code_ngram(corpus, s, say):
+    """Kneser-Ney n-grams of every order in ``ngram_orders``; the one with the best validation
+    perplexity is scored on the test text. Returns ``(best model, summary dict)``."""
+    itos = corpus["itos"]
+    tokens = {sp: [itos[i] for i in v.tolist()] for sp, v in corpus["ids"].items()}
+    ngram_rows, best_lm, best_row = [], None, None
+    for n in s["ngram_orders"]:
+        t0 = time.perf_counter()
+        lm = NGramLM(n, smoothing="kneser_ney").fit(tokens["train"])
+        fit_seconds = time.perf_counter() - t0
+        val_lp = lm.token_logprobs(tokens["validation"])[1:]
+        row = {"order": n, "val_perplexity": float(np.exp(-val_lp.mean())),
+               "fit_seconds": fit_seconds}
+        ngram_rows.append(row)
+        say(f"{n}-gram (Kneser-Ney): validation perplexity {row['val_perplexity']:.3f} "
+            f"(fit {fit_seconds:.1f} s)")
+        if best_row is None or row["val_perplexity"] < best_row["val_perplexity"]:
+            best_lm, best_row = lm, row
+    test_lp = best_lm.token_logprobs(tokens["test"])[1:]       # the same characters as the GPT
+    test_loss = float(-test_lp.mean())
+    ngram = {"order": best_lm.n, "orders": ngram_rows,
+             "val_perplexity": best_row["val_perplexity"], "test_loss": test_loss,
+             "test_bpc": test_loss / math.log(2), "test_perplexity": math.exp(test_loss),
+             "chars_scored": int(test_lp.size), "fit_seconds": best_row["fit_seconds"]}
+    return best_lm, ngram
+
+
+def _code_gpt_train(corpus, s, dev, seed, progress, say):
+    """Build the seeded GPT and train it with nanoGPT's loop, estimating the validation loss
+    every ``eval_interval`` steps and at the end. Returns ``(model, log)``."""
+    train_ids = tensor(corpus["ids"]["train"], device=dev)
+    val_ids = tensor(corpus["ids"]["validation"], device=dev)
+    backend.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=corpus["tok"].vocab_size, block_size=s["block_size"],
+                    n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"],
+                    dropout=s["dropout"], bias=s["bias"])
+    model = GPT(cfg).to(dev)
+    n_params = model.num_parameters()
+    opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
+    rng = np.random.default_rng(seed)
+    eval_rng = np.random.default_rng([seed, 1])
+    say(f"GPT {s['n_layer']}x{s['n_head']}x{s['n_embd']}, block {s['block_size']}, "
+        f"{n_params:,} parameters; {s['max_iters']} steps of {s['batch_size']} windows "
+        f"on {dev}")
+    log = {"parameters": n_params, "history": [], "eval_history": []}
+
+    def estimate(it):
+        va = _estimate_loss(model, val_ids, s["eval_iters"], s["block_size"],
+                            s["batch_size"], eval_rng)
+        log["eval_history"].append({"iter": it, "val_loss": va})
+        log["history"].append({"step": it, "eval_loss": va})
+        say(f"step {it}: validation loss {va:.4f} ({s['eval_iters']} random batches)")
+
+    def lr_at(it):
+        return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["max_iters"],
+                          s["min_lr"])
+
+    log["train_seconds"] = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
+                                              _bar(s["max_iters"], "code-completion", progress),
+                                              log["history"], estimate)
+    estimate(s["max_iters"])
+    return model, log
+
+
+def _code_gpt_losses(model, corpus, ngram, s, dev, say):
+    """The GPT's loss on the whole validation and test texts (logged beside the n-gram's).
+    Returns ``{"val_loss", "test_loss", "test_scored", "eval_seconds"}``."""
+    ids = corpus["ids"]
+    t0 = time.perf_counter()
+    val_loss, _ = _text_loss(model, ids["validation"], s["block_size"], s["eval_batch"], dev)
+    test_loss, test_scored = _text_loss(model, ids["test"], s["block_size"], s["eval_batch"],
+                                        dev)
+    eval_seconds = time.perf_counter() - t0
+    say(f"GPT: validation loss {val_loss:.4f}, test loss {test_loss:.4f} nats/char "
+        f"({test_loss / math.log(2):.3f} bits/char); {ngram['order']}-gram test "
+        f"{ngram['test_loss']:.4f} nats/char ({ngram['test_bpc']:.3f} bits/char)")
+    return {"val_loss": val_loss, "test_loss": test_loss, "test_scored": test_scored,
+            "eval_seconds": eval_seconds}
+
+
+def _code_prompts(corpus, s, seed):
+    """The test lines to complete and each one's prompt: the ``block_size`` character ids
+    before its split point. Returns ``(lines, prompts)``."""
+    lines = completion_lines(corpus["texts"]["test"], s["n_lines"], seed, s["min_context"],
+                             s["min_chars"])
+    by_file = dict(corpus["texts"]["test"])
+    block = s["block_size"]
+    if any(ln["split"] < block for ln in lines):
+        raise ValueError(f"code_completion: block_size={block} is longer than the "
+                         f"min_context={s['min_context']} that lines are chosen with")
+    prompts = [_char_ids(by_file[ln["file"]][ln["split"] - block:ln["split"]], corpus["tok"])
+               for ln in lines]
+    return lines, prompts
+
+
+def _code_completions(model, lm, corpus, lines, prompts, s, dev, say):
+    """Greedy line completions by the GPT and the n-gram, scored by :func:`completion_scores`
+    (with timings and 5 examples)."""
+    itos = corpus["itos"]
+    refs = [ln["reference"] for ln in lines]
+    newline = corpus["tok"].token_to_id("\n")
+    t0 = time.perf_counter()
+    gpt_gen = _gpt_complete(model, prompts, refs, newline, itos, s["gen_batch"], dev)
+    gpt_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ng_gen = _ngram_complete(lm, [[itos[i] for i in p.tolist()] for p in prompts], refs)
+    ng_seconds = time.perf_counter() - t0
+    comp = {"n_lines": len(lines), "gpt": completion_scores(refs, gpt_gen),
+            "ngram": completion_scores(refs, ng_gen)}
+    comp["gpt"]["seconds"], comp["ngram"]["seconds"] = gpt_seconds, ng_seconds
+    comp["examples"] = [{"file": ln["file"], "prefix": ln["prefix"],
+                         "reference": ln["reference"], "gpt": "".join(g).rstrip("\n"),
+                         "ngram": "".join(h).rstrip("\n")}
+                        for ln, g, h in list(zip(lines, gpt_gen, ng_gen))[:5]]
+    say(f"completion of {len(lines)} lines: GPT exact {comp['gpt']['exact_match']:.3f}, "
+        f"char accuracy {comp['gpt']['char_accuracy']:.3f}; n-gram exact "
+        f"{comp['ngram']['exact_match']:.3f}, char accuracy "
+        f"{comp['ngram']['char_accuracy']:.3f}")
+    return comp
+
+
+def _code_samples(model, corpus, lines, prompts, s, seed, dev):
+    """Sampled continuations (temperature, top-k, top-p) of the first ``n_samples`` prompts."""
+    itos, by_file, block = corpus["itos"], dict(corpus["texts"]["test"]), s["block_size"]
+    k = min(s["n_samples"], len(lines))
+    x = tensor(np.stack(prompts[:k]), device=dev)
+    gen = model.generate(x, s["sample_chars"], temperature=s["temperature"],
+                         top_k=s["top_k"], top_p=s["top_p"], seed=seed).numpy()
+    samples = []
+    for ln, row in zip(lines[:k], gen[:, block:]):
+        text = by_file[ln["file"]]
+        samples.append({"file": ln["file"], "prompt_tail": text[ln["split"] - 60:ln["split"]],
+                        "reference": text[ln["split"]:ln["split"] + s["sample_chars"]],
+                        "sample": "".join(itos[t] for t in row.tolist())})
+    return samples
+
+
+def _code_rows(s, gpt, losses, ngram, comp):
+    """The table rows (GPT, then the n-gram) and the Markdown table."""
+    test_loss = losses["test_loss"]
+    rows = [{"model": f"GPT {s['n_layer']}x{s['n_head']}x{s['n_embd']} (char)",
+             "test_loss": test_loss, "test_bpc": test_loss / math.log(2),
+             "test_perplexity": math.exp(test_loss),
+             "completion_exact_match": comp["gpt"]["exact_match"],
+             "completion_char_accuracy": comp["gpt"]["char_accuracy"],
+             "train_seconds": gpt["train_seconds"], "parameters": int(gpt["parameters"])},
+            {"model": f"Kneser-Ney {ngram['order']}-gram (char)",
+             "test_loss": ngram["test_loss"], "test_bpc": ngram["test_bpc"],
+             "test_perplexity": ngram["test_perplexity"],
+             "completion_exact_match": comp["ngram"]["exact_match"],
+             "completion_char_accuracy": comp["ngram"]["char_accuracy"],
+             "train_seconds": ngram["fit_seconds"], "parameters": None}]
+    table = markdown_table(rows, [("model", "model", ""), ("test_loss", "test nats/char", ".4f"),
+                                  ("test_bpc", "test bits/char", ".3f"),
+                                  ("test_perplexity", "test perplexity", ".3f"),
+                                  ("completion_exact_match", "line exact match (%)", "%"),
+                                  ("completion_char_accuracy", "char accuracy (%)", "%"),
+                                  ("train_seconds", "train (s)", ".1f"),
+                                  ("parameters", "parameters", ",")])
+    return rows, table
+
+
+def _code_result(dev, seed, fast, s, corpus, gpt, losses, ngram, extra):
+    """The result dict of :func:`code_completion` (``extra``: completion, samples, rows,
+    table)."""
+    val_loss, test_loss = losses["val_loss"], losses["test_loss"]
+    train_seconds = gpt["train_seconds"]
+    result = _header("code-completion", dev, seed, fast, s,
+                     {"note": "no published number: the corpus is this interpreter's standard "
+                              "library (see python_version and stdlib_sha256); the Kneser-Ney "
+                              "n-gram row is the reference"})
+    result.update(
+        python_version=sys.version.split()[0], stdlib=str(corpus["root"]),
+        stdlib_sha256=stdlib_fingerprint(corpus["files"]), files=corpus["file_counts"],
+        train_chars=s["train_chars"], val_chars=s["val_chars"], test_chars=s["test_chars"],
+        vocab_size=corpus["tok"].vocab_size, parameters=int(gpt["parameters"]),
+        train_seconds=train_seconds, eval_seconds=losses["eval_seconds"],
+        ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),
+        val_loss=val_loss, test_loss=test_loss, val_bpc=val_loss / math.log(2),
+        test_bpc=test_loss / math.log(2), test_perplexity=math.exp(test_loss),
+        test_chars_scored=losses["test_scored"], ngram=ngram, completion=extra["completion"],
+        samples=extra["samples"], rows=extra["rows"], table=extra["table"],
+        history=gpt["history"], eval_history=gpt["eval_history"])
+    return result
+
+
+def _plot_code(gpt, ngram, test_loss, path):
+    """The GPT's training and validation losses beside the test losses of both models."""
+    history, eval_history = gpt["history"], gpt["eval_history"]
+    fig, ax = new_axes()
+    tr = [h for h in history if "loss" in h]
+    ax.plot([h["step"] for h in tr], [h["loss"] for h in tr], "-", label="GPT train")
+    ax.plot([e["iter"] for e in eval_history], [e["val_loss"] for e in eval_history], "o-",
+            label="GPT validation (estimate)")
+    ax.axhline(ngram["test_loss"], color="tab:red", linestyle="--",
+               label=f"Kneser-Ney {ngram['order']}-gram, test")
+    ax.axhline(test_loss, color="tab:green", linestyle=":", label="GPT, test")
+    ax.set_xlabel("step")
+    save_axes(fig, ax, path, "Character GPT on the Python standard library, minillm",
+              "nats per character")
+
+
 def code_completion(device=None, seed=0, fast=False, progress=True, output_dir=None,
                     log=print):
     """A character GPT trained on the Python standard library's sources, and code completion.
@@ -816,182 +1126,21 @@ def code_completion(device=None, seed=0, fast=False, progress=True, output_dir=N
     say = _logger(log)
     t_start = time.perf_counter()
     s = dict(CODE_FAST if fast else CODE)
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = stdlib_files(root)
-    sizes = dict(files)
-    parts = split_files(list(sizes), seed)
-    texts = {"train": _read_capped(root, parts["train"], s["train_cap"]),
-             "validation": _read_capped(root, parts["validation"], s["eval_cap"]),
-             "test": _read_capped(root, parts["test"], s["eval_cap"])}
-    joined = {sp: "".join(t for _, t in v) for sp, v in texts.items()}
-    tok = CharTokenizer.train([joined["train"]],
-                              special_tokens={"pad": None, "bos": None, "eos": None})
-    ids = {sp: _char_ids(t, tok) for sp, t in joined.items()}
-    itos = [tok.id_to_token(i) for i in range(tok.vocab_size)]
-    s.update(vocab_size=tok.vocab_size, train_chars=len(joined["train"]),
-             val_chars=len(joined["validation"]), test_chars=len(joined["test"]))
-    file_counts = {"total": len(files), **{sp: len(v) for sp, v in parts.items()},
-                   **{f"{sp}_used": len(v) for sp, v in texts.items()}}
-    say(f"code-completion: {len(files)} stdlib files ({root}, Python "
-        f"{sys.version.split()[0]}) -> {file_counts['train']} train / "
-        f"{file_counts['validation']} validation / {file_counts['test']} test files; using "
-        f"{s['train_chars']:,} training characters (cap {s['train_cap']:,}), vocab "
-        f"{tok.vocab_size}")
-
-    # -- the n-gram baseline (host, counting) -------------------------------------------------
-    tokens = {sp: [itos[i] for i in v.tolist()] for sp, v in ids.items()}
-    ngram_rows, best_lm, best_row = [], None, None
-    for n in s["ngram_orders"]:
-        t0 = time.perf_counter()
-        lm = NGramLM(n, smoothing="kneser_ney").fit(tokens["train"])
-        fit_seconds = time.perf_counter() - t0
-        val_lp = lm.token_logprobs(tokens["validation"])[1:]
-        row = {"order": n, "val_perplexity": float(np.exp(-val_lp.mean())),
-               "fit_seconds": fit_seconds}
-        ngram_rows.append(row)
-        say(f"{n}-gram (Kneser-Ney): validation perplexity {row['val_perplexity']:.3f} "
-            f"(fit {fit_seconds:.1f} s)")
-        if best_row is None or row["val_perplexity"] < best_row["val_perplexity"]:
-            best_lm, best_row = lm, row
-    test_lp = best_lm.token_logprobs(tokens["test"])[1:]       # the same characters as the GPT
-    ng_test_loss = float(-test_lp.mean())
-    ngram = {"order": best_lm.n, "orders": ngram_rows,
-             "val_perplexity": best_row["val_perplexity"], "test_loss": ng_test_loss,
-             "test_bpc": ng_test_loss / math.log(2), "test_perplexity": math.exp(ng_test_loss),
-             "chars_scored": int(test_lp.size), "fit_seconds": best_row["fit_seconds"]}
-
+    corpus = _code_corpus(s, seed, say)
+    lm, ngram = _code_ngram(corpus, s, say)            # the baseline (host, counting)
     with _on(device) as dev:
-        train_ids = tensor(ids["train"], device=dev)
-        val_ids = tensor(ids["validation"], device=dev)
-        backend.manual_seed(seed)
-        cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=s["block_size"],
-                        n_layer=s["n_layer"], n_head=s["n_head"], n_embd=s["n_embd"],
-                        dropout=s["dropout"], bias=s["bias"])
-        model = GPT(cfg).to(dev)
-        n_params = model.num_parameters()
-        opt = model.configure_optimizers(s["weight_decay"], s["learning_rate"], s["betas"])
-        rng = np.random.default_rng(seed)
-        eval_rng = np.random.default_rng([seed, 1])
-        say(f"GPT {s['n_layer']}x{s['n_head']}x{s['n_embd']}, block {s['block_size']}, "
-            f"{n_params:,} parameters; {s['max_iters']} steps of {s['batch_size']} windows "
-            f"on {dev}")
-        history, eval_history = [], []
-
-        def estimate(it):
-            va = _estimate_loss(model, val_ids, s["eval_iters"], s["block_size"],
-                                s["batch_size"], eval_rng)
-            eval_history.append({"iter": it, "val_loss": va})
-            history.append({"step": it, "eval_loss": va})
-            say(f"step {it}: validation loss {va:.4f} ({s['eval_iters']} random batches)")
-
-        def lr_at(it):
-            return nanogpt_lr(it, s["learning_rate"], s["warmup_iters"], s["max_iters"],
-                              s["min_lr"])
-
-        train_seconds = nanogpt_train_loop(model, opt, train_ids, s, lr_at, rng,
-                                           _bar(s["max_iters"], "code-completion", progress),
-                                           history, estimate)
-        estimate(s["max_iters"])
-        t0 = time.perf_counter()
-        val_loss, _ = _text_loss(model, ids["validation"], s["block_size"], s["eval_batch"], dev)
-        test_loss, test_scored = _text_loss(model, ids["test"], s["block_size"],
-                                            s["eval_batch"], dev)
-        eval_seconds = time.perf_counter() - t0
-        say(f"GPT: validation loss {val_loss:.4f}, test loss {test_loss:.4f} nats/char "
-            f"({test_loss / math.log(2):.3f} bits/char); {ngram['order']}-gram test "
-            f"{ng_test_loss:.4f} nats/char ({ngram['test_bpc']:.3f} bits/char)")
-
-        # -- completion -------------------------------------------------------------------------
-        lines = completion_lines(texts["test"], s["n_lines"], seed, s["min_context"],
-                                 s["min_chars"])
-        by_file = dict(texts["test"])
-        block = s["block_size"]
-        if any(ln["split"] < block for ln in lines):
-            raise ValueError(f"code_completion: block_size={block} is longer than the "
-                             f"min_context={s['min_context']} that lines are chosen with")
-        prompts = [_char_ids(by_file[ln["file"]][ln["split"] - block:ln["split"]], tok)
-                   for ln in lines]
-        refs = [ln["reference"] for ln in lines]
-        newline = tok.token_to_id("\n")
-        t0 = time.perf_counter()
-        gpt_gen = _gpt_complete(model, prompts, refs, newline, itos, s["gen_batch"], dev)
-        gpt_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ng_gen = _ngram_complete(best_lm, [[itos[i] for i in p.tolist()] for p in prompts],
-                                 refs)
-        ng_seconds = time.perf_counter() - t0
-        comp = {"n_lines": len(lines), "gpt": completion_scores(refs, gpt_gen),
-                "ngram": completion_scores(refs, ng_gen)}
-        comp["gpt"]["seconds"], comp["ngram"]["seconds"] = gpt_seconds, ng_seconds
-        comp["examples"] = [{"file": ln["file"], "prefix": ln["prefix"],
-                             "reference": ln["reference"], "gpt": "".join(g).rstrip("\n"),
-                             "ngram": "".join(h).rstrip("\n")}
-                            for ln, g, h in list(zip(lines, gpt_gen, ng_gen))[:5]]
-        say(f"completion of {len(lines)} lines: GPT exact {comp['gpt']['exact_match']:.3f}, "
-            f"char accuracy {comp['gpt']['char_accuracy']:.3f}; n-gram exact "
-            f"{comp['ngram']['exact_match']:.3f}, char accuracy "
-            f"{comp['ngram']['char_accuracy']:.3f}")
-
-        k = min(s["n_samples"], len(lines))
-        x = tensor(np.stack(prompts[:k]), device=dev)
-        gen = model.generate(x, s["sample_chars"], temperature=s["temperature"],
-                             top_k=s["top_k"], top_p=s["top_p"], seed=seed).numpy()
-        samples = []
-        for ln, row in zip(lines[:k], gen[:, block:]):
-            text = by_file[ln["file"]]
-            samples.append({"file": ln["file"], "prompt_tail": text[ln["split"] - 60:ln["split"]],
-                            "reference": text[ln["split"]:ln["split"] + s["sample_chars"]],
-                            "sample": "".join(itos[t] for t in row.tolist())})
-
-    test_bpc = test_loss / math.log(2)
-    rows = [{"model": f"GPT {s['n_layer']}x{s['n_head']}x{s['n_embd']} (char)",
-             "test_loss": test_loss, "test_bpc": test_bpc, "test_perplexity": math.exp(test_loss),
-             "completion_exact_match": comp["gpt"]["exact_match"],
-             "completion_char_accuracy": comp["gpt"]["char_accuracy"],
-             "train_seconds": train_seconds, "parameters": int(n_params)},
-            {"model": f"Kneser-Ney {ngram['order']}-gram (char)", "test_loss": ng_test_loss,
-             "test_bpc": ngram["test_bpc"], "test_perplexity": ngram["test_perplexity"],
-             "completion_exact_match": comp["ngram"]["exact_match"],
-             "completion_char_accuracy": comp["ngram"]["char_accuracy"],
-             "train_seconds": ngram["fit_seconds"], "parameters": None}]
-    table = markdown_table(rows, [("model", "model", ""), ("test_loss", "test nats/char", ".4f"),
-                                  ("test_bpc", "test bits/char", ".3f"),
-                                  ("test_perplexity", "test perplexity", ".3f"),
-                                  ("completion_exact_match", "line exact match (%)", "%"),
-                                  ("completion_char_accuracy", "char accuracy (%)", "%"),
-                                  ("train_seconds", "train (s)", ".1f"),
-                                  ("parameters", "parameters", ",")])
-    result = _header("code-completion", dev, seed, fast, s,
-                     {"note": "no published number: the corpus is this interpreter's standard "
-                              "library (see python_version and stdlib_sha256); the Kneser-Ney "
-                              "n-gram row is the reference"})
-    result.update(
-        python_version=sys.version.split()[0], stdlib=str(root),
-        stdlib_sha256=stdlib_fingerprint(files), files=file_counts,
-        train_chars=s["train_chars"], val_chars=s["val_chars"], test_chars=s["test_chars"],
-        vocab_size=tok.vocab_size, parameters=int(n_params), train_seconds=train_seconds,
-        eval_seconds=eval_seconds, ms_per_iter=1000.0 * train_seconds / max(1, s["max_iters"]),
-        val_loss=val_loss, test_loss=test_loss, val_bpc=val_loss / math.log(2),
-        test_bpc=test_bpc, test_perplexity=math.exp(test_loss), test_chars_scored=test_scored,
-        ngram=ngram, completion=comp, samples=samples, rows=rows, table=table,
-        history=history, eval_history=eval_history)
+        model, gpt = _code_gpt_train(corpus, s, dev, seed, progress, say)
+        losses = _code_gpt_losses(model, corpus, ngram, s, dev, say)
+        lines, prompts = _code_prompts(corpus, s, seed)
+        comp = _code_completions(model, lm, corpus, lines, prompts, s, dev, say)
+        samples = _code_samples(model, corpus, lines, prompts, s, seed, dev)
+    rows, table = _code_rows(s, gpt, losses, ngram, comp)
+    result = _code_result(dev, seed, fast, s, corpus, gpt, losses, ngram,
+                          {"completion": comp, "samples": samples, "rows": rows, "table": table})
     result["total_seconds"] = time.perf_counter() - t_start
     say(table)
-
-    def plot(path):
-        fig, ax = new_axes()
-        tr = [h for h in history if "loss" in h]
-        ax.plot([h["step"] for h in tr], [h["loss"] for h in tr], "-", label="GPT train")
-        ax.plot([e["iter"] for e in eval_history], [e["val_loss"] for e in eval_history], "o-",
-                label="GPT validation (estimate)")
-        ax.axhline(ng_test_loss, color="tab:red", linestyle="--",
-                   label=f"Kneser-Ney {ngram['order']}-gram, test")
-        ax.axhline(test_loss, color="tab:green", linestyle=":", label="GPT, test")
-        ax.set_xlabel("step")
-        save_axes(fig, ax, path, "Character GPT on the Python standard library, minillm",
-                  "nats per character")
-
-    return _finish(result, output_dir, plot, log)
+    return _finish(result, output_dir,
+                   lambda path: _plot_code(gpt, ngram, losses["test_loss"], path), log)
 
 
 # == summaries ================================================================================

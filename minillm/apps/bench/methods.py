@@ -22,7 +22,7 @@ recipes of ``minillm bench pretraining-payoff``:
    with in-context examples, each raw and with contextual calibration (Zhao et al. 2021);
 6. the reference: the bag-of-n-grams baseline ``finetune`` fits beside the full BERT.
 
-Every row is one :func:`minillm.tasks.finetune` / :func:`minillm.tasks.evaluate` call whose
+Every row is one :func:`minillm.apps.tasks.finetune` / :func:`minillm.apps.tasks.evaluate` call whose
 command line is stored beside its numbers; a fine-tune whose folder already holds a finished
 run with the same settings is reused (so an interrupted benchmark resumes where it stopped).
 """
@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, datasets, tasks
+from ... import backend, datasets
+from .. import tasks
 from .payoff import (BODY, BODY_FAST, PAYOFF_DATASETS, _best_baseline, _bodies,
                      finetune_or_reuse)
 from .quality import _finish, _header, _logger, new_axes, save_axes
@@ -140,8 +141,8 @@ def _prompt_row(name, clf, model_dir, test, log, **extra):
 
 
 def _prompt_rows(bert_dir, gpt_dir, test, train, seed, log):
-    from ..finetune import ClozeClassifier, InContextClassifier, select_demonstrations
-    from ..models import auto
+    from ...finetune import ClozeClassifier, InContextClassifier, select_demonstrations
+    from ...models import auto
     cloze = ClozeClassifier(auto.load_model(bert_dir), tasks.load_tokenizer(bert_dir),
                             CLOZE_TEMPLATE, VERBALIZER)
     rows = [_prompt_row("BERT cloze, zero-shot, calibrated", cloze, bert_dir, test, log,

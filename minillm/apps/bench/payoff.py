@@ -12,7 +12,7 @@ examples, for four learners that see the same labelled subset:
 - **bag of n-grams**: the baseline ``minillm finetune`` fits beside every run (logistic
   regression on word or character 1+2-grams).
 
-Every fine-tune is one :func:`minillm.tasks.finetune` call with the defaults a user gets
+Every fine-tune is one :func:`minillm.apps.tasks.finetune` call with the defaults a user gets
 (epochs from the data, early stopping, the best evaluation's weights); only the architecture,
 the max length (the body's context) and the number of evaluations are fixed, so that the four
 learners differ in their starting weights alone. Small sizes repeat over several seeds (each
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, datasets, tasks
+from ... import backend, datasets
+from .. import tasks
 from .quality import _finish, _header, _logger, cli_flags, differing_settings, new_axes
 
 __all__ = ["pretraining_payoff", "arm_label", "finetune_or_reuse", "PAYOFF_DATASETS", "BODY",

