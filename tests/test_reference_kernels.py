@@ -210,3 +210,14 @@ def test_cuda_adapters_pass_the_right_arrays(case, float64, monkeypatch):
     np.testing.assert_allclose(out_cuda, out_cpu, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads_cuda, grads_cpu):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("allowed, error", [
+    (np.ones((2, 3), dtype=bool), "bool Tensor"),
+    ([[1, 0, 1], [1, 1, 1]], "bool Tensor"),
+])
+def test_masked_softmax_wants_a_bool_tensor(allowed, error):
+    with pytest.raises(TypeError, match=error):
+        F.masked_softmax(mm.tensor(np.zeros((2, 3))), allowed)
+    with pytest.raises(TypeError, match=error):
+        F.masked_softmax(mm.tensor(np.zeros((2, 3))), mm.tensor(np.zeros((2, 3))))

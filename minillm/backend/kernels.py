@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import cuda_kernels
+
 __all__ = ["Kernel", "register", "select", "use_reference_kernels", "reference_kernels_on",
            "float32_island", "table"]
 
@@ -48,7 +50,7 @@ class Kernel:
 
 
 _TABLE: dict[str, dict[str, Kernel]] = {"reference": {}, "cpu": {}, "cuda": {}}
-_state = {"reference": os.environ.get(ENV, "0").strip() not in ("", "0")}
+_state = {"reference": os.environ.get(ENV, "0").strip() not in ("", "0"), "fast_loaded": False}
 
 
 def register(op, kind, kernel):
@@ -67,12 +69,13 @@ def table():
 
 def device_kind(xp):
     """"cuda" for CuPy arrays with the CUDA kernels on, else "cpu" (NumPy, the stand-in)."""
-    from . import cuda_kernels
     return "cuda" if cuda_kernels.use(xp) else "cpu"
 
 
 def _load_fast():
-    from . import cuda_fast, fast_cpu  # noqa: F401  (they register themselves)
+    if not _state["fast_loaded"]:
+        from . import cuda_fast, fast_cpu  # noqa: F401  (they register themselves)
+        _state["fast_loaded"] = True
 
 
 def select(op, xp, dtype):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..autograd.function import Function
 from ..autograd.ops import normalize_axis
+from ..autograd.tensor import Tensor
 from ..backend import kernels
 from .checks import _check_tensor
 
@@ -74,7 +75,14 @@ def masked_softmax(scores, allowed=None):
     ``allowed`` is True (broadcast); a row with no allowed entry (or only -inf scores) gives
     zeros, not NaN. The backward is the softmax one, zero at the masked entries."""
     _check_tensor(scores, "scores", "masked_softmax")
-    allowed = None if allowed is None else allowed.data
+    if allowed is not None:
+        if not isinstance(allowed, Tensor) or allowed.dtype != bool:
+            raise TypeError("masked_softmax: allowed must be a bool Tensor (True = keep), got "
+                            f"{getattr(allowed, 'dtype', type(allowed).__name__)}")
+        if allowed.device != scores.device:
+            raise RuntimeError(f"masked_softmax: allowed on {allowed.device}, scores on "
+                               f"{scores.device}")
+        allowed = allowed.data
     return Softmax.apply(scores, axis=scores.ndim - 1, allowed=allowed, guard=True)
 
 

@@ -26,7 +26,7 @@ from ..autograd.function import no_grad
 from ..autograd.tensor import Tensor, arange, zeros
 from ..backend.kernels import reference_kernels_on
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
-from ..nn.attention import attention, causal_mask, merge_heads, split_heads
+from ..nn.attention import causal_mask, merge_heads, split_heads
 from ..optim import AdamW
 from .base import Config, PreTrainedModel
 
@@ -94,20 +94,17 @@ class CausalSelfAttention(Module):
     def forward(self, x, cache=None, layer=0):
         t = x.shape[1]
         qkv = split_heads(self.c_attn(x), self.n_head, parts=3)    # (3, B, h, T, hd)
-        q, k, v = qkv[0], qkv[1], qkv[2]
         p = self.dropout if self.training else 0.0
-        if cache is not None:                 # generation: T new queries after cache.offset
-            k, v = cache.update(layer, k, v)
-            # sdpa's is_causal is top-left aligned (wrong when T < S): pass the mask instead
-            mask = None if t == 1 else causal_mask(t, k.shape[2], offset=cache.offset,
-                                                   device=x.device)
-            y, _ = attention(q, k, v, mask)
-        elif reference_kernels_on():          # the plain computation, as the equations read
-            att = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(k.shape[-1]))
-            att = F.masked_softmax(att, causal_mask(t, device=x.device))   # key j <= query i
-            y = F.dropout(att, p) @ v
-        else:                                 # the same as one fused op, gradient packed as qkv
+        if cache is None and not reference_kernels_on():   # one fused op, gradient packed as qkv
             y = F.packed_self_attention(qkv, is_causal=True, dropout_p=p)
+        else:                                 # the same computation, as the equations read
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            if cache is not None:             # generation: T new queries after cache.offset
+                k, v = cache.update(layer, k, v)
+            mask = causal_mask(t, k.shape[2], offset=0 if cache is None else cache.offset,
+                               device=x.device)           # key j <= query i
+            att = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(k.shape[-1]))
+            y = F.dropout(F.masked_softmax(att, mask), p) @ v
         return self.resid_dropout(self.c_proj(merge_heads(y)))
 
 
