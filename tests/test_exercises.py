@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -273,3 +274,176 @@ def test_chapter_text_lists_its_exercises(chapter):
     assert f"minillm exercises init {chapter} " in text, f"{path.name}: no init command"
     for e in ex.chapter_exercises(chapter):
         assert f"| {e.id} | `{e.name}` |" in text, f"{path.name} does not list {e.id} {e.name}"
+
+
+# ------------------------------------------------------------------------- statements and hints
+def _has_chinese(text):
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_stubs_state_the_task_in_chinese_and_hints_hold_the_formulas(chapter):
+    _need(chapter)
+    stubs = _functions(ex.stub_source(chapter))
+    for e in ex.chapter_exercises(chapter):
+        doc = ast.get_docstring(stubs[e.name])
+        assert _has_chinese(doc), f"{e.id}: the stub's statement must be in Chinese"
+        assert not re.search(r"\bHint\b", doc), \
+            f"{e.id}: hints belong in Exercise.hints, not in the stub"
+        assert isinstance(e.hints, tuple) and 2 <= len(e.hints) <= 3, \
+            f"{e.id}: 2-3 tiered hints expected, got {len(e.hints)}"
+        assert all(isinstance(h, str) and _has_chinese(h) for h in e.hints), e.id
+
+
+def test_the_adamw_formula_moved_from_the_stub_to_the_hints():
+    (adam,) = [e for e in ex.chapter_exercises("ch03") if e.id == "3.1"]
+    doc = ast.get_docstring(_functions(ex.stub_source("ch03"))["adam_step"])
+    assert "1 - lr * weight_decay" not in doc and "m_hat" not in doc
+    assert "1 - lr * weight_decay" in adam.hints[-1] + adam.hints[-2]
+
+
+def test_cli_hint_shows_the_next_hint_then_all(tmp_path, capsys):
+    (e,) = [e for e in ex.chapter_exercises("ch04") if e.id == "4.2"]
+    hint = ["exercises", "hint", "4.2", "--workspace", str(tmp_path)]
+    assert cli.main(hint) == 0
+    out = capsys.readouterr().out
+    assert e.hints[0] in out and e.hints[1] not in out and "提示 1/" in out
+    assert cli.main(hint) == 0
+    out = capsys.readouterr().out
+    assert e.hints[1] in out and e.hints[0] not in out and "提示 2/" in out
+    counts = json.loads((tmp_path / grading.HINTS_FILE).read_text(encoding="utf-8"))
+    assert counts == {"4.2": 2}
+    assert cli.main(hint + ["--all"]) == 0
+    out = capsys.readouterr().out
+    assert all(h in out for h in e.hints)
+    for _ in range(len(e.hints) + 1):                  # past the last hint: the last repeats
+        cli.main(hint)
+    assert e.hints[-1] in capsys.readouterr().out.splitlines()[-2]
+    assert cli.main(hint + ["--reset"]) == 0
+    capsys.readouterr()
+    assert cli.main(["exercises", "hint", "adam_step", "--workspace", str(tmp_path)]) == 0
+    assert "3.1" in capsys.readouterr().out             # by function name, a counter of its own
+    assert cli.main(hint) == 0
+    assert "提示 1/" in capsys.readouterr().out
+    assert cli.main(["exercises", "hint", "9.9", "--workspace", str(tmp_path)]) == 2
+    assert "no exercise '9.9'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- solutions import
+SOLUTION_IMPORTS = {
+    "from_star": "from minillm.exercises.solutions.ch03 import *\n",
+    "from_names": "from minillm.exercises.solutions.ch03 import adam_step, lr_at\n",
+    "from_package": "from minillm.exercises.solutions import ch03\nadam_step = ch03.adam_step\n",
+    "import_as": "import minillm.exercises.solutions.ch03 as s\nadam_step = s.adam_step\n",
+    "from_exercises": "from minillm.exercises import solutions\n",
+    "nested": "def adam_step(*a):\n    from minillm.exercises.solutions import ch03\n"
+              "    return ch03.adam_step(*a)\n",
+    "importlib": "import importlib\n"
+                 "_m = importlib.import_module('minillm.exercises.solutions.ch03')\n"
+                 "globals().update(vars(_m))\n",
+    "attribute": "import minillm.exercises\nimport importlib\n"
+                 "importlib.import_module('minillm.exercises' + '.solutions')\n"
+                 "adam_step = minillm.exercises.solutions.ch03.adam_step\n",
+    "solution_source": "from minillm.exercises import solution_source\n"
+                       "exec(solution_source('ch03'))\n",
+}
+
+
+@pytest.mark.parametrize("form", list(SOLUTION_IMPORTS))
+def test_importing_the_solutions_scores_zero(form, tmp_path):
+    ex.init_workspace("ch03", tmp_path)
+    (tmp_path / "ch03.py").write_text(SOLUTION_IMPORTS[form], encoding="utf-8")
+    results = ex.check_workspace(tmp_path)
+    assert results and all(r.score == 0 for r in results)
+    message = results[0].first_failure
+    assert "refused" in message and "\n" not in message, message
+    assert all(r.first_failure == message for r in results)
+
+
+def test_copied_solution_code_is_graded_and_no_file_is_run_when_refused(tmp_path):
+    ex.init_workspace("ch03", tmp_path, solutions=True)   # copies the code: graded normally
+    assert all(r.passed == len(r.exercise.checks) for r in ex.check_workspace(tmp_path))
+    marker = tmp_path / "ran"
+    (tmp_path / "ch03.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n" + SOLUTION_IMPORTS["from_star"], encoding="utf-8")
+    ex.check_workspace(tmp_path)
+    assert not marker.exists(), "a refused file must not be executed"
+    assert ex.solutions_import("import numpy as np\n# solutions of my own\n") == ""
+
+
+# ------------------------------------------------------------------------- misconceptions
+MISCONCEPTIONS = {
+    "3.1": ("""
+        import numpy as np
+        def adam_step(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
+            grad = grad + weight_decay * param              # L2 in the gradient: not AdamW
+            m = beta1 * m + (1 - beta1) * grad
+            v = beta2 * v + (1 - beta2) * grad * grad
+            step = lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+            return param - step, m, v
+    """, "L2"),
+    "3.2": ("""
+        import numpy as np
+        def clip_grad_norm(grads, max_norm):
+            norm = np.sqrt(sum((g ** 2).sum() for g in grads))
+            out = [g * min(1.0, max_norm / (norm + 1e-6)) for g in grads]
+            return out, float(np.sqrt(sum((g ** 2).sum() for g in out)))   # after clipping
+    """, "裁剪之后的范数"),
+    "3.4": ("""
+        import numpy as np
+        def lstm_cell(x, h, c, W, U, b):
+            z = x @ W + h @ U + b
+            H = h.shape[1]
+            s = lambda a: 1 / (1 + np.exp(-np.clip(a, -500, 500)))
+            i, f, o = s(z[:, :H]), s(z[:, H:2 * H]), s(z[:, 2 * H:3 * H])   # i, f, o, g
+            g = np.tanh(z[:, 3 * H:])
+            c_new = f * c + i * g
+            return o * np.tanh(c_new), c_new
+    """, "门的顺序错了"),
+    "3.5": ("""
+        import numpy as np
+        def cross_entropy_with_grad(logits, targets, ignore_index=-100):
+            N = len(targets)                                 # divides by N, not by the kept M
+            z = logits - logits.max(1, keepdims=True)
+            p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+            loss, grad = 0.0, p.copy()
+            for n in range(N):
+                if targets[n] == ignore_index:
+                    grad[n] = 0
+                else:
+                    loss -= np.log(p[n, targets[n]])
+                    grad[n, targets[n]] -= 1
+            return loss / N, grad / N
+    """, "全部行数 N"),
+    "4.2": ("""
+        import numpy as np
+        def scaled_dot_product_attention(q, k, v, causal=False):
+            s = np.einsum("...ld,...sd->...ls", q, k)        # no 1/sqrt(d_k)
+            if causal:
+                s = s + np.triu(np.full(s.shape[-2:], -np.inf), 1)
+            e = np.exp(s - s.max(-1, keepdims=True))
+            return np.einsum("...ls,...sd->...ld", e / e.sum(-1, keepdims=True), v)
+    """, "sqrt(d_k)"),
+}
+
+
+@pytest.mark.parametrize("exercise_id", list(MISCONCEPTIONS))
+def test_a_known_mistake_is_named(exercise_id, tmp_path):
+    source, words = MISCONCEPTIONS[exercise_id]
+    chapter = f"ch{int(exercise_id.split('.')[0]):02d}"
+    ex.init_workspace(chapter, tmp_path)
+    (tmp_path / f"{chapter}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    (r,) = ex.check_workspace(tmp_path, exercise=exercise_id)
+    assert r.score < r.exercise.points
+    assert "常见错误" in r.first_failure and words in r.first_failure, r.first_failure
+
+
+def test_an_unrelated_mistake_is_not_named(tmp_path):
+    ex.init_workspace("ch03", tmp_path)
+    (tmp_path / "ch03.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def clip_grad_norm(grads, max_norm):
+            return [g * 0.5 for g in grads], 1.0
+    """), encoding="utf-8")
+    (r,) = ex.check_workspace(tmp_path, exercise="3.2")
+    assert r.score == 0 and "常见错误" not in r.first_failure

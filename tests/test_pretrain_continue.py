@@ -84,3 +84,30 @@ def test_continued_pretraining_errors(tmp_path):
     rc, _, err = run("pretrain", "--train", __file__, "--extend-vocab", -1, "--fast",
                      "--output-dir", tmp_path / "y")
     assert rc == 2 and "extend_vocab must be an int >= 0" in err, err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--n-layer", 3), "--n-layer 3 conflicts with --model"),
+    (("--model-type", "bert"), "--model-type bert conflicts with --model"),
+    (("--tokenizer", "bpe"), "--tokenizer does not apply with --model"),
+    (("--vocab-size", 100), "--vocab-size does not apply with --model"),
+])
+def test_continued_pretraining_refuses_flags_it_would_ignore(tmp_path, flags, message):
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    first = tmp_path / "first"
+    rc, _, err = run("pretrain", "--train", tmp_path / "a.txt", "--fast", "--device", DEVICE,
+                     "--output-dir", first, "--no-progress")
+    assert rc == 0, err
+    out = tmp_path / "again"
+    rc, _, err = run("pretrain", "--train", tmp_path / "a.txt", "--model", first / "model",
+                     "--fast", "--output-dir", out, *flags)
+    assert rc == 2 and message in err, err
+    assert not out.exists()                         # refused before anything is written
+
+
+def test_continued_pretraining_records_the_models_size(tmp_path):
+    first, again, _ = _continue(tmp_path, "gpt", "--extend-vocab", 0, "--n-layer", 1)
+    saved = json.loads((again / "config.json").read_text(encoding="utf-8"))["pretrain"]
+    model = json.loads((first / "model" / "config.json").read_text(encoding="utf-8"))
+    assert (saved["model_type"], saved["n_layer"], saved["n_head"], saved["n_embd"]) == \
+        ("gpt", model["n_layer"], model["n_head"], model["n_embd"])

@@ -323,6 +323,10 @@ def cmd_pretrain(args):
     if kw.get("train") and kw.get("dataset") == tasks.PretrainConfig.dataset \
             and "dataset" not in args._explicit:
         kw["dataset"] = None                  # --train FILE replaces the default corpus
+    if kw.get("model"):                       # the size comes from the model, not --fast
+        for name in ("model_type", "n_layer", "n_head", "n_embd", "dropout"):
+            if name not in args._explicit:
+                kw.pop(name, None)
     cfg = tasks.PretrainConfig(**kw)
     what = f"continuing {cfg.model}" if cfg.model else \
         ("BERT (masked LM)" if cfg.model_type == "bert" else "GPT")
@@ -503,6 +507,8 @@ def cmd_exercises(args):
             print(f"wrote {path}")
         print(f"Fill in the functions, then run: minillm exercises check {args.dir}")
         return 0
+    if args.action == "hint":
+        return _exercises_hint(ex, args)
     # check: `minillm exercises check DIR` (DIR is the first positional)
     directory = args.dir or args.chapter
     if not directory or (args.dir and args.chapter):
@@ -515,6 +521,25 @@ def cmd_exercises(args):
         print(ex.format_report(results, verbose=args.verbose))
     full = all(r.passed == len(r.exercise.checks) for r in results)
     return 0 if full else 1
+
+
+def _exercises_hint(ex, args):
+    """`minillm exercises hint ID [--workspace DIR] [--all | --reset]`."""
+    directory = args.workspace or args.dir or "."
+    if not args.chapter and not args.reset:
+        raise CLIError("usage: minillm exercises hint ID [--workspace DIR] [--all] [--reset] "
+                       "(ID: an exercise id such as 4.2)")
+    hints = ex.take_hints(directory, args.chapter, all_hints=args.all, reset=args.reset)
+    if args.reset:
+        print(f"hint counter reset ({args.chapter or 'every exercise'})")
+        return 0
+    _, exercise = ex.find_exercise(args.chapter)
+    total = len(exercise.hints)
+    for number, text in hints:
+        print(f"提示 {number}/{total} ({exercise.id} {exercise.name}): {text}")
+    if not args.all and hints[-1][0] == total:
+        print("(这是最后一条提示 — that was the last hint; --all shows them all)")
+    return 0
 
 
 # -- datasets -----------------------------------------------------------------------------
@@ -875,10 +900,12 @@ def _parser_exercises(add):
             description="list [CHAPTER]: the exercises; init CHAPTER DIR: write the stubs of "
                         "CHAPTER (ch02..ch08, a comma list, or all) into DIR (never overwrites); "
                         "check DIR: grade the workspace and print a score table (exit status 0 "
-                        "when every check passes, 1 otherwise).")
-    s.add_argument("action", choices=["list", "init", "check"])
+                        "when every check passes, 1 otherwise); hint ID: the next hint of "
+                        "exercise ID (a counter per exercise in DIR/.minillm_hints.json).")
+    s.add_argument("action", choices=["list", "init", "check", "hint"])
     s.add_argument("chapter", nargs="?", default=None,
-                   help="list/init: ch04, ch02,ch05 or all; check: the workspace directory")
+                   help="list/init: ch04, ch02,ch05 or all; check: the workspace directory; "
+                        "hint: the exercise id (4.2) or function name")
     s.add_argument("dir", nargs="?", default=None, help="init: the workspace directory")
     s.add_argument("--solutions", action="store_true",
                    help="init: write the reference solutions instead of the stubs (teachers)")
@@ -889,6 +916,11 @@ def _parser_exercises(add):
     s.add_argument("--timeout", type=float, default=30.0,
                    help="check: seconds per check before it counts as failed (0: no limit)")
     s.add_argument("--verbose", action="store_true", help="check: every failed check in full")
+    s.add_argument("--workspace", default=None, metavar="DIR",
+                   help="hint: the workspace directory that keeps the hint counter (default .)")
+    s.add_argument("--all", action="store_true", help="hint: print every hint of the exercise")
+    s.add_argument("--reset", action="store_true",
+                   help="hint: start the exercise's hints again from hint 1 (no ID: all)")
     s.add_argument("--json", action="store_true", help="print JSON")
 
 

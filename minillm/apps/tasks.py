@@ -264,6 +264,8 @@ class PretrainConfig:
         if self.model is not None and not Path(self.model).is_dir():
             raise TaskError(f"--model {self.model}: no such model directory (continued "
                             "pretraining starts from the model/ folder of a pretrain run)")
+        if self.model is not None:
+            self._take_size_from_model()
         _require_ints(self, ("n_layer", "n_head", "n_embd", "block_size", "max_steps",
                              "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
         if not 0 < self.min_lr_ratio <= 1:
@@ -274,8 +276,46 @@ class PretrainConfig:
         if self.device is not None:
             backend.device(self.device)
 
+    def _take_size_from_model(self):
+        """With ``model``, the architecture is the saved model's: a size flag that differs from
+        both its default and the model is an error; the recorded fields become the model's."""
+        for name in ("tokenizer", "vocab_size", "min_freq"):
+            if getattr(self, name) != PRETRAIN_DEFAULTS[name]:
+                raise TaskError(f"--{name.replace('_', '-')} does not apply with --model "
+                                f"{self.model}: continued pretraining keeps the model's own "
+                                "tokenizer (--extend-vocab adds characters); drop the flag")
+        saved = _saved_size(self.model)
+        for name, value in saved.items():
+            given, default = getattr(self, name), PRETRAIN_DEFAULTS[name]
+            if given != default and given != value:
+                raise TaskError(f"--{name.replace('_', '-')} {given} conflicts with --model "
+                                f"{self.model}, a {saved['model_type']} with {name} = {value}: "
+                                "continued pretraining keeps the model's architecture; drop "
+                                "the flag")
+            setattr(self, name, value)
+
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def _saved_size(model_dir):
+    """``{model_type, n_layer, n_head, n_embd, dropout}`` of a saved GPT or masked-LM BERT (its
+    config.json), in PretrainConfig's names; other models are refused later, on loading."""
+    try:
+        saved = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TaskError(f"--model {model_dir}: cannot read its config.json ({e})") from e
+    if saved.get("model_type") == "gpt":
+        return {"model_type": "gpt", "n_layer": saved["n_layer"], "n_head": saved["n_head"],
+                "n_embd": saved["n_embd"], "dropout": saved["dropout"]}
+    if saved.get("model_type") == "bert-for-masked-lm":
+        return {"model_type": "bert", "n_layer": saved["num_hidden_layers"],
+                "n_head": saved["num_attention_heads"], "n_embd": saved["hidden_size"],
+                "dropout": saved["hidden_dropout_prob"]}
+    return {}
+
+
+PRETRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
 
 
 # =============================================================================================

@@ -18,7 +18,7 @@ from minillm.data.tokenizers.wordpiece import WordPieceTokenizer
 from minillm.metrics import perplexity
 from minillm.models.ngram import UNK, NGramLM
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
 
 
 def _random_words(rng, n_words, alphabet, max_len):
@@ -207,3 +207,33 @@ EXERCISES = [
         Check("hand-made cases (longest match, [UNK] for the whole word)", _wordpiece_by_hand),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 2.1` shows them one at a time.
+HINTS = {
+    "2.1": ("先统计：遍历每个词的相邻位置 (word[j], word[j+1])，按词的次数加权计数；"
+            "collections.Counter 很合适。注意 (\"a\", \"a\", \"a\") 里 (\"a\", \"a\") 出现两次。",
+            "选最优对：best = max(计数)，并列时取 min(所有计数等于 best 的 pair)。",
+            "合并：对每个词用 while 循环从左到右扫描，若 w[j], w[j+1] == best_pair 就输出 "
+            "w[j] + w[j+1] 并 j += 2，否则输出 w[j] 并 j += 1；新字典里用 "
+            "new[tuple(out)] = new.get(tuple(out), 0) + count 合并相同的词。"),
+    "2.2": ("先数出二元计数矩阵 counts[h, w]：相邻对是 (ids[t-1], ids[t])，共 N-1 对。",
+            "np.add.at(counts, (ids[:-1], ids[1:]), 1) 一次数完所有对，不需要 Python 循环；"
+            "c(h) = counts.sum(axis=1)。",
+            "P[h, w] = (c(h, w) + k) / (c(h) + k * vocab_size)，用 keepdims=True 让分母广播。"),
+    "2.3": ("布尔索引 (boolean indexing) log_probs[mask] 只取出真实词元，填充处的 nan/-inf "
+            "不会参与计算。",
+            "N = mask.sum()；N == 0 时 raise ValueError(\"... no real tokens ...\")。",
+            "困惑度 = exp(-(1/N) * sum(log_probs[mask]))，返回 float(...)。"),
+    "2.4": ("一次查表相当于 one-hot 行向量乘以 W，所以 dW 的第 v 行是所有 ids == v 的位置上 "
+            "grad_out 的和。",
+            "把 ids 展平为 (M,)、grad_out 展平为 (M, D)：ids.reshape(-1)，grad_out.reshape(-1, D)。",
+            "dW = np.zeros((vocab_size, D)); np.add.at(dW, flat_ids, flat_grad)。不要写 "
+            "dW[ids] += g：重复的 id 只会被加一次。"),
+    "2.5": ("维护 start = 0；每一步在 word[start:] 里找能在 vocab 中找到的最长片段。",
+            "从 end = len(word) 往下试到 start + 1：piece = word[start:end]，start > 0 时 "
+            "piece = \"##\" + piece；第一个在 vocab 里的就是最长匹配。",
+            "若某个 start 一个片段都没找到，立即 return [\"[UNK]\"]（整个词未知）；"
+            "否则把片段加入结果，start = end，直到 start == len(word)。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS)

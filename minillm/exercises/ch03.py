@@ -17,7 +17,7 @@ from minillm import backend
 from minillm.optim import AdamW, clip_grad_norm_
 from minillm.optim.lr_scheduler import get_cosine_with_min_lr_schedule_with_warmup
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close
+from .grading import Check, CheckFailed, Exercise, Misconception, as_array, assert_close, with_hints
 
 
 def _pair(result, n, what):
@@ -123,6 +123,69 @@ def _ce_case(N, C, scale, n_ignored, ignore_index=-100):
     return run
 
 
+# -- known mistakes (the grader names them when a student's answer reproduces one) ----------------
+def _adam_l2(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    """Adam with L2 regularisation: the decay goes into the gradient (not AdamW)."""
+    grad = grad + weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def _clip_norm_after(grads, max_norm):
+    """Clips right, but returns the norm of the CLIPPED gradients."""
+    total = float(np.sqrt(sum(float(np.sum(g ** 2)) for g in grads)))
+    coef = min(max_norm / (total + 1e-6), 1.0)
+    clipped = [g * coef for g in grads]
+    return clipped, float(np.sqrt(sum(float(np.sum(g ** 2)) for g in clipped)))
+
+
+def _lstm_gate_order(order):
+    """An LSTM cell that reads the four column blocks in ``order`` instead of i, f, g, o."""
+    def wrong(x, h, c, W, U, b):
+        z = x @ W + h @ U + b
+        blocks = dict(zip(order, np.split(z, 4, axis=-1)))
+        sig = lambda a: (1 + np.tanh(a / 2)) / 2          # noqa: E731
+        i, f, g, o = sig(blocks["i"]), sig(blocks["f"]), np.tanh(blocks["g"]), sig(blocks["o"])
+        c_new = f * c + i * g
+        return o * np.tanh(c_new), c_new
+    return wrong
+
+
+def _ce_mean_over_all_rows(logits, targets, ignore_index=-100):
+    """Cross-entropy that divides by N (every row) instead of M (the rows not ignored)."""
+    keep = targets != ignore_index
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.flatnonzero(keep)
+    n = len(targets)
+    grad = np.exp(log_p)
+    grad[rows, targets[rows]] -= 1
+    grad[~keep] = 0
+    return float(-log_p[rows, targets[rows]].sum() / n), grad / n
+
+
+_CE_MISTAKES = (
+    Misconception("平均时除以了全部行数 N (mean over all rows)，被忽略的行 (ignore_index) 也算进了"
+                  "分母；应除以保留的行数 M，损失和梯度都是", _ce_mean_over_all_rows),
+)
+_ADAM_MISTAKES = (
+    Misconception("把权重衰减当作 L2 正则加进了梯度 (grad + weight_decay * param)，这是 Adam+L2，"
+                  "不是 AdamW 的解耦权重衰减 (decoupled weight decay)：应先做 "
+                  "param *= 1 - lr * weight_decay，梯度保持不变", _adam_l2),
+)
+_CLIP_MISTAKES = (
+    Misconception("返回的是裁剪之后的范数 (norm after clipping)；应返回裁剪之前的总范数 "
+                  "(total norm BEFORE clipping)，训练日志靠它发现梯度爆炸", _clip_norm_after),
+)
+_LSTM_MISTAKES = tuple(
+    Misconception(f"门的顺序错了 (gate order)：你按 {', '.join(order)} 切分了 z 的列，PyTorch 与 "
+                  "minillm 的顺序是 i, f, g, o（输入门、遗忘门、候选值、输出门）",
+                  _lstm_gate_order(order))
+    for order in (("i", "f", "o", "g"), ("i", "g", "f", "o"), ("f", "i", "g", "o")))
+
+
 EXERCISES = [
     Exercise("3.1", "adam_step", "AdamW step: decoupled weight decay and bias correction", (
         Check("5 steps of a (6,) parameter, weight_decay=0.1",
@@ -156,3 +219,33 @@ EXERCISES = [
               _ce_case(8, 4, 50.0, 2, ignore_index=-1)),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 3.1` shows them one at a time.
+HINTS = {
+    "3.1": ("AdamW 的权重衰减是“解耦”的：直接作用在参数上，不经过梯度，也不进入 m 和 v。",
+            "顺序：先 param = param * (1 - lr * weight_decay)；再 m = beta1*m + (1-beta1)*grad，"
+            "v = beta2*v + (1-beta2)*grad**2。",
+            "偏差修正 m_hat = m / (1 - beta1**t)，v_hat = v / (1 - beta2**t)；"
+            "最后 param = param - lr * m_hat / (np.sqrt(v_hat) + eps)（eps 加在开方之后）。"),
+    "3.2": ("先算总范数：所有数组的平方和加起来再开方，即把它们拼成一个向量的 L2 范数。",
+            "total = sqrt(sum(np.sum(g**2) for g in grads))；系数 "
+            "coef = min(max_norm / (total + 1e-6), 1.0)。",
+            "clipped = [g * coef for g in grads]；返回 (clipped, float(total))——total 是裁剪之前的范数。"),
+    "3.3": ("分两段：step < W（W = warmup_steps）时线性预热，之后余弦衰减。",
+            "预热段：lr = max_lr * step / W（第 0 步为 0）。余弦段的进度 "
+            "p = (step - W) / (T - W)，T = total_steps，p 从 0 走到 1。",
+            "余弦段：lr = max_lr * (r + (1 - r) * (1 + cos(pi * p)) / 2)，r = min_lr_rate。"),
+    "3.4": ("先算 z = x @ W + h @ U + b，形状 (B, 4H)，再按列切成四块 z_i, z_f, z_g, z_o"
+            "（顺序 i, f, g, o）。",
+            "i = sigmoid(z_i)，f = sigmoid(z_f)，g = tanh(z_g)，o = sigmoid(z_o)；"
+            "稳定的 sigmoid(z) = (1 + tanh(z / 2)) / 2。",
+            "c_new = f * c + i * g；h_new = o * tanh(c_new)；返回 (h_new, c_new)。"),
+    "3.5": ("先找出保留的行 keep = targets != ignore_index，M = keep.sum()。",
+            "稳定的 logsumexp：m = max(z, 行)，lse = m + log(sum(exp(z - m)))；每行损失是 "
+            "lse - z[n, targets[n]]，对保留行取平均。",
+            "梯度：dlogits[n] = (softmax(z[n]) - onehot(targets[n])) / M（保留行），被忽略的行为 0。"),
+}
+MISCONCEPTIONS = {"3.1": _ADAM_MISTAKES, "3.2": _CLIP_MISTAKES, "3.4": _LSTM_MISTAKES,
+                  "3.5": _CE_MISTAKES}
+
+EXERCISES = with_hints(EXERCISES, HINTS, MISCONCEPTIONS)

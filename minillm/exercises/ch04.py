@@ -12,7 +12,8 @@ import numpy as np
 import minillm as mm
 import minillm.functional as F
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+from .grading import (Check, CheckFailed, Exercise, Misconception, as_array, assert_close,
+                      assert_equal, with_hints)
 
 
 # -- 4.1 softmax backward ------------------------------------------------------------------
@@ -71,6 +72,22 @@ def _attention_not_scaled_by_width(student, rng):
         raise CheckFailed("with d_k = 16 the scores must be divided by sqrt(16) = 4 (check "
                           "the scale, and that softmax runs over the keys axis)")
 
+
+
+def _attention_unscaled(q, k, v, causal=False):
+    """Attention without the 1/sqrt(d_k) scale (a known mistake)."""
+    scores = q @ np.swapaxes(k, -1, -2)
+    if causal:
+        L, S = scores.shape[-2:]
+        scores = np.where(np.triu(np.ones((L, S), bool), k=1), -np.inf, scores)
+    w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (w / w.sum(axis=-1, keepdims=True)) @ v
+
+
+_ATTENTION_MISTAKES = (
+    Misconception("忘了把分数除以 sqrt(d_k)（缩放点积 (scaled dot-product)）：d_k 大时分数方差大，"
+                  "softmax 饱和", _attention_unscaled),
+)
 
 
 # -- 4.3 layer norm forward and backward ---------------------------------------------------
@@ -242,3 +259,36 @@ EXERCISES = [
         Check("the rates on 200k tokens", _mlm_rates),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 4.1` shows them one at a time.
+HINTS = {
+    "4.1": ("softmax 的雅可比矩阵是 diag(p) - p p^T；dL/dz = J^T grad_out，但不需要真的构造 J。",
+            "把 (diag(p) - p p^T) grad_out 展开：第一项是 p * grad_out，第二项是 p 乘以标量 "
+            "sum(grad_out * p)。",
+            "合起来：dL/dz = p * (grad_out - (grad_out * p).sum(axis=-1, keepdims=True))。"),
+    "4.2": ("分数矩阵 scores = q @ k 的转置（最后两个轴交换：np.swapaxes(k, -1, -2)），再除以 "
+            "sqrt(d_k)，形状 (..., L, S)。",
+            "因果掩码：mask = np.triu(np.ones((L, S), bool), k=1) 标出 j > i 的位置，"
+            "scores = np.where(mask, -np.inf, scores)。",
+            "稳定的 softmax：减去每行最大值再 exp，除以行和（axis=-1, keepdims=True）；"
+            "最后返回 weights @ v。"),
+    "4.3": ("前向：mu = x.mean(-1, keepdims=True)，var = ((x - mu)**2).mean(-1, keepdims=True)，"
+            "x_hat = (x - mu) / sqrt(var + eps)，y = gamma * x_hat + beta。",
+            "参数梯度：dbeta = grad_out 对前导轴求和，dgamma = (grad_out * x_hat) 对前导轴求和；"
+            "可以 reshape(-1, d) 后 sum(axis=0)。",
+            "输入梯度：令 g = gamma * grad_out，dx = (g - mean(g) - x_hat * mean(g * x_hat)) "
+            "/ sqrt(var + eps)，均值沿最后一个轴 (keepdims=True)。"),
+    "4.4": ("频率 w_i = 10000 ** (-2i / d_model)，i = 0, 1, ..., ceil(d_model / 2) - 1。",
+            "角度表 angles = pos[:, None] * w[None, :]，形状 (n_positions, ceil(d_model / 2))，"
+            "pos = np.arange(n_positions)。",
+            "PE[:, 0::2] = sin(angles)；PE[:, 1::2] = cos(angles[:, :d_model // 2])"
+            "（d_model 为奇数时 cos 列少一列）。"),
+    "4.5": ("先抽第一个随机数组 u1 = rng.random(ids.shape)：selected = (u1 < 0.15) & ~special_mask；"
+            "labels = np.where(selected, ids, -100)。",
+            "再抽 u2 = rng.random(ids.shape) 决定三选一：u2 < 0.8 换成 mask_id，"
+            "0.8 <= u2 < 0.9 换成随机词，其余不变（都只在 selected 处）。",
+            "随机词：rng.integers(0, vocab_size, size=ids.shape)；inputs = ids.copy() 后用布尔掩码"
+            "赋值；两个结果都 astype(np.int64)。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS, {"4.2": _ATTENTION_MISTAKES})

@@ -14,7 +14,7 @@ import minillm as mm
 from minillm.data import Collator
 from minillm.models.base import Config, PreTrainedModel, sample_next
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
 
 
 def _pair(got, what):
@@ -290,3 +290,33 @@ EXERCISES = [
         Check("logits computed from the whole sequence", _greedy_uses_history),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 5.1` shows them one at a time.
+HINTS = {
+    "5.1": ("窗口起点 s 满足 s + block_size + 1 <= N：starts = np.arange(0, N - block_size, stride)"
+            "（N <= block_size 时为空）。",
+            "索引矩阵 idx = starts[:, None] + np.arange(block_size)，形状 (n_windows, block_size)。",
+            "x = ids[idx]，y = ids[idx + 1]，都 astype(np.int64)；没有窗口时返回 "
+            "np.zeros((0, block_size), np.int64)。"),
+    "5.2": ("先截断：cut = [list(s[:max_length]) if max_length is not None else list(s) ...]；"
+            "lengths = 每个的长度，L = max(lengths, default=0)。",
+            "ids = np.full((B, L), pad_id, np.int64)，再逐行写入 ids[b, :len] = cut[b]。",
+            "掩码由长度得到，不要用 ids != pad_id：mask = (np.arange(L)[None, :] < "
+            "lengths[:, None]).astype(np.int64)。"),
+    "5.3": ("混淆矩阵：conf = np.zeros((C, C), np.int64)；np.add.at(conf, (y_true, y_pred), 1)；"
+            "accuracy = (y_true == y_pred).mean()。",
+            "TP = 对角线 np.diag(conf)；TP + FP = 列和 conf.sum(0)；TP + FN = 行和 conf.sum(1)。",
+            "F1_c = 2 TP / (2 TP + FP + FN)，分母为 0 时记 0（np.where 或 np.divide(..., where=)）；"
+            "macro_f1 = F1_c 的平均。"),
+    "5.4": ("top_k：每行第 k 大的值 kth = np.sort(logits, -1)[..., -k]，保留 logits >= kth[..., None]，"
+            "其余设为 -inf。",
+            "top_p：对剩下的项算 softmax 得 p，降序排序 sp，cum = np.cumsum(sp, -1)；"
+            "保留“之前的累计质量” cum - sp < top_p 的项。",
+            "阈值：thr = np.where(kept, sp, np.inf).min(-1, keepdims=True)（被保留的最小概率）；"
+            "保留 p >= thr 的项（并列也保留），其余设为 -inf。"),
+    "5.5": ("ids = list(prompt_ids)，然后 for _ in range(max_new_tokens) 的普通循环。",
+            "每步：logits = next_logits_fn(ids)；tok = int(np.argmax(logits))——下标，不是 logit 的值。",
+            "ids.append(tok)；若 eos_id is not None 且 tok == eos_id 就 break；返回 ids。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS)

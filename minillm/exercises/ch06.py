@@ -21,7 +21,7 @@ from minillm.metrics import extract_entities, ner_f1
 from minillm.models.heads import ModelForSequenceClassification
 from minillm.retrieval import BM25
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
 
 _BIO = ("O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
 
@@ -259,3 +259,32 @@ EXERCISES = [
         Check("no padding: the plain mean", _pool_no_padding),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 6.1` shows them one at a time.
+HINTS = {
+    "6.1": ("只遍历一遍标签，记住当前打开的实体 (type, start)；在末尾追加一个哨兵 \"O\"，"
+            "这样最后一个实体也会被关闭。",
+            "遇到 \"O\"、任何 \"B-\"、或类型不同的 \"I-\" 时，先关闭打开的实体：append((type, start, i))。",
+            "然后：\"B-X\" 总是打开新实体 (X, i)；\"I-X\" 若当前打开的不是 X 类型，也打开新实体 (X, i)；"
+            "\"O\" 不打开任何实体。"),
+    "6.2": ("把每句的实体变成带句子编号 k 的集合：{(k, type, start, end) for span in bio_to_spans(...)}，"
+            "真值和预测各一个集合。",
+            "correct = 两个集合交集的大小；predicted、gold = 各自的大小。",
+            "precision = correct / predicted，recall = correct / gold，"
+            "f1 = 2 correct / (predicted + gold)，分母为 0 时为 0.0；都转成 float。"),
+    "6.3": ("构造 (T, T) 分数矩阵 scores = start[:, None] + end[None, :]，scores[s, e] 是片段 (s, e) 的分数。",
+            "禁止的位置：e < s 或 e >= s + max_answer_len。用 d = np.arange(T)[None, :] - "
+            "np.arange(T)[:, None] 得 e - s，把 d < 0 或 d >= max_answer_len 的地方设为 -inf。",
+            "np.argmax 在行优先 (row-major) 下正好给出最小 start、再最小 end；"
+            "s, e = np.unravel_index(np.argmax(scores), scores.shape)，返回 (int(s), int(e))。"),
+    "6.4": ("建词表 V（文档中出现的所有词），词频矩阵 tf (N, V)；|d| = tf.sum(1)，avgdl = |d| 的均值；"
+            "n(t) = (tf > 0).sum(0)。",
+            "idf(t) = log(1 + (N - n(t) + 0.5) / (n(t) + 0.5))；每项权重 "
+            "w = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl))。",
+            "查询变成计数向量 q (V,)（只数出现在 V 中的词，重复的词累加），分数 = w @ q。"),
+    "6.5": ("把掩码变成浮点并扩展到 (B, T, 1)：m = attention_mask[..., None].astype(float)，这样能与 hidden 广播。",
+            "分子：(hidden * m).sum(axis=1)，形状 (B, H)。",
+            "分母：m.sum(axis=1)，形状 (B, 1)；pooled = 分子 / 分母。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS)

@@ -20,7 +20,7 @@ import minillm as mm
 import minillm.functional as F
 from minillm.models.gpt import CausalSelfAttention, GPTConfig
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, with_hints
 
 
 # -- 7.1 PyTorch Linear -> minillm Linear ---------------------------------------------------
@@ -248,3 +248,24 @@ EXERCISES = [
         Check("the columns of x @ W + b per head", _qkv_slices),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 7.1` shows them one at a time.
+HINTS = {
+    "7.1": ("PyTorch 的 Linear 计算 y = x @ W.T + b，minillm 计算 y = x @ W + b：两者的 W 互为转置。",
+            "遍历 state.items()：二维数组（权重）转置，一维数组（偏置）原样复制。",
+            "new[k] = v.T.copy() if v.ndim == 2 else v.copy()；方阵权重转置前后形状相同，"
+            "只有数值能说明你转置了没有。"),
+    "7.2": ("头 h 的特征是 x[b, t, h*D:(h+1)*D]，D = C // n_heads。",
+            "先 reshape 成 (B, T, H, D)：最后一个轴按连续的 D 个一段拆开。",
+            "再 transpose(0, 2, 1, 3) 把头轴移到前面，得到 (B, H, T, D)。"),
+    "7.3": ("out[b, t, h*D:(h+1)*D] = x[b, h, t, :]：直接 reshape (B, H, T, D) 会把位置和头混在一起。",
+            "先 transpose(0, 2, 1, 3) 得到 (B, T, H, D)。",
+            "再 reshape(B, T, H * D)（transpose 之后 reshape 会自动复制成连续内存）。"),
+    "7.4": ("权重的 3d 列依次是 q、k、v 三段，每段 d 列又分成 n_heads 个头，每头 D 列："
+            "列下标 = part * d + h * D + j。",
+            "W.reshape(d, 3, n_heads, D)，偏置 b.reshape(3, n_heads, D)。",
+            "权重 transpose(1, 2, 0, 3) 得到 (3, n_heads, d, D)，第 0/1/2 个分别是 q/k/v_weight；"
+            "偏置按第一个轴取 [0]、[1]、[2] 得 (n_heads, D)。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS)

@@ -14,7 +14,7 @@ import minillm as mm
 from minillm import nn
 from minillm.finetune import LoRALinear, distillation_loss, magnitude_prune, quantize_per_channel
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal
+from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
 
 
 # -- 8.1 / 8.2 LoRA ---------------------------------------------------------------------------
@@ -222,3 +222,32 @@ EXERCISES = [
         Check("beam 2 beats greedy on a trap", _beam_beats_greedy),
     )),
 ]
+
+# 分层提示 (tiered hints): `minillm exercises hint 8.1` shows them one at a time.
+HINTS = {
+    "8.1": ("LoRA 的输出 = 基础线性层的输出 + 缩放后的低秩增量，缩放 s = alpha / r。",
+            "先算 x @ A（形状 (..., r)，很小），再乘 B；不需要 A @ B。",
+            "y = x @ W + s * ((x @ A) @ B)，b 不为 None 时再加 b。"),
+    "8.2": ("先把前导轴展平：x2 = x.reshape(-1, d_in)，g2 = grad_out.reshape(-1, d_out)。",
+            "y 对 B 的路径是 s * (x A) B：dB = s * (x2 @ A).T @ g2。",
+            "对 A 的路径是 s * x A (B)：dA = s * x2.T @ (g2 @ B.T)；返回 (dA, dB)。"),
+    "8.3": ("每列一个 scale：scale = np.abs(w).max(axis=0) / 127。",
+            "除以 scale 前把 0 换成 1 以免除零：safe = np.where(scale > 0, scale, 1.0)。",
+            "q = np.clip(np.rint(w / safe), -127, 127).astype(np.int8)；返回 (q, scale)。"),
+    "8.4": ("把所有层的 |w| 展平并拼接成一个向量 flat，n = flat.size，k = int(np.floor(sparsity * n + 0.5))。",
+            "order = np.argsort(flat, kind=\"stable\")；order[:k] 是要剪掉的位置（并列时靠前的先剪）。",
+            "keep = np.ones(n, bool)；keep[order[:k]] = False；再按各层大小切回去 reshape 成各层形状。"),
+    "8.5": ("先只保留 labels != -100 的行；稳定的 log_softmax(x) = x - max - log(sum(exp(x - max)))。",
+            "log_p = log_softmax(v / T)（教师），log_q = log_softmax(z / T)（学生）；"
+            "KL = (exp(log_p) * (log_p - log_q)).sum(-1).mean()。",
+            "CE = -log_softmax(z)[行号, labels].mean()（温度 1）；"
+            "loss = alpha * T**2 * KL + (1 - alpha) * CE，返回 float。"),
+    "8.6": ("维护两个列表：alive = [([], 0.0)]（序列, 总分）和 finished；循环最多 max_len 步，alive 为空就停。",
+            "每步：scores[i] = alive[i] 的分数 + log_probs[上一个词]（空序列的上一个词是 start），"
+            "形状 (len(alive), V)；用 np.argsort(-scores.reshape(-1), kind=\"stable\")"
+            "[:beam_width] 取最好的。",
+            "divmod(flat, V) 得 (假设 i, 词 token)；新假设以 eos_id 结尾就放进 finished，否则进入下一轮 alive；"
+            "最后返回 max(finished + alive, key=分数)。"),
+}
+
+EXERCISES = with_hints(EXERCISES, HINTS)

@@ -16,6 +16,13 @@ Workspace layout (written by :func:`init_workspace`, never overwriting a file)::
     DIR/minillm_exercises.json   {"format": 1, "chapters": ["ch04", ...], "seed": 0}
     DIR/ch04.py                  the stubs: one function per exercise, each with its task in
                                  the docstring and ``raise NotImplementedError`` as its body
+    DIR/.minillm_hints.json      how many hints of each exercise were shown
+                                 (``minillm exercises hint ID``; written on demand)
+
+A workspace file that imports ``minillm.exercises.solutions`` (in any form the parser can see)
+is refused before it runs: every exercise of it scores zero. When a check fails and the
+student's function returns exactly what a known wrong variant returns (an exercise's
+``misconceptions``), the failure message names that mistake, in Chinese.
 
 All student functions take and return NumPy arrays (float64 where they are floating point), so
 the exercises run the same on every machine; the grader computes its references on the CPU in
@@ -23,6 +30,7 @@ float64 whatever the default device is.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -41,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 MANIFEST = "minillm_exercises.json"
+HINTS_FILE = ".minillm_hints.json"
 FORMAT = 1
 CHAPTERS = ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
 DEFAULT_TIMEOUT_S = 30.0
@@ -64,14 +73,33 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Misconception:
+    """A known wrong answer: ``wrong`` has the exercise's signature and makes the mistake.
+
+    When a check fails and the student's function returned what ``wrong`` returns on every
+    call the check made, the failure message names the mistake (``message``, in Chinese).
+    """
+
+    message: str
+    wrong: Callable
+
+
+@dataclass(frozen=True)
 class Exercise:
-    """One function to write: its id ("4.1"), name in the workspace file, title and checks."""
+    """One function to write: its id ("4.1"), name in the workspace file, title and checks.
+
+    ``hints``: 2-3 tiered hints in Chinese, from a nudge to nearly the formula
+    (``minillm exercises hint ID`` shows the next one); ``misconceptions``: known mistakes the
+    grader recognises (see :class:`Misconception`).
+    """
 
     id: str
     name: str
     title: str
     checks: tuple[Check, ...]
     points: float = 1.0
+    hints: tuple[str, ...] = ()
+    misconceptions: tuple[Misconception, ...] = ()
 
     def __post_init__(self):
         if not self.checks:
@@ -289,7 +317,11 @@ def grade_exercise(chapter, exercise: Exercise, function, *, seed: int = 0,
                     mm.backend.default_dtype_as(np.float64), _time_limit(timeout):
                 check.run(function, rng)
         except CheckFailed as e:
-            result.checks.append(CheckResult(check.description, False, str(e)))
+            message = str(e)
+            mistake = _diagnose(exercise, check, function, seed, i, timeout)
+            if mistake:
+                message = f"常见错误 (misconception): {mistake} | {message}"
+            result.checks.append(CheckResult(check.description, False, message))
         except _Timeout:
             result.checks.append(CheckResult(check.description, False,
                                              f"took longer than {timeout:g} s (an endless "
@@ -301,6 +333,77 @@ def grade_exercise(chapter, exercise: Exercise, function, *, seed: int = 0,
             result.checks.append(CheckResult(check.description, True))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _same(a, b) -> bool:
+    """Whether two results are equal (arrays to 1e-9 relative), recursing into containers."""
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        x, y = np.asarray(a), np.asarray(b)
+        return x.shape == y.shape and bool(np.allclose(x, y, rtol=1e-9, atol=1e-12,
+                                                       equal_nan=True))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _diagnose(exercise: Exercise, check: Check, function, seed: int, index: int,
+              timeout) -> str:
+    """The message of the misconception whose wrong answer the student's function reproduces
+    on every call of the failed check (rerun with the same inputs), or ""."""
+    import copy  # noqa: PLC0415
+    import minillm as mm  # noqa: PLC0415
+
+    for m in exercise.misconceptions:
+        calls = []
+
+        def both(*args, _m=m, **kwargs):
+            want = _m.wrong(*copy.deepcopy(args), **copy.deepcopy(kwargs))
+            got = function(*args, **kwargs)
+            calls.append(_same(got, want))
+            return got
+
+        rng = np.random.default_rng(check_seed(seed, exercise.id, index))
+        try:
+            with mm.backend.default_device_as("cpu"), \
+                    mm.backend.default_dtype_as(np.float64), _time_limit(timeout):
+                check.run(both, rng)
+        except (Exception, _Timeout):              # noqa: BLE001 - the check fails again
+            pass
+        if calls and all(calls):
+            return m.message
+    return ""
+
+
+# ------------------------------------------------------------------------------ solutions import
+def solutions_import(source: str) -> str:
+    """Why a workspace file is refused: it imports the reference solutions ("" if it does not).
+
+    Parses the file (never runs it): ``import minillm.exercises.solutions...``, ``from
+    minillm.exercises.solutions... import ...``, ``from minillm.exercises import solutions``,
+    ``solution_source`` and any text ``exercises.solutions`` (e.g. an importlib string).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = None
+    for node in ast.walk(tree) if tree is not None else ():
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Name) and node.id == "solution_source" or \
+                isinstance(node, ast.Attribute) and node.attr == "solution_source":
+            return f"line {node.lineno} uses solution_source"
+        if any(n.startswith("minillm.exercises.solutions") for n in names):
+            return f"line {node.lineno} imports minillm.exercises.solutions"
+    for lineno, line in enumerate(source.splitlines(), 1):
+        if "exercises.solutions" in line or "exercises/solutions" in line:
+            return f"line {lineno} names minillm.exercises.solutions"
+    return ""
 
 
 def check_workspace(directory, *, exercise: str | None = None, seed: int | None = None,
@@ -322,6 +425,9 @@ def check_workspace(directory, *, exercise: str | None = None, seed: int | None 
         if not path.is_file():
             problem = (f"{path.name} is missing: recreate it with `minillm exercises init "
                        f"{chapter} {directory}`")
+        elif why := solutions_import(path.read_text(encoding="utf-8", errors="replace")):
+            problem = (f"{path.name} 被拒绝评分 (refused): {why} — 导入参考答案不算你的作业，"
+                       "请自己实现这些函数 (write the functions yourself)")
         else:
             try:
                 module = load_student_module(path)
@@ -426,3 +532,69 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray,
         flat[i] = old
         gflat[i] = (up - down) / (2 * eps)
     return grad
+
+
+# ------------------------------------------------------------------------------ hints
+def find_exercise(key: str) -> tuple[str, Exercise]:
+    """(chapter, exercise) of an id ("4.2") or a function name, over every chapter."""
+    for chapter in CHAPTERS:
+        for e in chapter_exercises(chapter):
+            if str(key).strip() in (e.id, e.name):
+                return chapter, e
+    raise ExerciseError(f"no exercise {key!r}: use an id such as 4.2 or a function name "
+                        "(`minillm exercises list` shows them)")
+
+
+def _read_hint_counts(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            counts = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return counts if isinstance(counts, dict) else {}
+
+
+def take_hints(directory, key: str | None, *, all_hints: bool = False,
+               reset: bool = False) -> list[tuple[int, str]]:
+    """The hints to show for exercise ``key`` as (number from 1, text) pairs.
+
+    Normally the next hint only: the count of hints already shown is kept per exercise in
+    ``DIR/.minillm_hints.json`` (once all are shown, the last one repeats). ``all_hints``: every
+    hint, the count untouched. ``reset``: forget the count (of ``key``, or of every exercise
+    when ``key`` is None) and return nothing.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ExerciseError(f"{directory} is not a directory (give the workspace with "
+                            "--workspace DIR)")
+    path = directory / HINTS_FILE
+    counts = _read_hint_counts(path)
+    exercise = find_exercise(key)[1] if key is not None else None
+    if reset:
+        if exercise is None:
+            counts = {}
+        else:
+            counts.pop(exercise.id, None)
+        _write_atomic(path, json.dumps(counts, indent=2) + "\n")
+        return []
+    if exercise is None:
+        raise ExerciseError("which exercise? e.g. `minillm exercises hint 4.2`")
+    if not exercise.hints:
+        raise ExerciseError(f"exercise {exercise.id} has no hints")
+    hints = list(enumerate(exercise.hints, 1))
+    if all_hints:
+        return hints
+    shown = counts.get(exercise.id, 0)
+    shown = shown if isinstance(shown, int) and shown >= 0 else 0
+    counts[exercise.id] = min(shown + 1, len(hints))
+    _write_atomic(path, json.dumps(counts, indent=2) + "\n")
+    return [hints[counts[exercise.id] - 1]]
+
+
+def with_hints(exercises, hints: dict, misconceptions: dict | None = None) -> list[Exercise]:
+    """``exercises`` with their ``hints`` (id -> 2-3 strings) and ``misconceptions`` set."""
+    import dataclasses  # noqa: PLC0415
+    misconceptions = misconceptions or {}
+    return [dataclasses.replace(e, hints=tuple(hints.get(e.id, e.hints)),
+                                misconceptions=tuple(misconceptions.get(e.id, e.misconceptions)))
+            for e in exercises]

@@ -1,82 +1,70 @@
-"""Chapter 3 exercises: the pieces of a training step (chapters/ch03_algorithms.md).
+"""第 3 章练习：一个训练步的各个部件（chapters/ch03_algorithms.md）。
 
-Fill in each function, then grade your work from the workspace's parent directory with
+实现下面每个函数，然后在工作区的上一级目录里评分：
 
     minillm exercises check DIR
 
-(``minillm exercises check DIR --exercise 3.1`` grades one exercise). Arrays are NumPy float64
-arrays. Every function is pure: it returns new values and leaves its arguments alone (an
-optimizer's state is passed in and returned). Do not call minillm here: the grader compares
-with minillm.optim, nn.LSTM and F.cross_entropy with autograd.
+（``minillm exercises check DIR --exercise 3.1`` 只评一道题；卡住时用
+``minillm exercises hint 3.1 --workspace DIR`` 看下一条提示。）数组都是 NumPy float64 数组。
+每个函数都是纯函数 (pure function)：返回新值，不修改参数（优化器的状态作为参数传入、作为结果
+返回）。这里不要调用 minillm：评分器会与 minillm.optim、nn.LSTM 和 F.cross_entropy（配合
+自动微分）的结果对照。
 """
 import numpy as np
 
 
 def adam_step(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
-    """Exercise 3.1: one AdamW step (decoupled weight decay, bias correction).
+    """Exercise 3.1: AdamW 的一步更新（解耦权重衰减 (decoupled weight decay)，带偏差修正 (bias correction)）。
 
-    param, grad, m, v: arrays of one shape (m, v: the moments after step t - 1, zeros before
-    the first step); t: the number of this step, 1, 2, 3, ...
-        param <- param * (1 - lr * weight_decay)          (decay first, not through grad)
-        m <- beta1 m + (1 - beta1) grad;   v <- beta2 v + (1 - beta2) grad^2
-        m_hat = m / (1 - beta1^t);         v_hat = v / (1 - beta2^t)
-        param <- param - lr * m_hat / (sqrt(v_hat) + eps)  (eps added AFTER the sqrt)
-    Return (param, m, v) as new arrays. Hint: chapter 3.1.4 (Adam, AdamW).
+    param, grad, m, v：同形状的数组（m, v 是第 t - 1 步之后的一阶、二阶矩，第一步之前为零）；
+    t：本步的序号 1, 2, 3, ...；lr, beta1, beta2, eps, weight_decay：浮点超参数。
+    返回新的数组 (param, m, v)：本步更新之后的参数和两个矩。
+    参见第 3.1.4 节（Adam、AdamW）。
     """
     raise NotImplementedError("exercise 3.1: adam_step")
 
 
 def clip_grad_norm(grads, max_norm):
-    """Exercise 3.2: clip a list of gradients by their joint L2 norm.
+    """Exercise 3.2: 按全体梯度的联合 L2 范数 (joint L2 norm) 裁剪梯度 (gradient clipping)。
 
-    grads: a list of arrays (any shapes). total = sqrt(sum over all arrays of sum(g^2)),
-    the norm of all gradients concatenated into one vector. Scale every array by
-        coef = min(max_norm / (total + 1e-6), 1)
-    (the 1e-6 avoids dividing by zero; PyTorch and minillm use it too).
-    Return (clipped, total): a new list of arrays and the float total norm BEFORE clipping.
-    Hint: chapter 3.1.4, item 2 (gradient clipping).
+    grads：数组列表（形状任意），把它们拼成一个长向量来看它的范数；max_norm：浮点数。
+    范数超过 max_norm 时把每个数组按同一比例缩小（分母加 1e-6 防止除零，PyTorch 和 minillm
+    都这样做），否则保持不变。
+    返回 (clipped, total)：新的数组列表，以及裁剪之前的总范数（浮点数）。
+    参见第 3.1.4 节第 2 条（梯度裁剪）。
     """
     raise NotImplementedError("exercise 3.2: clip_grad_norm")
 
 
 def lr_at(step, max_lr, warmup_steps, total_steps, min_lr_rate):
-    """Exercise 3.3: the learning rate at `step` of linear warmup + cosine decay to a floor.
+    """Exercise 3.3: 线性预热 (linear warmup) + 余弦衰减到下限 (cosine decay to a floor) 的学习率。
 
-    W = warmup_steps, T = total_steps, r = min_lr_rate (the floor as a fraction of max_lr);
-    0 <= step <= T.
-        step < W:  lr = max_lr * step / W                       (starts at 0)
-        else:      p = (step - W) / (T - W)
-                   lr = max_lr * (r + (1 - r) * (1 + cos(pi * p)) / 2)
-    so the rate reaches max_lr at step W and max_lr * r at step T. Return a float.
-    Hint: chapter 3.1.4, item 1 (learning-rate schedule).
+    step：整数，0 <= step <= total_steps；max_lr：峰值学习率；warmup_steps：预热步数；
+    min_lr_rate：下限占 max_lr 的比例。学习率从 0 线性升到 max_lr（第 warmup_steps 步），
+    然后沿余弦曲线降到第 total_steps 步的 max_lr * min_lr_rate。
+    返回第 step 步的学习率（浮点数）。参见第 3.1.4 节第 1 条（学习率调度）。
     """
     raise NotImplementedError("exercise 3.3: lr_at")
 
 
 def lstm_cell(x, h, c, W, U, b):
-    """Exercise 3.4: one step of an LSTM cell for a batch.
+    """Exercise 3.4: 对一批输入执行一步 LSTM 单元 (LSTM cell)。
 
-    x: (B, I) inputs; h, c: (B, H) the previous hidden and cell states;
-    W: (I, 4H), U: (H, 4H), b: (4H,). The columns of W, U and b hold the four gates in the
-    order i, f, g, o (PyTorch's order): columns [0:H] input gate, [H:2H] forget gate,
-    [2H:3H] candidate g, [3H:4H] output gate. With z = x W + h U + b split that way:
-        i = sigmoid(z_i)  f = sigmoid(z_f)  g = tanh(z_g)  o = sigmoid(z_o)
-        c_new = f * c + i * g;   h_new = o * tanh(c_new)
-    Return (h_new, c_new). Write sigmoid so that it does not overflow for large |z|
-    (e.g. sigmoid(z) = (1 + tanh(z / 2)) / 2). Hint: chapter 1.1.2 (the LSTM equations:
-    c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t)).
+    x：(B, I) 输入；h, c：(B, H) 上一步的隐状态和细胞状态；
+    W：(I, 4H)，U：(H, 4H)，b：(4H,)。W、U、b 的列按 PyTorch 的门顺序 i, f, g, o 排列：
+    [0:H] 输入门、[H:2H] 遗忘门、[2H:3H] 候选值 g、[3H:4H] 输出门。
+    返回 (h_new, c_new)，形状都是 (B, H)。sigmoid 要写成大 |z| 时不溢出的形式。
+    参见第 1.1.2 节（LSTM 的公式）。
     """
     raise NotImplementedError("exercise 3.4: lstm_cell")
 
 
 def cross_entropy_with_grad(logits, targets, ignore_index=-100):
-    """Exercise 3.5: mean cross-entropy of a batch and its gradient with respect to the logits.
+    """Exercise 3.5: 一批样本的平均交叉熵 (cross-entropy) 及其对 logits 的梯度。
 
-    logits: (N, C) floats; targets: (N,) ints in [0, C), or ignore_index (that row adds
-    nothing to the loss and gets a zero gradient). With M the number of kept rows:
-        loss = (1/M) sum over kept rows n of (logsumexp(logits[n]) - logits[n, targets[n]])
-        dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) / M   for kept rows, else 0
-    Use a stable logsumexp (subtract the row max). Return (loss as a float, dlogits (N, C)).
-    Hint: chapter 3.1.3 (loss functions: ignore_index, the softmax - onehot gradient).
+    logits：(N, C) 浮点数；targets：(N,) 整数，取值在 [0, C) 或等于 ignore_index（该行不计入
+    损失，梯度为零）。损失是对未被忽略的 M 行取平均。
+    返回 (loss, dlogits)：loss 是浮点数，dlogits 形状 (N, C)。logsumexp 要数值稳定。
+    参见第 3.1.3 节（损失函数：ignore_index，softmax - onehot 的梯度）。
     """
     raise NotImplementedError("exercise 3.5: cross_entropy_with_grad")

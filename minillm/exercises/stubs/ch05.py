@@ -1,85 +1,72 @@
-"""Chapter 5 exercises: the data pipeline and decoding code of chapters/ch05_practice.md.
+"""第 5 章练习：chapters/ch05_practice.md 中的数据管道与解码代码。
 
-Fill in each function, then grade your work from the workspace's parent directory with
+实现下面每个函数，然后在工作区的上一级目录里评分：
 
     minillm exercises check DIR
 
-(add ``--exercise 5.2`` to grade one exercise). Use NumPy and the standard library only: the
-grader compares your results with minillm's own code (the Collator, minillm.metrics, the
-sampler of ``model.generate``) and with brute-force references.
+（加 ``--exercise 5.2`` 只评一道题；卡住时用 ``minillm exercises hint 5.2 --workspace DIR``
+看下一条提示。）只用 NumPy 和标准库：评分器会与 minillm 自己的代码（Collator、minillm.metrics、
+``model.generate`` 的采样器）以及穷举参考实现对照。
 """
 import numpy as np
 
 
 def next_token_windows(ids, block_size, stride):
-    """Exercise 5.1: cut a token stream into training windows for causal-LM pretraining.
+    """Exercise 5.1: 把词元流切成因果语言模型预训练 (causal-LM pretraining) 的训练窗口。
 
-    ids: 1-D int array of length N. Windows start at s = 0, stride, 2 * stride, ... and
-    x = ids[s : s + block_size], y = ids[s + 1 : s + block_size + 1] (the target is the input
-    shifted left by one). Keep only complete windows, i.e. those with s + block_size + 1 <= N:
-    a last incomplete window is dropped (with too few tokens there is no window at all).
-    Return (x, y), int64 arrays of shape (n_windows, block_size) ((0, block_size) if none).
-    Hint (chapter 5.1.1, random_windows): build the index matrix
-    starts[:, None] + np.arange(block_size) and index ids with it; no Python loop needed.
+    ids：长度 N 的一维整数数组；block_size：窗口长度；stride：相邻窗口起点的间隔。
+    窗口从 s = 0, stride, 2 * stride, ... 开始，输入 x 是从 s 开始的 block_size 个词元，
+    目标 y 是 x 向后错一位（下一个词）。只保留完整的窗口（y 也要完整），不完整的最后一个丢掉。
+    返回 (x, y)，int64，形状 (n_windows, block_size)（没有窗口时为 (0, block_size)）。
+    参见第 5.1.1 节（random_windows）。
     """
     raise NotImplementedError("exercise 5.1: next_token_windows")
 
 
 def pad_batch(sequences, pad_id, max_length=None):
-    """Exercise 5.2: right-pad a batch of token-id lists into a matrix, with truncation.
+    """Exercise 5.2: 把一批词元 id 列表右侧填充 (right padding) 成矩阵，并截断 (truncation)。
 
-    sequences: a list of B lists of int ids (some may be empty). First cut every sequence to
-    its first max_length ids (when max_length is not None), then pad on the right with pad_id
-    to L = the longest (cut) sequence. Return (ids, attention_mask), both int64 (B, L):
-    attention_mask is 1 at real tokens and 0 at padding. Build the mask from the LENGTHS, not
-    from ids != pad_id: a real token may equal pad_id (GPT-2 pads with its eos token).
-    Do not modify the input lists. Hint (chapter 5.2.1, Collator): np.full((B, L), pad_id),
-    then compare np.arange(L) with the lengths to get the mask.
+    sequences：B 个整数 id 列表（可能有空列表）；pad_id：填充 id；max_length：None 或截断长度。
+    先把每个序列截到前 max_length 个（max_length 不为 None 时），再在右侧用 pad_id 填充到最长
+    （截断后）序列的长度 L。
+    返回 (ids, attention_mask)，都是 int64 (B, L)：attention_mask 在真实词元处为 1、填充处为 0。
+    注意真实词元也可能等于 pad_id（GPT-2 用 eos 做填充）。不要修改输入的列表。
+    参见第 5.2.1 节（Collator）。
     """
     raise NotImplementedError("exercise 5.2: pad_batch")
 
 
 def classification_metrics(y_true, y_pred, num_classes):
-    """Exercise 5.3: accuracy, macro-averaged F1 and the confusion matrix.
+    """Exercise 5.3: 准确率 (accuracy)、宏平均 F1 (macro-averaged F1) 与混淆矩阵 (confusion matrix)。
 
-    y_true, y_pred: int arrays (N,) of class ids in 0..num_classes-1.
-    Return {"accuracy": float, "macro_f1": float, "confusion": int64 array (C, C)} with
-    confusion[i, j] = number of samples of true class i predicted as j, and
-    F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c) per class (0 when the class is neither true nor
-    predicted anywhere: 0/0 counts as 0), macro_f1 = the mean of F1_c over all C classes.
-    Hint (chapter 5.2.3): np.add.at (or np.bincount of y_true * C + y_pred) fills the
-    confusion matrix; TP is its diagonal, TP + FP its column sums, TP + FN its row sums.
+    y_true, y_pred：整数数组 (N,)，类别 id 在 0..num_classes-1。
+    返回字典 {"accuracy": float, "macro_f1": float, "confusion": int64 数组 (C, C)}；
+    confusion[i, j] 是真实类别 i 被预测为 j 的样本数；macro_f1 是所有 C 个类别的 F1 的平均
+    （某类既没有真实样本也没有被预测过时，它的 F1 记为 0）。参见第 5.2.3 节。
     """
     raise NotImplementedError("exercise 5.3: classification_metrics")
 
 
 def top_k_top_p_filter(logits, top_k, top_p):
-    """Exercise 5.4: the top-k and top-p (nucleus) filtering used when sampling text.
+    """Exercise 5.4: 采样生成文本时的 top-k 与 top-p（核采样 (nucleus)）过滤。
 
-    logits: float array (..., V); filter each row over the last axis; top_k: int >= 1 or None;
-    top_p: float in (0, 1] or None. Return a new array of the same shape: kept entries keep
-    their original logit, removed entries are -inf. Steps, in this order:
-    1. top_k: keep the entries >= the k-th largest logit of the row (ties with it are kept);
-    2. top_p: p = softmax of what is left after step 1; sort p in descending order and keep
-       a token while the probability mass BEFORE it is < top_p (so the top token is always
-       kept: the smallest set whose mass reaches top_p); every token whose p equals the
-       smallest kept probability is kept too (ties at the cut).
-    None (or top_k >= V, top_p = 1) means no filtering for that step.
-    Hint (chapter 5.1.4, generate): np.sort, np.cumsum and a threshold value per row compared
-    with keepdims=True broadcasting; no loop over rows.
+    logits：浮点数组 (..., V)，沿最后一个轴逐行过滤；top_k：>= 1 的整数或 None；
+    top_p：(0, 1] 中的浮点数或 None。返回同形状的新数组：保留的位置保持原 logit，去掉的位置为 -inf。
+    先做 top_k：保留 >= 第 k 大 logit 的项（与它相等的也保留）；
+    再做 top_p：在剩下的项的 softmax 概率上，保留概率和刚好达到 top_p 的最小集合（最大的那个
+    总是保留），与最小保留概率相等的项也保留。
+    None（或 top_k >= V、top_p = 1）表示该步不过滤。参见第 5.1.4 节（generate）。
     """
     raise NotImplementedError("exercise 5.4: top_k_top_p_filter")
 
 
 def greedy_decode(next_logits_fn, prompt_ids, max_new_tokens, eos_id):
-    """Exercise 5.5: greedy decoding: repeatedly append the most likely next token.
+    """Exercise 5.5: 贪心解码 (greedy decoding)：反复追加最可能的下一个词。
 
-    next_logits_fn(ids) takes the whole sequence so far (a list of ints, prompt included)
-    and returns the logits of the next token, a float array (V,). prompt_ids: a list of ints.
-    At each of at most max_new_tokens steps append int(argmax(logits)): the INDEX of the
-    largest logit (a token id), not the logit value itself. Stop right after appending
-    eos_id (when eos_id is not None). Return the full sequence as a new list of ints
-    (prompt + new tokens, eos included). Call next_logits_fn once per new token.
-    Hint (chapter 5.1.4, generate(do_sample=False)): a plain for loop with a break.
+    next_logits_fn(ids)：输入目前为止的整个序列（整数列表，含提示），返回下一个词的 logits，
+    浮点数组 (V,)；prompt_ids：整数列表；max_new_tokens：最多生成的词数；eos_id：结束词 id 或 None。
+    追加 eos_id 之后立即停止。每生成一个新词只调用一次 next_logits_fn。
+    返回完整序列（提示 + 新词，含 eos），一个新的整数列表。
+    参见第 5.1.4 节（generate(do_sample=False)）。
     """
     raise NotImplementedError("exercise 5.5: greedy_decode")

@@ -1,86 +1,69 @@
-"""Chapter 6 exercises: the small algorithms behind the applications of chapter 6
-(chapters/ch06_applications.md): text classification, named entities, question answering.
+"""第 6 章练习：第 6 章各种应用背后的小算法（chapters/ch06_applications.md）：文本分类、
+命名实体识别、问答。
 
-Fill in each function, then grade your work from the workspace's parent directory with
+实现下面每个函数，然后在工作区的上一级目录里评分：
 
     minillm exercises check DIR
 
-(or one exercise: `minillm exercises check DIR --exercise 6.3`). Arrays are NumPy arrays
-(float64 where they hold real numbers); tags and terms are Python strings. Do not call minillm
-here: the grader compares your functions with minillm's metrics, QA post-processing, BM25
-retriever and pooling.
+（或只评一道题：`minillm exercises check DIR --exercise 6.3`；卡住时用
+`minillm exercises hint 6.3 --workspace DIR` 看下一条提示。）数组是 NumPy 数组（实数用
+float64）；标签和词项是 Python 字符串。这里不要调用 minillm：评分器会与 minillm 的评测指标、
+问答后处理、BM25 检索器和池化对照。
 """
 import numpy as np
 
 
 def bio_to_spans(tags):
-    """Exercise 6.1: the entities of one BIO tag sequence, as (type, start, end) spans.
+    """Exercise 6.1: 把一个 BIO 标签序列转换成实体片段 (type, start, end)。
 
-    tags: a list of str, each "O", "B-<TYPE>" or "I-<TYPE>" (e.g. ["B-PER", "I-PER", "O"]).
-    Return a list of tuples (type, start, end), in order of start, with `end` EXCLUSIVE
-    (tags[start:end] is the entity): [("PER", 0, 2)] for the example.
-    Rules (conlleval / seqeval's default mode, section 6.2.2 on tagging schemes):
-      * "B-X" always starts a new entity of type X;
-      * "I-X" continues the open entity if it has type X, otherwise it STARTS one (so
-        ["O", "I-PER"] holds ("PER", 1, 2) and ["I-PER", "I-LOC"] holds two entities);
-      * an entity ends before "O", before any "B-", and before an "I-" of another type.
-    Hint: walk the tags once, appending a sentinel "O" so the last entity gets closed.
+    tags：字符串列表，每个是 "O"、"B-<TYPE>" 或 "I-<TYPE>"（例如 ["B-PER", "I-PER", "O"]）。
+    返回元组列表 (type, start, end)，按 start 排序，end 不包含在内 (exclusive)：上例为
+    [("PER", 0, 2)]。规则同 conlleval / seqeval 的默认模式：不跟在同类型实体后面的 "I-X"
+    也会开始一个新实体（例如 ["O", "I-PER"] 含 ("PER", 1, 2)）。
+    参见第 6.2.2 节（标注体系 (tagging scheme)）。
     """
     raise NotImplementedError("exercise 6.1: bio_to_spans")
 
 
 def entity_f1(true_tag_seqs, pred_tag_seqs):
-    """Exercise 6.2: entity-level micro precision, recall and F1 for NER (section 6.2.3).
+    """Exercise 6.2: 命名实体识别 (NER) 的实体级微平均 (micro) 精确率、召回率与 F1。
 
-    true_tag_seqs, pred_tag_seqs: lists of sentences, each a list of BIO tags; sentence k
-    has the same length in both. An entity (sentence k, type, start, end) predicted counts
-    as correct only if exactly the same entity is in the gold tags (use bio_to_spans).
-    Over all sentences: precision = #correct / #predicted, recall = #correct / #gold,
-    F1 = 2 * precision * recall / (precision + recall) = 2 #correct / (#predicted + #gold).
-    A 0/0 is 0.0. Return the tuple (precision, recall, f1) of Python floats.
+    true_tag_seqs, pred_tag_seqs：句子列表，每句是一个 BIO 标签列表；第 k 句在两边长度相同。
+    预测的实体（句子 k、类型、start、end）只有与标准答案中的实体完全相同时才算正确
+    （用 bio_to_spans）。0/0 记为 0.0。
+    返回 Python 浮点数元组 (precision, recall, f1)。参见第 6.2.3 节。
     """
     raise NotImplementedError("exercise 6.2: entity_f1")
 
 
 def best_span(start_logits, end_logits, max_answer_len):
-    """Exercise 6.3: the best answer span of extractive QA (section 6.3.1, reading comprehension).
+    """Exercise 6.3: 抽取式问答 (extractive QA) 的最佳答案片段。
 
-    start_logits, end_logits: (T,) float arrays, one score per token for "the answer starts
-    here" / "ends here". Return (start, end) as Python ints maximising
-        start_logits[start] + end_logits[end]   subject to   start <= end < start + max_answer_len
-    (`end` INCLUSIVE). Ties: the smallest start, then the smallest end (what np.argmax over a
-    row-major (start, end) score matrix gives).
-    Hint: build the (T, T) matrix start[:, None] + end[None, :], set the forbidden pairs to
-    -inf (np.triu/np.tril or an index difference), then np.argmax + np.unravel_index.
+    start_logits, end_logits：(T,) 浮点数组，每个词元“答案从这里开始”/“到这里结束”的分数；
+    max_answer_len：答案最多包含的词元数。在 start <= end < start + max_answer_len
+    （end 包含在内 (inclusive)）的约束下，使两个分数之和最大。
+    并列时取最小的 start，再取最小的 end。返回两个 Python 整数 (start, end)。
+    参见第 6.3.1 节（阅读理解）。
     """
     raise NotImplementedError("exercise 6.3: best_span")
 
 
 def bm25_scores(query_terms, docs_terms, k1, b):
-    """Exercise 6.4: Okapi BM25 scores of every document for a query (section 6.3.2,
-    open-domain QA: retrieve, then read).
+    """Exercise 6.4: 每篇文档对一个查询的 Okapi BM25 分数（第 6.3.2 节，开放域问答：先检索再阅读）。
 
-    query_terms: a list of str (a term repeated in the query counts each time);
-    docs_terms: a list of N documents, each a list of str (at least one is non-empty).
-    Return a float64 array (N,) with
-        score(d) = sum over query terms t of  idf(t) * tf(t, d) * (k1 + 1)
-                                              / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl))
-        idf(t)   = log(1 + (N - n(t) + 0.5) / (n(t) + 0.5))      (Lucene's idf, never negative)
-    tf(t, d): occurrences of t in d; |d|: len(d); avgdl: mean |d| over the N documents;
-    n(t): the number of documents containing t. A term found in no document adds 0.
-    Hint: a (N, V) term-frequency matrix over the vocabulary V of the documents makes every
-    step a NumPy expression; the query is then a count vector q (V,) and the scores W @ q.
+    query_terms：字符串列表（查询中重复的词每次都算）；docs_terms：N 篇文档，每篇是字符串
+    列表（至少一篇非空）；k1, b：BM25 的两个参数。idf 用 Lucene 的版本（永不为负）；
+    没有出现在任何文档中的词贡献 0。
+    返回 float64 数组 (N,)：每篇文档的分数。
     """
     raise NotImplementedError("exercise 6.4: bm25_scores")
 
 
 def mean_pool(hidden, attention_mask):
-    """Exercise 6.5: a sentence vector by mean pooling, for text classification (section 6.1).
+    """Exercise 6.5: 用平均池化 (mean pooling) 得到句向量，用于文本分类（第 6.1 节）。
 
-    hidden: (B, T, H) float array, the encoder's output for B padded sequences;
-    attention_mask: (B, T) array of 0/1 (1: a real token, 0: padding); every row has at
-    least one 1. Return (B, H): the mean of hidden[b, t] over the real tokens t of row b
-        pooled[b] = sum_t m[b, t] hidden[b, t] / sum_t m[b, t]
-    Padding must not change the result. Hint: broadcast the mask to (B, T, 1).
+    hidden：(B, T, H) 浮点数组，编码器对 B 个填充后序列的输出；
+    attention_mask：(B, T) 的 0/1 数组（1：真实词元，0：填充），每行至少有一个 1。
+    返回 (B, H)：第 b 行是 hidden[b, t] 在真实词元 t 上的平均。填充不能影响结果。
     """
     raise NotImplementedError("exercise 6.5: mean_pool")

@@ -1,66 +1,58 @@
-"""Chapter 7 exercises: moving weights between PyTorch / Hugging Face Transformers and minillm
-(chapters/ch07_tools.md, 7.1.1 Hugging Face Transformers and 7.1.3 OpenAI GPT; the head layout
-is derived in chapters/ch04_math.md, 4.2.2 multi-head attention).
+"""第 7 章练习：在 PyTorch / Hugging Face Transformers 与 minillm 之间搬运权重
+（chapters/ch07_tools.md，7.1.1 Hugging Face Transformers 与 7.1.3 OpenAI GPT；注意力头的
+排布在 chapters/ch04_math.md 的 4.2.2 多头注意力中推导）。
 
-Fill in each function, then grade your work from the workspace's parent directory with
+实现下面每个函数，然后在工作区的上一级目录里评分：
 
     minillm exercises check DIR
 
-(or one exercise: `minillm exercises check DIR --exercise 7.2`). Every function takes and
-returns NumPy arrays (float64) or dicts of them. Do not call minillm or torch here: the grader
-loads your arrays into minillm's Linear layers and GPT attention and compares their outputs.
+（或只评一道题：`minillm exercises check DIR --exercise 7.2`；卡住时用
+`minillm exercises hint 7.2 --workspace DIR` 看下一条提示。）每个函数的输入输出都是 NumPy
+数组（float64）或由它们组成的字典。这里不要调用 minillm 或 torch：评分器会把你的数组装进
+minillm 的 Linear 层和 GPT 注意力，比较它们的输出。
 """
 import numpy as np
 
 
 def torch_to_minillm_linear(state):
-    """Exercise 7.1: convert the state dict of PyTorch nn.Linear layers to minillm's layout.
+    """Exercise 7.1: 把 PyTorch nn.Linear 层的 state dict 转换成 minillm 的布局。
 
-    state: a dict name -> NumPy array, e.g. {"fc1.weight": (out, in), "fc1.bias": (out,),
-    "fc2.weight": ...}. PyTorch's Linear computes y = x @ W.T + b with W of shape
-    (out_features, in_features); minillm's Linear computes y = x @ W + b with W of shape
-    (in_features, out_features). Return a NEW dict with the same keys: every 2-D weight
-    transposed, every 1-D bias unchanged (copied); do not modify `state`.
-    Hint (section 7.1.1): a square weight has the same shape either way, so only the values
-    tell whether you transposed; GPT-2's Conv1D is already (in, out), BERT's Linear is not.
+    state：字典 名字 -> NumPy 数组，例如 {"fc1.weight": (out, in), "fc1.bias": (out,),
+    "fc2.weight": ...}。PyTorch 的 Linear 权重形状是 (out_features, in_features)，minillm 的
+    Linear 计算 y = x @ W + b，W 形状 (in_features, out_features)。
+    返回一个新字典，键不变，值为 minillm 布局的数组（偏置复制一份）；不要修改 state。
+    参见第 7.1.1 节。
     """
     raise NotImplementedError("exercise 7.1: torch_to_minillm_linear")
 
 
 def split_heads(x, n_heads):
-    """Exercise 7.2: split the feature axis into attention heads.
+    """Exercise 7.2: 把特征轴拆成多个注意力头 (attention heads)。
 
-    x: (B, T, C) with C divisible by n_heads. Return (B, H, T, C // H) where
-        out[b, h, t, :] = x[b, t, h * D:(h + 1) * D],   D = C // H
-    (head h owns the h-th block of D consecutive features, as in GPT-2 and BERT).
-    Hint (section 4.2.2): reshape to (B, T, H, D), then move the head axis forward with
-    transpose; no loops.
+    x：(B, T, C)，C 能被 n_heads 整除。头 h 拥有第 h 段连续的 D = C // n_heads 个特征
+    （与 GPT-2、BERT 相同）。
+    返回 (B, H, T, D)。不需要循环。参见第 4.2.2 节（多头注意力）。
     """
     raise NotImplementedError("exercise 7.2: split_heads")
 
 
 def merge_heads(x):
-    """Exercise 7.3: concatenate attention heads back into features (inverse of split_heads).
+    """Exercise 7.3: 把各个注意力头拼回特征轴（split_heads 的逆运算）。
 
-    x: (B, H, T, D), the per-head attention outputs. Return (B, T, H * D) with
-        out[b, t, h * D:(h + 1) * D] = x[b, h, t, :]
-    so that merge_heads(split_heads(x, H)) == x. Hint: transpose to (B, T, H, D) first; a
-    plain reshape of (B, H, T, D) mixes positions and heads.
+    x：(B, H, T, D)，每个头的注意力输出。
+    返回 (B, T, H * D)，使得 merge_heads(split_heads(x, H)) == x。参见第 4.2.2 节。
     """
     raise NotImplementedError("exercise 7.3: merge_heads")
 
 
 def split_packed_qkv(c_attn_weight, c_attn_bias, n_heads):
-    """Exercise 7.4: unpack GPT-2's fused attention projection into per-head q, k, v.
+    """Exercise 7.4: 把 GPT-2 融合的注意力投影 (fused c_attn) 拆成每个头的 q、k、v。
 
-    c_attn_weight: (d, 3d), c_attn_bias: (3d,): GPT-2's `h.{i}.attn.c_attn` (a Conv1D, so
-    y = x @ W + b, no transpose), whose 3d outputs are [q | k | v], each of width d and
-    split into n_heads heads of D = d // n_heads consecutive features (exercise 7.2).
-    Return a dict with six arrays:
-        "q_weight", "k_weight", "v_weight": (n_heads, d, D)   so that x @ q_weight[h] + q_bias[h]
-        "q_bias",   "k_bias",   "v_bias":   (n_heads, D)       is the query of head h (etc.)
-    Hint (section 4.2.2: multi-head attention and GPT-2's d x 3d c_attn): reshape the weight
-    to (d, 3, n_heads, D) and move axes; check yourself with x @ W + b split into thirds and
-    heads.
+    c_attn_weight：(d, 3d)，c_attn_bias：(3d,)：GPT-2 的 `h.{i}.attn.c_attn`（Conv1D，即
+    y = x @ W + b，无需转置），3d 个输出依次是 [q | k | v]，每部分宽 d，再按练习 7.2 的方式
+    分成 n_heads 个头，每头 D = d // n_heads 个连续特征。
+    返回含六个数组的字典："q_weight"、"k_weight"、"v_weight" 形状 (n_heads, d, D)，
+    "q_bias"、"k_bias"、"v_bias" 形状 (n_heads, D)，使 x @ q_weight[h] + q_bias[h] 是头 h 的
+    查询（k、v 同理）。参见第 4.2.2 节（多头注意力与 GPT-2 的 d x 3d c_attn）。
     """
     raise NotImplementedError("exercise 7.4: split_packed_qkv")

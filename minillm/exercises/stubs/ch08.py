@@ -1,81 +1,79 @@
-"""Chapter 8 exercises: efficient fine-tuning and decoding (chapters/ch08_future.md).
+"""第 8 章练习：高效微调与解码（chapters/ch08_future.md）。
 
-Fill in each function, then grade your work with
+实现下面每个函数，然后评分：
 
     minillm exercises check DIR
 
-Every function takes and returns NumPy arrays, Python numbers or lists/tuples of them. Do not
-call minillm here: write the formula yourself (the grader compares with minillm.finetune).
+（卡住时用 ``minillm exercises hint 8.1 --workspace DIR`` 看下一条提示。）每个函数的输入输出
+都是 NumPy 数组、Python 数字或它们组成的列表/元组。这里不要调用 minillm：自己写出公式
+（评分器会与 minillm.finetune 对照）。
 """
 import numpy as np  # noqa: F401 - you will need it
 
 
 def lora_forward(x, W, b, A, B, alpha):
-    """Exercise 8.1: a LoRA linear layer (chapter 8.1, Hu et al. 2021).
+    """Exercise 8.1: LoRA 线性层的前向计算（第 8.1 节，Hu et al. 2021）。
 
-    x: (..., d_in); W: (d_in, d_out) frozen base weight (minillm's layout: y = x W + b);
-    b: (d_out,) or None; A: (d_in, r); B: (r, d_out); alpha: the LoRA alpha (a float).
-    Return y = x W + b + (alpha / r) (x A) B, shape (..., d_out), with r = A.shape[1].
-    Multiply x A first: (..., r) is small, (d_in, d_out) A B is not needed.
+    x：(..., d_in)；W：(d_in, d_out) 冻结的基础权重（minillm 的布局：y = x W + b）；
+    b：(d_out,) 或 None；A：(d_in, r)；B：(r, d_out)；alpha：LoRA 的 alpha（浮点数），
+    r = A.shape[1]。低秩增量按 alpha / r 缩放后加到基础输出上。
+    返回 y，形状 (..., d_out)。不要构造 (d_in, d_out) 的 A B。
     """
     raise NotImplementedError("exercise 8.1: lora_forward")
 
 
 def lora_grads(x, W, A, B, alpha, grad_out):
-    """Exercise 8.2: the gradients of a LoRA layer's trainable matrices.
+    """Exercise 8.2: LoRA 层中可训练矩阵 A、B 的梯度。
 
-    With y = x W + b + s (x A) B, s = alpha / r, and grad_out = dL/dy of shape (..., d_out),
-    return (dA, dB) of shapes (d_in, r) and (r, d_out), summed over every leading axis of x:
-    dB = s (x A)^T grad_out and dA = s x^T (grad_out B^T). W is frozen: no dW.
-    Hint: flatten the leading axes with reshape(-1, d).
+    层的定义同练习 8.1（缩放 s = alpha / r）；grad_out = dL/dy，形状 (..., d_out)。
+    返回 (dA, dB)，形状 (d_in, r) 和 (r, d_out)，对 x 的所有前导轴求和。W 是冻结的：不需要 dW。
     """
     raise NotImplementedError("exercise 8.2: lora_grads")
 
 
 def quantize_int8(w):
-    """Exercise 8.3: symmetric int8 quantization with one scale per output column.
+    """Exercise 8.3: 对称 int8 量化 (symmetric int8 quantization)，每个输出列一个缩放因子 (scale)。
 
-    w: a float (d_in, d_out) weight. For each column j: scale_j = max_i |w_ij| / 127 and
-    q_ij = round(w_ij / scale_j) clipped to [-127, 127] (np.rint: halves to even). A column of
-    zeros has scale 0 and codes 0 (do not divide by zero). Return (q, scale): q int8 of w's
-    shape, scale float (d_out,). Then q * scale is within scale / 2 of w.
+    w：浮点权重 (d_in, d_out)。每列的 scale 使该列绝对值最大的元素映射到 127；编码 q 四舍五入
+    （np.rint：恰好一半时取偶数）并裁剪到 [-127, 127]。全零的列 scale 为 0、编码为 0（不要除以零）。
+    返回 (q, scale)：q 为 int8，形状同 w；scale 为浮点 (d_out,)。这样 q * scale 与 w 的误差
+    不超过 scale / 2。
     """
     raise NotImplementedError("exercise 8.3: quantize_int8")
 
 
 def magnitude_prune_masks(weights, sparsity):
-    """Exercise 8.4: global magnitude pruning.
+    """Exercise 8.4: 全局幅值剪枝 (global magnitude pruning)。
 
-    weights: a list of float arrays (one per layer); sparsity: the fraction in [0, 1] to prune.
-    Over ALL layers together, prune the k = floor(sparsity * n + 0.5) entries with the smallest
-    |w| (n = total number of weights); equal magnitudes are broken by position in the
-    concatenation of the flattened layers (earlier first: np.argsort(..., kind="stable")).
-    Return a list of bool masks, one per layer and of its shape: True = kept.
+    weights：浮点数组列表（每层一个）；sparsity：要剪掉的比例，在 [0, 1] 内。
+    把所有层放在一起，剪掉 |w| 最小的 k = floor(sparsity * n + 0.5) 个（n 为权重总数）；
+    幅值相等时按各层展平后拼接的位置先后决定（靠前的先剪）。
+    返回 bool 掩码列表，每层一个、形状同该层：True 表示保留。
     """
     raise NotImplementedError("exercise 8.4: magnitude_prune_masks")
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature, alpha):
-    """Exercise 8.5: the knowledge-distillation loss (chapter 8.1.2, Hinton et al. 2015).
+    """Exercise 8.5: 知识蒸馏 (knowledge distillation) 损失（第 8.1.2 节，Hinton et al. 2015）。
 
-    student_logits z, teacher_logits v: (N, C); labels: (N,) ints, -100 = ignore this row.
-    p = softmax(v / T), q = softmax(z / T) (T = temperature). Over the N' counted rows:
-    loss = alpha * T^2 * mean_rows sum_c p (log p - log q) + (1 - alpha) * mean_rows CE(z, label)
-    (the cross-entropy at temperature 1). Return a Python float. Use log-softmax (subtract the max).
+    student_logits、teacher_logits：(N, C)；labels：(N,) 整数，-100 表示忽略该行；
+    temperature：温度 T；alpha：蒸馏项的权重。损失是两项的加权和：在温度 T 下教师分布对学生
+    分布的 KL 散度（乘以 T^2，权重 alpha），以及温度 1 下学生对标签的交叉熵（权重 1 - alpha），
+    两项都对未被忽略的行取平均。
+    返回 Python 浮点数。用数值稳定的 log-softmax。
     """
     raise NotImplementedError("exercise 8.5: distillation_loss")
 
 
 def beam_search(log_probs, start, beam_width, max_len, eos_id):
-    """Exercise 8.6: beam search with a bigram model.
+    """Exercise 8.6: 用二元模型做束搜索 (beam search)。
 
-    log_probs: (V, V) with log_probs[a, b] = log P(next = b | previous = a); start: the first
-    (given) token, not part of the output. Each step, extend every alive hypothesis by every
-    token, keep the beam_width best candidates by total log-prob (a sum, no length
-    normalisation); a kept candidate that ends with eos_id is finished and leaves the beam.
-    Stop after max_len tokens or when no hypothesis is alive. Return (sequence, score) of the
-    best hypothesis among the finished ones and those alive at max_len: sequence is a list of
-    ints (without start, with eos_id if it ended), score its total log-prob (a float).
-    beam_width=1 is greedy decoding.
+    log_probs：(V, V)，log_probs[a, b] = log P(下一个 = b | 上一个 = a)；start：给定的第一个
+    词（不属于输出）；beam_width：束宽；max_len：最多生成的词数；eos_id：结束词。
+    每步把每个存活假设扩展为所有词，按总对数概率（求和，不做长度归一化）保留最好的
+    beam_width 个候选；以 eos_id 结尾的候选完成并离开束。生成 max_len 个词或没有存活假设时停止。
+    返回 (sequence, score)：在已完成的假设和 max_len 时仍存活的假设中最好的一个；sequence 是
+    整数列表（不含 start，若结束则含 eos_id），score 是它的总对数概率（浮点数）。
+    beam_width=1 就是贪心解码。
     """
     raise NotImplementedError("exercise 8.6: beam_search")
