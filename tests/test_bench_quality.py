@@ -350,3 +350,12 @@ def test_reused_runs_compare_the_learning_rate_they_used(tmp_path, task, model, 
     cfg = mm.apps.tasks.FinetuneConfig(task=task, dataset="sst2", model=model)
     saved = dict(cfg.to_dict(), learning_rate=saved_lr)
     assert Q.differing_settings(saved, cfg) == want
+
+
+@pytest.mark.parametrize("name", ["sentiment", "sentiment-methods", "ner", "prompting"])
+def test_the_cli_summary_does_not_repeat_a_logged_table(name):
+    result = {"version": "0", "device": "cpu", "fast": False, "table": "| row | 0.81 |",
+              "anchor": {"baseline": "logistic regression"}}
+    assert "| row | 0.81 |" in bench.format_result(name, result)
+    brief = bench.format_result(name, result, table=False)
+    assert "| row | 0.81 |" not in brief and "table is above" in brief

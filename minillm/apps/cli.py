@@ -716,8 +716,8 @@ def cmd_bench(args):
     result["command"] = args._command
     from minillm.apps.tasks import atomic_write_json  # noqa: PLC0415
     atomic_write_json(os.path.join(out, "results.json"), result)
-    print(speed.format_speed(args.name, result) if is_speed
-          else quality.format_result(args.name, result))
+    print(speed.format_speed(args.name, result) if is_speed      # (tables were logged above)
+          else quality.format_result(args.name, result, table=False))
     if args.json:
         _print_json(result)
     return 0

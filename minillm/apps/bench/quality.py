@@ -896,8 +896,9 @@ def _anchor_text(anchor):
     return "; ".join(f"{k}: {v}" for k, v in anchor.items())
 
 
-def format_result(name, result):
-    """A short human-readable summary of ``result`` (from benchmark ``name``) with its anchor."""
+def format_result(name, result, table=True):
+    """A short human-readable summary of ``result`` (from benchmark ``name``) with its anchor;
+    ``table=False`` leaves out a results table the benchmark has already logged."""
     fast = " [fast mode: not comparable]" if result.get("fast") else ""
     head = f"{name} (minillm {result.get('version')}, {result.get('device')}){fast}"
     if name == "shakespeare-gpt":
@@ -925,7 +926,8 @@ def format_result(name, result):
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
     elif name in ("sentiment", "sentiment-methods", "text-classification", "ner",
                   "pretraining-payoff", "prompting"):
-        lines = [head, result["table"]]
+        lines = [head, result["table"] if table else "  (the table is above; every number is "
+                 "in results.json)"]
     elif result.get("benchmark") in ("translation", "code-completion"):
         from .generation import format_generation  # noqa: PLC0415  (imports this module)
         lines = format_generation(name, result).split("\n")
