@@ -992,18 +992,28 @@ def augment_classification(ds, copies, seed, log=print):
                             meta=ds.meta)
 
 
+def _start_run(cfg, command, kind):
+    """``(cfg on its device, the device, the output folder)``; writes ``config.json`` (the
+    command, minillm's version and ``cfg`` under ``kind``) first, so a failed run still says
+    what it was."""
+    from .. import __version__
+
+    dev = backend.device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(dev))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
+                                            kind: cfg.to_dict()})
+    return cfg, dev, out
+
+
 def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     """Fine-tune (or train from scratch) a model for ``cfg.task``; returns the results dict
     (also ``metrics.json`` in the run directory)."""
     from .. import __version__
 
     t_start = time.perf_counter()
-    dev = backend.device(cfg.device)
-    cfg = dataclasses.replace(cfg, device=str(dev))
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
-                                            "finetune": cfg.to_dict()})
+    cfg, dev, out = _start_run(cfg, command, "finetune")
     task = cfg.task
     splits, label_names = load_task_data(cfg, log)
     _log(log, "data: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items())
@@ -1615,12 +1625,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     from .. import __version__
 
     t_start = time.perf_counter()
-    dev = backend.device(cfg.device)
-    cfg = dataclasses.replace(cfg, device=str(dev))
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
-                                            "pretrain": cfg.to_dict()})
+    cfg, dev, out = _start_run(cfg, command, "pretrain")
     train_text, val_text = _corpus(cfg, log)
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)

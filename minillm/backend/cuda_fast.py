@@ -9,19 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import cuda_kernels as ck
+from . import fast_cpu
 from .kernels import Kernel, register
-
-
-def _work(dtype):
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
 
 def softmax_forward(xp, x, axis=-1, allowed=None, guard=False):
     if allowed is not None:
         x = xp.where(allowed, x, -xp.inf)
     last = xp.moveaxis(x, axis, -1)
-    y = ck.softmax_lastdim(last, out=xp.empty(last.shape, dtype=_work(x.dtype)),
-                           masked_rows_zero=guard)
+    work = np.promote_types(x.dtype, np.float32)    # float32 for float16, else x's own
+    y = ck.softmax_lastdim(last, out=xp.empty(last.shape, dtype=work), masked_rows_zero=guard)
     y = xp.moveaxis(y, -1, axis)
     return y.astype(x.dtype, copy=False), (y, axis, x.dtype)
 
@@ -65,32 +62,19 @@ def layer_norm_backward(xp, saved, g):
 
 def attention_forward(xp, q, k, v, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
                       drop=None):
-    from .fast_cpu import causal_bias
-    qs = q * scale
-    s = qs @ xp.swapaxes(k, -1, -2)
-    if is_causal:
-        s += causal_bias(xp, s.shape[-2], s.shape[-1], s.dtype, 
-                          where=getattr(getattr(s, "device", None), "id", None))
-    if bool_mask is not None:
-        s = xp.where(bool_mask, s, -xp.inf)
-    if float_mask is not None:
-        s = s + float_mask
+    where = getattr(getattr(q, "device", None), "id", None)
+    qs, s = fast_cpu.attention_scores(xp, q, k, float_mask, bool_mask, is_causal, scale, where)
     p = ck.softmax_lastdim(s)                      # in place; fully masked rows give zeros
     pd = p * drop if drop is not None else p
     return pd @ v, (qs, k, v, p, pd, drop, scale)
 
 
+def _softmax_backward_kernel(xp, ds, p):
+    ck.softmax_backward_lastdim(ds, p, out=ds)
+
+
 def attention_backward(xp, saved, g):
-    qs, k, v, p, pd, drop, scale = saved
-    gv = xp.swapaxes(pd, -1, -2) @ g
-    ds = g @ xp.swapaxes(v, -1, -2)
-    if drop is not None:
-        ds *= drop
-    ck.softmax_backward_lastdim(ds, p, out=ds)      # dS in place
-    gk = xp.swapaxes(ds, -1, -2) @ qs
-    gq = ds @ k
-    gq *= scale
-    return gq, gk, gv, ds
+    return fast_cpu.attention_backward(xp, saved, g, _softmax_backward_kernel)
 
 
 register("softmax", "cuda", Kernel(softmax_forward, softmax_backward, float16=True))

@@ -184,16 +184,25 @@ def causal_bias(xp, L, S, dtype, where=None):
     return bias
 
 
-def attention_forward(xp, q, k, v, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
-                      drop=None):
-    qs = q * scale                                  # scale L x E numbers, not L x S scores
+def attention_scores(xp, q, k, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
+                     where=None):
+    """``(q * scale, S)``: the scaled queries and the masked scores S = (q * scale) k^T + mask
+    (the scale on L x E numbers, not L x S scores; the causal mask as a cached bias). Shared
+    with the CUDA kernel, which differs only in its softmax."""
+    qs = q * scale
     s = qs @ xp.swapaxes(k, -1, -2)
     if is_causal:
-        s += causal_bias(xp, s.shape[-2], s.shape[-1], s.dtype)
+        s += causal_bias(xp, s.shape[-2], s.shape[-1], s.dtype, where)
     if bool_mask is not None:
         s = xp.where(bool_mask, s, -xp.inf)
     if float_mask is not None:
         s = s + float_mask
+    return qs, s
+
+
+def attention_forward(xp, q, k, v, float_mask=None, bool_mask=None, is_causal=False, scale=1.0,
+                      drop=None):
+    qs, s = attention_scores(xp, q, k, float_mask, bool_mask, is_causal, scale)
     guard = not is_causal or bool_mask is not None or float_mask is not None
     m = row_max(s)
     if guard:                                       # (causal alone never masks a whole row)
@@ -208,14 +217,21 @@ def attention_forward(xp, q, k, v, float_mask=None, bool_mask=None, is_causal=Fa
     return pd @ v, (qs, k, v, p, pd, drop, scale)
 
 
-def attention_backward(xp, saved, g):
+def softmax_backward_in_place(xp, ds, p):
+    """dP -> dS = P * (dP - rowsum(dP * P)), overwriting ``ds``."""
+    ds -= xp.einsum("...j,...j->...", ds, p)[..., None]
+    ds *= p
+
+
+def attention_backward(xp, saved, g, softmax_backward=softmax_backward_in_place):
+    """dv = P'^T g, dS from dP = (g v^T) * drop, dq = dS k * scale, dk = dS^T (q * scale);
+    ``softmax_backward(xp, ds, p)`` turns dP into dS in place (the CUDA kernel passes its own)."""
     qs, k, v, p, pd, drop, scale = saved
     gv = xp.swapaxes(pd, -1, -2) @ g
     ds = g @ xp.swapaxes(v, -1, -2)                 # dP
     if drop is not None:
         ds *= drop
-    ds -= xp.einsum("...j,...j->...", ds, p)[..., None]
-    ds *= p                                         # dS, the gradient of the scores
+    softmax_backward(xp, ds, p)                     # dS, the gradient of the scores
     gk = xp.swapaxes(ds, -1, -2) @ qs
     gq = ds @ k
     gq *= scale
