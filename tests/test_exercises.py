@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,6 +347,10 @@ SOLUTION_IMPORTS = {
                  "adam_step = minillm.exercises.solutions.ch03.adam_step\n",
     "solution_source": "from minillm.exercises import solution_source\n"
                        "exec(solution_source('ch03'))\n",
+    "repo_path": "import sys\nsys.path.insert(0, '../chapters/teachers/solutions')\n"
+                 "from ch03 import *\n",
+    "windows_path": "exec(open(r'..\\chapters\\teachers\\solutions\\ch03.py').read())\n",
+    "env": "import os\nexec(open(os.environ['MINILLM_SOLUTIONS'] + '/ch03.py').read())\n",
 }
 
 
@@ -369,6 +374,17 @@ def test_copied_solution_code_is_graded_and_no_file_is_run_when_refused(tmp_path
     ex.check_workspace(tmp_path)
     assert not marker.exists(), "a refused file must not be executed"
     assert ex.solutions_import("import numpy as np\n# solutions of my own\n") == ""
+
+
+def test_the_solutions_are_not_in_the_installed_package(monkeypatch, tmp_path):
+    import minillm
+    package = Path(minillm.__file__).parent
+    assert not (package / "exercises" / "solutions").exists()
+    assert ex.solutions_dir().as_posix().endswith("chapters/teachers/solutions")
+    monkeypatch.setenv("MINILLM_SOLUTIONS", str(tmp_path / "nowhere"))
+    with pytest.raises(ex.ExerciseError, match="not installed with minillm.*MINILLM_SOLUTIONS"):
+        ex.init_workspace("ch03", tmp_path / "w", solutions=True)
+    assert not (tmp_path / "w").exists(), "nothing is written when the solutions are missing"
 
 
 # ------------------------------------------------------------------------- misconceptions

@@ -908,7 +908,8 @@ def _parser_exercises(add):
                         "hint: the exercise id (4.2) or function name")
     s.add_argument("dir", nargs="?", default=None, help="init: the workspace directory")
     s.add_argument("--solutions", action="store_true",
-                   help="init: write the reference solutions instead of the stubs (teachers)")
+                   help="init: write the reference solutions instead of the stubs (teachers; "
+                        "from a clone's chapters/teachers/solutions or $MINILLM_SOLUTIONS)")
     s.add_argument("--exercise", default=None, metavar="ID",
                    help="check: grade one exercise only (an id such as 4.2, or its function name)")
     s.add_argument("--seed", type=int, default=None,

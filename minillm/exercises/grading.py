@@ -19,8 +19,9 @@ Workspace layout (written by :func:`init_workspace`, never overwriting a file)::
     DIR/.minillm_hints.json      how many hints of each exercise were shown
                                  (``minillm exercises hint ID``; written on demand)
 
-A workspace file that imports ``minillm.exercises.solutions`` (in any form the parser can see)
-is refused before it runs: every exercise of it scores zero. When a check fails and the
+The reference solutions live in the repository (``chapters/teachers/solutions/``), not in the
+installed package. A workspace file that reads them (in any form the parser can see) is refused
+before it runs: every exercise of it scores zero. When a check fails and the
 student's function returns exactly what a known wrong variant returns (an exercise's
 ``misconceptions``), the failure message names that mistake, in Chinese.
 
@@ -50,6 +51,7 @@ import numpy as np
 
 MANIFEST = "minillm_exercises.json"
 HINTS_FILE = ".minillm_hints.json"
+SOLUTIONS_IN_REPO = "chapters/teachers/solutions"
 FORMAT = 1
 CHAPTERS = ("ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
 DEFAULT_TIMEOUT_S = 30.0
@@ -178,9 +180,28 @@ def stub_source(chapter: str) -> str:
     return _package_file("stubs", normalize_chapter(chapter)).read_text(encoding="utf-8")
 
 
+def solutions_dir() -> Path:
+    """Where the reference solutions are: ``$MINILLM_SOLUTIONS``, else the repository's
+    ``chapters/teachers/solutions`` beside the package (a clone or an editable install).
+
+    They are not part of the installed package: teachers take them from the repository.
+    """
+    env = os.environ.get("MINILLM_SOLUTIONS")
+    folder = Path(env) if env else Path(__file__).resolve().parents[2] / SOLUTIONS_IN_REPO
+    if not folder.is_dir():
+        raise ExerciseError(f"the reference solutions are not installed with minillm (looked in "
+                            f"{folder}): teachers find them in the repository at "
+                            f"{SOLUTIONS_IN_REPO}/; set MINILLM_SOLUTIONS to that folder")
+    return folder
+
+
 def solution_source(chapter: str) -> str:
     """The text of a chapter's reference solutions (for teachers; graded by the same checks)."""
-    return _package_file("solutions", normalize_chapter(chapter)).read_text(encoding="utf-8")
+    path = solutions_dir() / f"{normalize_chapter(chapter)}.py"
+    if not path.is_file():
+        raise ExerciseError(f"{path} is missing: the solutions folder must hold one file per "
+                            f"chapter ({', '.join(CHAPTERS)})")
+    return path.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------ workspaces
@@ -225,10 +246,10 @@ def init_workspace(chapters, directory, *, solutions: bool = False) -> list[Path
         raise ExerciseError(f"{', '.join(map(str, clashes))} already exist(s) and may hold your "
                             "work: nothing was written. Choose another directory, or move the "
                             "file away first")
+    texts = {c: solution_source(c) if solutions else stub_source(c) for c in names}
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for c in names:
-        text = solution_source(c) if solutions else stub_source(c)
+    for c, text in texts.items():
         path = directory / f"{c}.py"
         _write_atomic(path, text)
         written.append(path)
@@ -379,11 +400,12 @@ def _diagnose(exercise: Exercise, check: Check, function, seed: int, index: int,
 
 # ------------------------------------------------------------------------------ solutions import
 def solutions_import(source: str) -> str:
-    """Why a workspace file is refused: it imports the reference solutions ("" if it does not).
+    """Why a workspace file is refused: it reads the reference solutions ("" if it does not).
 
-    Parses the file (never runs it): ``import minillm.exercises.solutions...``, ``from
-    minillm.exercises.solutions... import ...``, ``from minillm.exercises import solutions``,
-    ``solution_source`` and any text ``exercises.solutions`` (e.g. an importlib string).
+    Parses the file (never runs it): the function ``solution_source`` / ``solutions_dir``, the
+    old module path ``minillm.exercises.solutions`` in any import, and any text naming
+    ``teachers/solutions`` or ``exercises.solutions`` (a path put on sys.path, an importlib
+    string, MINILLM_SOLUTIONS).
     """
     try:
         tree = ast.parse(source)
@@ -395,15 +417,21 @@ def solutions_import(source: str) -> str:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Name) and node.id == "solution_source" or \
-                isinstance(node, ast.Attribute) and node.attr == "solution_source":
-            return f"line {node.lineno} uses solution_source"
+        elif isinstance(node, ast.Name) and node.id in _SOLUTION_FUNCTIONS or \
+                isinstance(node, ast.Attribute) and node.attr in _SOLUTION_FUNCTIONS:
+            return f"line {node.lineno} uses {getattr(node, 'id', None) or node.attr}"
         if any(n.startswith("minillm.exercises.solutions") for n in names):
             return f"line {node.lineno} imports minillm.exercises.solutions"
     for lineno, line in enumerate(source.splitlines(), 1):
-        if "exercises.solutions" in line or "exercises/solutions" in line:
-            return f"line {lineno} names minillm.exercises.solutions"
+        flat = line.replace("\\", "/")
+        if any(text in flat for text in _SOLUTION_TEXTS):
+            return f"line {lineno} names the reference solutions"
     return ""
+
+
+_SOLUTION_FUNCTIONS = ("solution_source", "solutions_dir")
+_SOLUTION_TEXTS = ("exercises.solutions", "exercises/solutions", "teachers/solutions",
+                   "teachers.solutions", "MINILLM_SOLUTIONS")
 
 
 def check_workspace(directory, *, exercise: str | None = None, seed: int | None = None,

@@ -1,1 +1,0 @@
-"""Reference solutions of the exercises (graded by the same checks as student work)."""
