@@ -45,11 +45,11 @@ def _functions(source):
 
 # ------------------------------------------------------------------------- per chapter
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_has_three_to_six_exercises_with_stub_and_solution(chapter):
+def test_chapter_has_three_to_eight_exercises_with_stub_and_solution(chapter):
     _need(chapter)
     exercises = ex.chapter_exercises(chapter)
     number = int(chapter[2:])
-    assert 3 <= len(exercises) <= 6, f"{chapter} has {len(exercises)} exercises, expected 3-6"
+    assert 3 <= len(exercises) <= 8, f"{chapter} has {len(exercises)} exercises, expected 3-8"
     assert [e.id for e in exercises] == [f"{number}.{k}" for k in range(1, len(exercises) + 1)]
     stubs, solutions = _functions(ex.stub_source(chapter)), _functions(ex.solution_source(chapter))
     for e in exercises:
@@ -388,7 +388,81 @@ def test_the_solutions_are_not_in_the_installed_package(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------- misconceptions
+# one softmax-regression training step; CLIP and DECAY are filled in with a mistake each
+_TRAIN_STEP = """
+import numpy as np
+def train_step(W, b, x, y, m, v, t, lr, weight_decay, max_norm):
+    z = x @ W + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    n = len(y)
+    loss = -np.log(p[np.arange(n), y]).mean()
+    p[np.arange(n), y] -= 1
+    grads = [x.T @ p / n, p.sum(0) / n]
+    norm = np.sqrt(sum((g ** 2).sum() for g in grads))
+    CLIP
+    params, new_m, new_v = [W, b], [], []
+    for i in range(2):
+        DECAY
+        new_m.append(0.9 * m[i] + 0.1 * grads[i])
+        new_v.append(0.999 * v[i] + 0.001 * grads[i] ** 2)
+        m_hat, v_hat = new_m[i] / (1 - 0.9 ** t), new_v[i] / (1 - 0.999 ** t)
+        params[i] = params[i] - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return loss, params[0], params[1], tuple(new_m), tuple(new_v)
+"""
+_JOINT_CLIP = "grads = [g * min(1.0, max_norm / (norm + 1e-6)) for g in grads]"
+_DECOUPLED_W = "params[i] = params[i] * (1 - lr * weight_decay * (i == 0))"
+
+
+def _train_step(clip=_JOINT_CLIP, decay=_DECOUPLED_W):
+    return _TRAIN_STEP.replace("CLIP", clip).replace("DECAY", decay)
+
+
+# one GPT block; LN_ATTN and LN_MLP place the LayerNorms, GELU is the activation
+_GPT_BLOCK = """
+import numpy as np
+def _ln(x, p, name):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * p[name + ".weight"] + p[name + ".bias"]
+def _attn(x, p, n_head):
+    B, T, C = x.shape
+    qkv = x @ p["attn.c_attn.weight"] + p["attn.c_attn.bias"]
+    q, k, v = (a.reshape(B, T, n_head, -1).transpose(0, 2, 1, 3)
+               for a in np.split(qkv, 3, axis=-1))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(C // n_head)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    y = ((w / w.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+    return y @ p["attn.c_proj.weight"] + p["attn.c_proj.bias"]
+def _mlp(x, p):
+    h = x @ p["mlp.c_fc.weight"] + p["mlp.c_fc.bias"]
+    h = GELU
+    return h @ p["mlp.c_proj.weight"] + p["mlp.c_proj.bias"]
+def gpt_block(x, params, n_head):
+    p = params
+    LN_ATTN
+    LN_MLP
+    return x
+"""
+_TANH_GELU = "0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))"
+_PRE_LN = ("x = x + _attn(_ln(x, p, 'ln_1'), p, n_head)", "x = x + _mlp(_ln(x, p, 'ln_2'), p)")
+
+
+def _gpt_block(ln=_PRE_LN, gelu=_TANH_GELU):
+    return (_GPT_BLOCK.replace("LN_ATTN", ln[0]).replace("LN_MLP", ln[1])
+            .replace("GELU", gelu))
+
+
+# key: the exercise id, optionally followed by a word naming the mistake ("3.7 l2")
 MISCONCEPTIONS = {
+    "2.3": ("""
+        import numpy as np
+        def masked_perplexity(log_probs, mask):
+            if not mask.any():
+                raise ValueError("no real tokens")
+            total = np.where(mask, log_probs, 0.0).sum()     # padding counted as log p = 0 ...
+            return float(np.exp(-total / log_probs.size))    # ... and in the denominator
+    """, "填充位置"),
     "3.1": ("""
         import numpy as np
         def adam_step(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
@@ -431,6 +505,20 @@ MISCONCEPTIONS = {
                     grad[n, targets[n]] -= 1
             return loss / N, grad / N
     """, "全部行数 N"),
+    "3.6": ("""
+        import numpy as np
+        def matmul_backward(a, b, grad_out):
+            da = grad_out @ np.swapaxes(b, -1, -2)          # the broadcast shape: no sum over
+            db = np.swapaxes(a, -1, -2) @ grad_out          # the broadcast batch axes
+            return da, db
+    """, "广播轴求和"),
+    "3.7": (_train_step(clip="pass"), "更新之后才裁剪"),            # no clipping at all
+    "3.7 each": (_train_step(clip="grads = [g * min(1.0, max_norm / (np.sqrt((g ** 2).sum()) "
+                             "+ 1e-6)) for g in grads]"), "per-tensor"),
+    "3.7 l2": (_train_step(decay="grads[i] = grads[i] + weight_decay * (i == 0) * params[i]"),
+               "weight decay as L2"),
+    "3.7 bias": (_train_step(decay="params[i] = params[i] * (1 - lr * weight_decay)"),
+                 "偏置 b 也做了权重衰减"),
     "4.2": ("""
         import numpy as np
         def scaled_dot_product_attention(q, k, v, causal=False):
@@ -440,18 +528,94 @@ MISCONCEPTIONS = {
             e = np.exp(s - s.max(-1, keepdims=True))
             return np.einsum("...ls,...sd->...ld", e / e.sum(-1, keepdims=True), v)
     """, "sqrt(d_k)"),
+    "5.6": ("""
+        import numpy as np
+        def causal_self_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
+            B, T, C = x.shape
+            q, k, v = np.split(x @ w_qkv + b_qkv, 3, axis=-1)
+            heads = lambda a: a.reshape(B, T, n_head, -1).transpose(0, 2, 1, 3)
+            q, k, v = heads(q), heads(k), heads(v)
+            s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(C // n_head)      # no causal mask
+            w = np.exp(s - s.max(-1, keepdims=True))
+            y = (w / w.sum(-1, keepdims=True)) @ v
+            return y.transpose(0, 2, 1, 3).reshape(B, T, C) @ w_proj + b_proj
+    """, "因果掩码"),
+    "5.6 width": ("""
+        import numpy as np
+        def causal_self_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
+            B, T, C = x.shape
+            q, k, v = np.split(x @ w_qkv + b_qkv, 3, axis=-1)
+            heads = lambda a: a.reshape(B, T, n_head, -1).transpose(0, 2, 1, 3)
+            q, k, v = heads(q), heads(k), heads(v)
+            s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(C)               # sqrt of all of C
+            s[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -np.inf
+            w = np.exp(s - s.max(-1, keepdims=True))
+            y = (w / w.sum(-1, keepdims=True)) @ v
+            return y.transpose(0, 2, 1, 3).reshape(B, T, C) @ w_proj + b_proj
+    """, "head_dim"),
+    "5.7": (_gpt_block(ln=("x = _ln(x + _attn(x, p, n_head), p, 'ln_1')",
+                           "x = _ln(x + _mlp(x, p), p, 'ln_2')")), "post-LN"),
+    "5.7 gelu": (_gpt_block(gelu="h * 0.5 * (1 + np.vectorize(math.erf)(h / np.sqrt(2)))")
+                 .replace("import numpy as np", "import math\nimport numpy as np"), "GELU"),
+    "5.8": ("""
+        import numpy as np
+        def attention_backward(q, k, v, grad_out, causal):
+            d = q.shape[-1]
+            s = q @ np.swapaxes(k, -1, -2) / np.sqrt(d)
+            if causal:
+                s = s + np.triu(np.full(s.shape[-2:], -np.inf), 1)
+            p = np.exp(s - s.max(-1, keepdims=True))
+            p = p / p.sum(-1, keepdims=True)
+            ds = p * (grad_out @ np.swapaxes(v, -1, -2)) / np.sqrt(d)   # no row-sum term
+            return ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ grad_out
+    """, "row-sum"),
+    "5.8 scale": ("""
+        import numpy as np
+        def attention_backward(q, k, v, grad_out, causal):
+            s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+            if causal:
+                s = s + np.triu(np.full(s.shape[-2:], -np.inf), 1)
+            p = np.exp(s - s.max(-1, keepdims=True))
+            p = p / p.sum(-1, keepdims=True)
+            dp = grad_out @ np.swapaxes(v, -1, -2)
+            ds = p * (dp - (p * dp).sum(-1, keepdims=True))             # 1/sqrt(d) forgotten
+            return ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ grad_out
+    """, "1/sqrt(d)"),
+    "8.1": ("""
+        import numpy as np
+        def lora_forward(x, W, b, A, B, alpha):
+            y = x @ W + x @ A @ B                            # no alpha / r
+            return y if b is None else y + b
+    """, "alpha / r"),
+    "8.2": ("""
+        import numpy as np
+        def lora_grads(x, W, A, B, alpha, grad_out):
+            x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
+            return x2.T @ (g2 @ B.T), (x2 @ A).T @ g2        # no alpha / r
+    """, "alpha / r"),
 }
 
 
-@pytest.mark.parametrize("exercise_id", list(MISCONCEPTIONS))
-def test_a_known_mistake_is_named(exercise_id, tmp_path):
-    source, words = MISCONCEPTIONS[exercise_id]
+@pytest.mark.parametrize("key", list(MISCONCEPTIONS))
+def test_a_known_mistake_is_named(key, tmp_path):
+    source, words = MISCONCEPTIONS[key]
+    exercise_id = key.split()[0]
     chapter = f"ch{int(exercise_id.split('.')[0]):02d}"
     ex.init_workspace(chapter, tmp_path)
     (tmp_path / f"{chapter}.py").write_text(textwrap.dedent(source), encoding="utf-8")
     (r,) = ex.check_workspace(tmp_path, exercise=exercise_id)
     assert r.score < r.exercise.points
     assert "常见错误" in r.first_failure and words in r.first_failure, r.first_failure
+
+
+@pytest.mark.parametrize("chapter, exercise_id, source", [
+    ("ch03", "3.7", _train_step()), ("ch05", "5.7", _gpt_block())])
+def test_the_templates_score_full_marks_without_a_mistake(chapter, exercise_id, source, tmp_path):
+    # so each misconception above differs from a right answer in its one mistake only
+    ex.init_workspace(chapter, tmp_path)
+    (tmp_path / f"{chapter}.py").write_text(source, encoding="utf-8")
+    (r,) = ex.check_workspace(tmp_path, exercise=exercise_id)
+    assert r.passed == len(r.exercise.checks), r.first_failure
 
 
 def test_an_unrelated_mistake_is_not_named(tmp_path):

@@ -18,7 +18,8 @@ from minillm.data.tokenizers.wordpiece import WordPieceTokenizer
 from minillm.metrics import perplexity
 from minillm.models.ngram import UNK, NGramLM
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
+from .grading import (Check, CheckFailed, Exercise, Misconception, as_array, assert_close,
+                      assert_equal, with_hints)
 
 
 def _random_words(rng, n_words, alphabet, max_len):
@@ -132,6 +133,21 @@ def _perplexity_empty_mask(student, rng):
                       f"{got!r}")
 
 
+def _perplexity_over_padding(log_probs, mask):
+    """A known mistake: the mean runs over every position, padding included (padding counted
+    as log p = 0)."""
+    if not mask.any():
+        raise ValueError("no real tokens")
+    return float(np.exp(-np.where(mask, log_probs, 0.0).sum() / mask.size))
+
+
+_PERPLEXITY_MISTAKES = (
+    Misconception("平均时把填充位置 (padding) 也算进了分母 (averaged over padding too)：应只对 "
+                  "mask 为 True 的真实词元取平均，分母是真实词元的个数 mask.sum()，不是 B * T",
+                  _perplexity_over_padding),
+)
+
+
 # -- 2.4 embedding backward --------------------------------------------------------------------
 def _embedding_case(ids_shape, V, D):
     def run(student, rng):
@@ -236,4 +252,4 @@ HINTS = {
             "否则把片段加入结果，start = end，直到 start == len(word)。"),
 }
 
-EXERCISES = with_hints(EXERCISES, HINTS)
+EXERCISES = with_hints(EXERCISES, HINTS, {"2.3": _PERPLEXITY_MISTAKES})

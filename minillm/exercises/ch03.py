@@ -1,11 +1,15 @@
-"""Chapter 3 exercises (核心算法): AdamW, gradient clipping, the LR schedule, an LSTM cell and
-cross-entropy with its gradient.
+"""Chapter 3 exercises (核心算法): AdamW, gradient clipping, the LR schedule, an LSTM cell,
+cross-entropy with its gradient, the backward of a broadcasting matmul and one whole training step.
 
 The checks compare the student's function with minillm itself: ``minillm.optim.AdamW`` stepped
 several times (its moments read from the optimizer state), ``minillm.optim.clip_grad_norm_``,
 ``get_cosine_with_min_lr_schedule_with_warmup`` (the schedule the Trainer builds for
 ``lr_scheduler_type="cosine_with_min_lr"``), ``nn.LSTM`` run for one time step, and
-``F.cross_entropy`` with autograd for the gradient.
+``F.cross_entropy`` with autograd for the gradient. A student's backward (matmul here, attention
+in chapter 5) is also plugged into a ``minillm.autograd.Function`` and checked by ``mm.gradcheck``
+(:func:`gradcheck_backward`); the training step is compared with the same step done by
+``nn.Linear``, ``F.cross_entropy``, ``clip_grad_norm_`` and ``AdamW`` (decay on the matrix only,
+as the Trainer groups parameters).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import minillm as mm
 import minillm.functional as F
 from minillm import backend
+from minillm.autograd import Function, GradcheckError
 from minillm.optim import AdamW, clip_grad_norm_
 from minillm.optim.lr_scheduler import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -123,6 +128,91 @@ def _ce_case(N, C, scale, n_ignored, ignore_index=-100):
     return run
 
 
+# -- a student's backward inside a Function, checked by mm.gradcheck (3.6, 5.8) ----------------
+def gradcheck_backward(forward, backward, arrays, names, what):
+    """``mm.gradcheck`` of a Function whose forward is the grader's ``forward(*arrays)`` (NumPy)
+    and whose backward is the student's ``backward(*arrays, grad_out)``, which must return one
+    float gradient per input, shaped like it (else :class:`CheckFailed`)."""
+    class StudentBackward(Function):
+        def forward(self, *inputs):
+            self.saved = inputs
+            return forward(*inputs)
+
+        def backward(self, g):
+            got = _pair(backward(*[a.copy() for a in self.saved], backend.to_host(g).copy()),
+                        len(names), what)
+            return tuple(as_array(d, f"{n} of {what}", shape=a.shape, dtype_kind="f")
+                         .astype(np.float64) for d, n, a in zip(got, names, self.saved))
+
+    tensors = [mm.tensor(a, requires_grad=True) for a in arrays]
+    try:
+        mm.gradcheck(StudentBackward.apply, tensors)
+    except GradcheckError as e:
+        message = str(e)
+        for i, name in enumerate(names):
+            message = message.replace(f"input {i} ", f"input {i} ({name}) ")
+        raise CheckFailed(f"mm.gradcheck of a Function whose backward is your {what}: "
+                          f"{message}") from None
+
+
+# -- 3.6 matmul backward with broadcast batch axes ------------------------------------------------
+def _matmul_case(shape_a, shape_b):
+    def run(student, rng):
+        a, b = rng.normal(size=shape_a), rng.normal(size=shape_b)
+        ta, tb = mm.tensor(a, requires_grad=True), mm.tensor(b, requires_grad=True)
+        out = ta @ tb
+        g = rng.normal(size=out.shape)
+        (out * mm.tensor(g)).sum().backward()
+        what = f"matmul_backward for a {shape_a} @ b {shape_b} -> c {tuple(out.shape)}"
+        da, db = _pair(student(a.copy(), b.copy(), g.copy()), 2, what)
+        assert_close(as_array(da, f"da of {what}", shape=shape_a, dtype_kind="f"),
+                     ta.grad.numpy(), f"da of {what} (compared with minillm's autograd of @)")
+        assert_close(as_array(db, f"db of {what}", shape=shape_b, dtype_kind="f"),
+                     tb.grad.numpy(), f"db of {what} (compared with minillm's autograd of @)")
+        gradcheck_backward(np.matmul, student, (a, b), ("da", "db"), what)
+    return run
+
+
+# -- 3.7 one training step of softmax regression ----------------------------------------------
+def _moments(value, what):
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise CheckFailed(f"{what} must be a tuple of two arrays (for W and for b)")
+    return tuple(value)
+
+
+def _train_case(N, D, C, steps, lr, weight_decay, max_norm, scale=1.0):
+    def run(student, rng):
+        W, b = rng.normal(size=(D, C)) * 0.5, rng.normal(size=C) * 0.5
+        layer = mm.nn.Linear(D, C)
+        layer.load_state_dict({"weight": mm.tensor(W), "bias": mm.tensor(b)})
+        opt = AdamW([{"params": [layer.weight], "weight_decay": weight_decay},
+                     {"params": [layer.bias], "weight_decay": 0.0}],     # as the Trainer does
+                    lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        m, v = (np.zeros((D, C)), np.zeros(C)), (np.zeros((D, C)), np.zeros(C))
+        for t in range(1, steps + 1):
+            x, y = rng.normal(size=(N, D)) * scale, rng.integers(0, C, size=N)
+            opt.zero_grad()
+            loss = F.cross_entropy(layer(mm.tensor(x)), mm.tensor(y))
+            loss.backward()
+            norm = clip_grad_norm_(layer.parameters(), max_norm).item()
+            opt.step()
+            what = (f"step {t} of {steps} (N={N}, D={D}, C={C}, lr={lr}, weight_decay="
+                    f"{weight_decay}, max_norm={max_norm}; gradient norm {norm:.3g})")
+            got = _pair(student(W.copy(), b.copy(), x.copy(), y.copy(),
+                                tuple(a.copy() for a in m), tuple(a.copy() for a in v), t, lr,
+                                weight_decay, max_norm), 5, "train_step")
+            got_loss, W, b = got[:3]
+            m, v = _moments(got[3], f"m after {what}"), _moments(got[4], f"v after {what}")
+            assert_close(np.float64(got_loss), np.float64(loss.item()), f"loss of {what}")
+            state = [opt.state[p] for p in (layer.weight, layer.bias)]
+            for name, mine, key in (("m", m, "exp_avg"), ("v", v, "exp_avg_sq")):
+                for part, arr, st in zip(("W", "b"), mine, state):
+                    assert_close(arr, backend.to_host(st[key]), f"{name} of {part} after {what}")
+            assert_close(W, layer.weight.numpy(), f"W after {what}")
+            assert_close(b, layer.bias.numpy(), f"b after {what}")
+    return run
+
+
 # -- known mistakes (the grader names them when a student's answer reproduces one) ----------------
 def _adam_l2(param, grad, m, v, t, lr, beta1, beta2, eps, weight_decay):
     """Adam with L2 regularisation: the decay goes into the gradient (not AdamW)."""
@@ -166,6 +256,47 @@ def _ce_mean_over_all_rows(logits, targets, ignore_index=-100):
     return float(-log_p[rows, targets[rows]].sum() / n), grad / n
 
 
+def _matmul_no_sum(a, b, grad_out):
+    """The matmul backward without summing over the broadcast batch axes (shapes come out as
+    the broadcast shape, not as a's and b's)."""
+    return grad_out @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ grad_out
+
+
+def _train_step_variant(decay="decoupled", clip="joint", decay_bias=False):
+    """One softmax-regression step with a chosen mistake: ``decay="l2"`` adds weight_decay * W
+    to the (clipped) gradient as Adam's L2 penalty does; ``clip="none"`` updates with the
+    unclipped gradient (clipping after the update changes nothing); ``clip="each"`` clips dW and
+    db separately; ``decay_bias`` decays b too."""
+    def step(W, b, x, y, m, v, t, lr, weight_decay, max_norm):
+        z = x @ W + b
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        rows = np.arange(len(y))
+        dz = np.exp(log_p)
+        dz[rows, y] -= 1
+        dz /= len(y)
+        grads = [x.T @ dz, dz.sum(axis=0)]
+        norms = [float(np.sqrt(np.sum(g * g))) for g in grads]
+        if clip == "joint":
+            coef = min(max_norm / (float(np.hypot(*norms)) + 1e-6), 1.0)
+            grads = [g * coef for g in grads]
+        elif clip == "each":
+            grads = [g * min(max_norm / (n + 1e-6), 1.0) for g, n in zip(grads, norms)]
+        params, new_m, new_v = [W, b], [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            wd = weight_decay if i == 0 or decay_bias else 0.0
+            if decay == "l2":
+                g = g + wd * p
+            else:
+                p = p * (1 - lr * wd)
+            new_m.append(0.9 * m[i] + 0.1 * g)
+            new_v.append(0.999 * v[i] + 0.001 * g * g)
+            denom = np.sqrt(new_v[i]) / np.sqrt(1 - 0.999 ** t) + 1e-8
+            params[i] = p - lr / (1 - 0.9 ** t) * new_m[i] / denom
+        return float(-log_p[rows, y].mean()), params[0], params[1], tuple(new_m), tuple(new_v)
+    return step
+
+
 _CE_MISTAKES = (
     Misconception("平均时除以了全部行数 N (mean over all rows)，被忽略的行 (ignore_index) 也算进了"
                   "分母；应除以保留的行数 M，损失和梯度都是", _ce_mean_over_all_rows),
@@ -184,6 +315,24 @@ _LSTM_MISTAKES = tuple(
                   "minillm 的顺序是 i, f, g, o（输入门、遗忘门、候选值、输出门）",
                   _lstm_gate_order(order))
     for order in (("i", "f", "o", "g"), ("i", "g", "f", "o"), ("f", "i", "g", "o")))
+
+_MATMUL_MISTAKES = (
+    Misconception("忘了对广播轴求和 (forgot to sum over the broadcast axes)：da、db 的形状成了广播后"
+                  "的形状；某个批量轴 (batch axis) 在前向中被广播过，它在反向中就要求和 "
+                  "(sum over that axis)，让 da、db 回到 a、b 原来的形状", _matmul_no_sum),
+)
+_TRAIN_MISTAKES = (
+    Misconception("在参数更新之后才裁剪梯度 (clipping after the update)，或者根本没裁剪：AdamW 用的"
+                  "还是未裁剪的梯度。顺序应是：求梯度 → 按 (dW, db) 的联合范数裁剪 → AdamW 更新",
+                  _train_step_variant(clip="none")),
+    Misconception("把 dW 和 db 分别按各自的范数裁剪 (per-tensor clipping)；应把它们看成一个长向量，"
+                  "按联合 L2 范数 (joint norm) 统一缩放", _train_step_variant(clip="each")),
+    Misconception("把权重衰减当作 L2 正则加进了梯度 (weight decay as L2)，这是 Adam+L2；AdamW 的解耦"
+                  "权重衰减 (decoupled weight decay) 直接缩小参数，不经过梯度和 m、v",
+                  _train_step_variant(decay="l2")),
+    Misconception("对偏置 b 也做了权重衰减 (decayed the bias)；minillm 的 Trainer 只衰减矩阵参数 "
+                  "(ndim >= 2)，偏置和 LayerNorm 参数不衰减", _train_step_variant(decay_bias=True)),
+)
 
 
 EXERCISES = [
@@ -218,6 +367,24 @@ EXERCISES = [
         Check("logits x50 (stable logsumexp), ignore_index=-1 with 2 ignored",
               _ce_case(8, 4, 50.0, 2, ignore_index=-1)),
     )),
+    Exercise("3.6", "matmul_backward",
+             "matmul backward with broadcast batch axes: sum over the broadcast axes", (
+        Check("2-D: a (3, 4) @ b (4, 5)", _matmul_case((3, 4), (4, 5))),
+        Check("same batch axes: (2, 3, 4) @ (2, 4, 5)", _matmul_case((2, 3, 4), (2, 4, 5))),
+        Check("a weight shared by the batch: (2, 3, 4) @ (4, 5) (db sums over the batch)",
+              _matmul_case((2, 3, 4), (4, 5))),
+        Check("broadcast batch axes: (2, 1, 3, 4) @ (5, 4, 6) -> (2, 5, 3, 6)",
+              _matmul_case((2, 1, 3, 4), (5, 4, 6))),
+    )),
+    Exercise("3.7", "train_step",
+             "one training step: cross-entropy, gradients, joint-norm clipping, AdamW", (
+        Check("3 steps, gradients clipped (max_norm=0.2), weight_decay=0.1",
+              _train_case(8, 5, 4, 3, 0.05, 0.1, 0.2)),
+        Check("3 steps, gradients below max_norm (no clipping), weight_decay=0.01",
+              _train_case(12, 3, 3, 3, 0.01, 0.01, 100.0)),
+        Check("2 steps, large inputs and weight_decay=0.5, lr=0.1, max_norm=1",
+              _train_case(6, 4, 5, 2, 0.1, 0.5, 1.0, scale=5.0)),
+    )),
 ]
 
 # 分层提示 (tiered hints): `minillm exercises hint 3.1` shows them one at a time.
@@ -244,8 +411,22 @@ HINTS = {
             "稳定的 logsumexp：m = max(z, 行)，lse = m + log(sum(exp(z - m)))；每行损失是 "
             "lse - z[n, targets[n]]，对保留行取平均。",
             "梯度：dlogits[n] = (softmax(z[n]) - onehot(targets[n])) / M（保留行），被忽略的行为 0。"),
+    "3.6": ("先不管批量轴：二维时 c = a b 的 da = grad_out 乘 b 的转置，db = a 的转置乘 grad_out；"
+            "用 np.swapaxes(x, -1, -2) 转置最后两个轴，批量轴照常广播。",
+            "这样得到的 da、db 是广播后的形状。前向里被广播的轴，反向时要求和：先对多出来的前导轴 "
+            "sum(axis=0) 直到维数相同，再对原来长度为 1 的轴 sum(axis=k, keepdims=True)。",
+            "写一个 unbroadcast(g, shape)：while g.ndim > len(shape): g = g.sum(0)；再对 shape[k] == 1 "
+            "且 g.shape[k] != 1 的 k 求和 keepdims；返回 (unbroadcast(grad_out @ b^T, a.shape), "
+            "unbroadcast(a^T @ grad_out, b.shape))。"),
+    "3.7": ("按顺序写四步：前向 (logits = x @ W + b，平均交叉熵) → 反向 (dW, db) → 联合范数裁剪 → "
+            "AdamW；返回的 loss 是更新之前的损失。",
+            "dz = (softmax(logits) - onehot(y)) / N；dW = x.T @ dz；db = dz.sum(0)。裁剪系数 "
+            "coef = min(max_norm / (sqrt(sum dW**2 + sum db**2) + 1e-6), 1)，dW、db 都乘它。",
+            "AdamW 对 W：W = W * (1 - lr * weight_decay)，b 不衰减；两者都做 m = 0.9 m + 0.1 g，"
+            "v = 0.999 v + 0.001 g**2，p = p - lr * (m / (1 - 0.9**t)) / (sqrt(v / (1 - 0.999**t)) "
+            "+ 1e-8)；返回 (loss, W, b, (mW, mb), (vW, vb))。"),
 }
 MISCONCEPTIONS = {"3.1": _ADAM_MISTAKES, "3.2": _CLIP_MISTAKES, "3.4": _LSTM_MISTAKES,
-                  "3.5": _CE_MISTAKES}
+                  "3.5": _CE_MISTAKES, "3.6": _MATMUL_MISTAKES, "3.7": _TRAIN_MISTAKES}
 
 EXERCISES = with_hints(EXERCISES, HINTS, MISCONCEPTIONS)

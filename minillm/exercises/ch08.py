@@ -14,7 +14,8 @@ import minillm as mm
 from minillm import nn
 from minillm.finetune import LoRALinear, distillation_loss, magnitude_prune, quantize_per_channel
 
-from .grading import Check, CheckFailed, Exercise, as_array, assert_close, assert_equal, with_hints
+from .grading import (Check, CheckFailed, Exercise, Misconception, as_array, assert_close,
+                      assert_equal, with_hints)
 
 
 # -- 8.1 / 8.2 LoRA ---------------------------------------------------------------------------
@@ -59,6 +60,26 @@ def _lora_grads_case(batch, d_in, d_out, r, alpha):
         assert_close(got[0], layer.lora_A.grad.numpy(), f"dA for x {x.shape}, r={r}")
         assert_close(got[1], layer.lora_B.grad.numpy(), f"dB for x {x.shape}, r={r}")
     return run
+
+
+def _lora_forward_unscaled(x, W, b, A, B, alpha):
+    """A known mistake: the low-rank update added without the alpha / r scale."""
+    y = x @ W + (x @ A) @ B
+    return y if b is None else y + b
+
+
+def _lora_grads_unscaled(x, W, A, B, alpha, grad_out):
+    """A known mistake: dA and dB without the alpha / r scale."""
+    x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
+    return x2.T @ (g2 @ B.T), (x2 @ A).T @ g2
+
+
+_LORA_SCALE = ("忘了 LoRA 的缩放 alpha / r (the alpha/r scale)：低秩增量 x A B 要乘 s = alpha / r "
+               "（r = A.shape[1]）；minillm 的 LoRALinear 与 PEFT 都这样做，换 r 时不必重调学习率")
+_LORA_MISTAKES = {
+    "8.1": (Misconception(_LORA_SCALE, _lora_forward_unscaled),),
+    "8.2": (Misconception(_LORA_SCALE + "；梯度 dA、dB 同样要乘 s", _lora_grads_unscaled),),
+}
 
 
 # -- 8.3 int8 quantization -------------------------------------------------------------------
@@ -250,4 +271,4 @@ HINTS = {
             "最后返回 max(finished + alive, key=分数)。"),
 }
 
-EXERCISES = with_hints(EXERCISES, HINTS)
+EXERCISES = with_hints(EXERCISES, HINTS, _LORA_MISTAKES)

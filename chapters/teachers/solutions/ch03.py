@@ -53,3 +53,36 @@ def cross_entropy_with_grad(logits, targets, ignore_index=-100):
     grad[rows, targets[rows]] -= 1
     grad *= keep[:, None] / M
     return float(loss), grad
+
+
+def _unbroadcast(g, shape):
+    """Sum ``g`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+def matmul_backward(a, b, grad_out):
+    """Exercise 3.6: da = g b^T, db = a^T g, each summed back to its operand's shape."""
+    da = grad_out @ np.swapaxes(b, -1, -2)
+    db = np.swapaxes(a, -1, -2) @ grad_out
+    return _unbroadcast(da, a.shape), _unbroadcast(db, b.shape)
+
+
+def train_step(W, b, x, y, m, v, t, lr, weight_decay, max_norm):
+    """Exercise 3.7: cross-entropy, gradients, joint-norm clipping, AdamW (decay on W only)."""
+    z = x @ W + b
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(len(y))
+    loss = float(-log_p[rows, y].mean())
+    dz = np.exp(log_p)
+    dz[rows, y] -= 1
+    dz /= len(y)
+    (dW, db), _ = clip_grad_norm([x.T @ dz, dz.sum(axis=0)], max_norm)
+    W, mW, vW = adam_step(W, dW, m[0], v[0], t, lr, 0.9, 0.999, 1e-8, weight_decay)
+    b, mb, vb = adam_step(b, db, m[1], v[1], t, lr, 0.9, 0.999, 1e-8, 0.0)    # no decay on b
+    return loss, W, b, (mW, mb), (vW, vb)

@@ -57,3 +57,48 @@ def greedy_decode(next_logits_fn, prompt_ids, max_new_tokens, eos_id):
         if eos_id is not None and ids[-1] == eos_id:
             break
     return ids
+
+
+def _softmax_attention(q, k, v, causal):
+    """softmax(q k^T / sqrt(d), causal mask) v and the probabilities P."""
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        s = np.where(np.triu(np.ones(s.shape[-2:], dtype=bool), 1), -np.inf, s)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ v, p
+
+
+def causal_self_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
+    """Exercise 5.6: fused q|k|v projection, per-head causal attention, merge, c_proj."""
+    B, T, C = x.shape
+    qkv = (x @ w_qkv + b_qkv).reshape(B, T, 3, n_head, C // n_head).transpose(2, 0, 3, 1, 4)
+    y, _ = _softmax_attention(qkv[0], qkv[1], qkv[2], causal=True)     # (B, h, T, hd)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C) @ w_proj + b_proj
+
+
+def _layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def gpt_block(x, params, n_head):
+    """Exercise 5.7: x + attn(ln_1(x)), then x + mlp(ln_2(x)) with GPT-2's tanh GELU."""
+    p = params
+    h = _layer_norm(x, p["ln_1.weight"], p["ln_1.bias"])
+    x = x + causal_self_attention(h, p["attn.c_attn.weight"], p["attn.c_attn.bias"],
+                                  p["attn.c_proj.weight"], p["attn.c_proj.bias"], n_head)
+    h = _layer_norm(x, p["ln_2.weight"], p["ln_2.bias"]) @ p["mlp.c_fc.weight"] + p["mlp.c_fc.bias"]
+    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+    return x + h @ p["mlp.c_proj.weight"] + p["mlp.c_proj.bias"]
+
+
+def attention_backward(q, k, v, grad_out, causal):
+    """Exercise 5.8: dv = P^T g, dS = P (dP - rowsum(P dP)), dq = dS k / sqrt(d), dk = dS^T q
+    / sqrt(d)."""
+    _, p = _softmax_attention(q, k, v, causal)
+    dv = np.swapaxes(p, -1, -2) @ grad_out
+    dp = grad_out @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) / np.sqrt(q.shape[-1])
+    return ds @ k, np.swapaxes(ds, -1, -2) @ q, dv

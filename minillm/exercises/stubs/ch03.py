@@ -7,8 +7,8 @@
 （``minillm exercises check DIR --exercise 3.1`` 只评一道题；卡住时用
 ``minillm exercises hint 3.1 --workspace DIR`` 看下一条提示。）数组都是 NumPy float64 数组。
 每个函数都是纯函数 (pure function)：返回新值，不修改参数（优化器的状态作为参数传入、作为结果
-返回）。这里不要调用 minillm：评分器会与 minillm.optim、nn.LSTM 和 F.cross_entropy（配合
-自动微分）的结果对照。
+返回）。这里不要调用 minillm：评分器会与 minillm.optim、nn.LSTM、nn.Linear 和 F.cross_entropy
+（配合自动微分）的结果对照，并把练习 3.6 的反向装进 minillm.autograd.Function 用 mm.gradcheck 检查。
 """
 import numpy as np
 
@@ -68,3 +68,33 @@ def cross_entropy_with_grad(logits, targets, ignore_index=-100):
     参见第 3.1.3 节（损失函数：ignore_index，softmax - onehot 的梯度）。
     """
     raise NotImplementedError("exercise 3.5: cross_entropy_with_grad")
+
+
+def matmul_backward(a, b, grad_out):
+    """Exercise 3.6: 矩阵乘法 c = a @ b 的反向传播 (backward)，支持批量轴的广播 (broadcasting)。
+
+    a：(..., n, k)，b：(..., k, m)，两者的前导批量轴 (batch axes) 按 NumPy 规则广播，例如
+    a (2, 1, 3, 4) 与 b (5, 4, 6) 得到 c (2, 5, 3, 6)；grad_out = dL/dc，形状与 c 相同。
+    返回 (da, db)：dL/da 与 dL/db，形状必须分别与 a、b 完全相同。
+    评分器会把你的函数装进一个 minillm.autograd.Function 的 backward，用 mm.gradcheck 做中心差分
+    检查，并与 minillm 对 @ 的自动微分对照。
+    参见第 3.1.3 节（反向传播）和 notebooks/ch03_build_autograd.ipynb §3.1（矩阵乘法的反向）。
+    """
+    raise NotImplementedError("exercise 3.6: matmul_backward")
+
+
+def train_step(W, b, x, y, m, v, t, lr, weight_decay, max_norm):
+    """Exercise 3.7: softmax 回归分类器 (softmax regression) 的一个完整训练步 (training step)。
+
+    模型：logits = x @ W + b；x：(N, D) 输入，y：(N,) 整数标签 (取值 0..C-1)，W：(D, C)，b：(C,)。
+    损失 (loss)：N 个样本的平均交叉熵 (mean cross-entropy)。一步依次做：前向求损失 → 求 W、b
+    的梯度 → 把 (dW, db) 当作一个整体按联合 L2 范数 (joint L2 norm) 裁剪到 max_norm（与练习 3.2
+    相同，分母加 1e-6）→ AdamW 更新 (betas 0.9 / 0.999，eps 1e-8，带偏差修正)。权重衰减
+    (weight_decay) 与 minillm 的 Trainer 一致：只作用于矩阵 W，不作用于偏置 b。
+    m = (m_W, m_b)、v = (v_W, v_b)：第 t - 1 步之后的一阶、二阶矩（第一步之前为零）；
+    t：本步的序号 1, 2, 3, ...。不要修改传入的数组。
+    返回 (loss, W_new, b_new, m_new, v_new)：loss 是更新之前的损失（浮点数），m_new、v_new 是
+    同样结构的元组。
+    参见第 3.1.3—3.1.4 节和 notebooks/ch05_build_gpt.ipynb §4（手写 AdamW 的训练循环）。
+    """
+    raise NotImplementedError("exercise 3.7: train_step")

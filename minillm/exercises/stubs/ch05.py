@@ -1,4 +1,5 @@
-"""第 5 章练习：chapters/ch05_practice.md 中的数据管道与解码代码。
+"""第 5 章练习：chapters/ch05_practice.md 中的数据管道与解码代码，以及
+notebooks/ch05_build_gpt.ipynb 里一件一件搭起来的 GPT（练习 5.6—5.8）。
 
 实现下面每个函数，然后在工作区的上一级目录里评分：
 
@@ -6,7 +7,8 @@
 
 （加 ``--exercise 5.2`` 只评一道题；卡住时用 ``minillm exercises hint 5.2 --workspace DIR``
 看下一条提示。）只用 NumPy 和标准库：评分器会与 minillm 自己的代码（Collator、minillm.metrics、
-``model.generate`` 的采样器）以及穷举参考实现对照。
+``model.generate`` 的采样器、models.gpt 的 CausalSelfAttention 和 Block、对
+F.scaled_dot_product_attention 的自动微分与 mm.gradcheck）以及穷举参考实现对照。
 """
 import numpy as np
 
@@ -70,3 +72,52 @@ def greedy_decode(next_logits_fn, prompt_ids, max_new_tokens, eos_id):
     参见第 5.1.4 节（generate(do_sample=False)）。
     """
     raise NotImplementedError("exercise 5.5: greedy_decode")
+
+
+def causal_self_attention(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
+    """Exercise 5.6: GPT 的多头因果自注意力 (multi-head causal self-attention) 的前向计算。
+
+    x：(B, T, C) 输入；n_head：头数 (C 能被 n_head 整除，每个头 hd = C // n_head 维)。
+    权重与 minillm.models.gpt.CausalSelfAttention 相同（minillm 的 Linear 布局 y = x W + b）：
+    w_qkv：(C, 3C)、b_qkv：(3C,) 是融合的 q | k | v 投影 (c_attn)，前 C 列是 q，接着 C 列是 k，
+    最后 C 列是 v；每一部分内第 h 个头占第 h 段的 hd 列。w_proj：(C, C)、b_proj：(C,) 是把各头
+    拼接回去之后的输出投影 (c_proj)。
+    每个头做缩放点积注意力 (scaled dot-product attention，缩放用每个头的维数)，并加因果掩码
+    (causal mask)：位置 i 只能看到位置 0..i。不用 dropout。
+    返回 y：(B, T, C)。
+    参见第 5.1.2 节（模型定义）和 notebooks/ch05_build_gpt.ipynb §2（多头因果自注意力）。
+    """
+    raise NotImplementedError("exercise 5.6: causal_self_attention")
+
+
+def gpt_block(x, params, n_head):
+    """Exercise 5.7: 一个前置层归一化 (pre-LN) 的 GPT 块 (block) 的前向计算。
+
+    x：(B, T, C)；n_head：头数；params：字典，键与 minillm.models.gpt.Block 的 state_dict 相同：
+      "ln_1.weight", "ln_1.bias"：(C,)，注意力之前的 LayerNorm；
+      "attn.c_attn.weight" (C, 3C), "attn.c_attn.bias" (3C,), "attn.c_proj.weight" (C, C),
+      "attn.c_proj.bias" (C,)：因果自注意力，布局同练习 5.6；
+      "ln_2.weight", "ln_2.bias"：(C,)，MLP 之前的 LayerNorm；
+      "mlp.c_fc.weight" (C, 4C), "mlp.c_fc.bias" (4C,), "mlp.c_proj.weight" (4C, C),
+      "mlp.c_proj.bias" (C,)：两层的 MLP，中间用 GPT-2 的 tanh 近似 GELU。
+    块的顺序：注意力子层与 MLP 子层各带一条残差连接 (residual connection)，LayerNorm 放在进入
+    子层之前（pre-LN），eps = 1e-5，方差用有偏估计。不用 dropout。
+    返回 y：(B, T, C)。
+    参见第 5.1.2 节和 notebooks/ch05_build_gpt.ipynb §3（一个 GPT 块）。
+    """
+    raise NotImplementedError("exercise 5.7: gpt_block")
+
+
+def attention_backward(q, k, v, grad_out, causal):
+    """Exercise 5.8: 缩放点积注意力 (scaled dot-product attention) 的反向传播。
+
+    前向与练习 4.2 相同：q：(..., L, d)，k：(..., S, d)，v：(..., S, dv)，前导批量轴相同；
+    分数除以 sqrt(d)；causal 为 True 时 (L == S) 位置 i 只能看到 key 0..i。
+    grad_out = dL/d(输出)，形状 (..., L, dv)。
+    返回 (dq, dk, dv)，形状分别与 q、k、v 相同。
+    评分器会把你的函数装进一个 minillm.autograd.Function 的 backward，用 mm.gradcheck 检查，
+    并与 minillm 对 F.scaled_dot_product_attention 的自动微分对照。
+    参见第 4.2.1 节（自注意力）、notebooks/ch03_build_autograd.ipynb §3.2（softmax 的反向）和
+    notebooks/ch05_build_gpt.ipynb §1（缩放点积注意力）。
+    """
+    raise NotImplementedError("exercise 5.8: attention_backward")
