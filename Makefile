@@ -36,7 +36,7 @@ define pytest_on
 	exit $$rc
 endef
 
-.PHONY: test test-cpu test-fake test-gpu torch demo info install clean
+.PHONY: test test-cpu test-fake test-gpu torch demo info install clean book book-test
 
 test: test-cpu test-fake
 
@@ -69,6 +69,23 @@ torch: $(VENV)/.minillm-torch-installed
 $(VENV)/.minillm-torch-installed: | $(STAMP)
 	$(VPY) -m pip install "$(TORCH)"
 	$(VPY) -m pip install -e ".[hf]"
+	@touch $@
+
+# The companion book: chapters + notebooks executed in fast mode (BOOK_FULL=1: full size, hours)
+# as a static site in build/book/_build/html. Fetches MathJax and Mermaid once with `npm pack`
+# (or from BOOK_VENDOR); serve it with `python3 -m http.server -d build/book/_build/html`.
+BOOK_STAMP := $(VENV)/.minillm-book-installed
+book: $(BOOK_STAMP)
+	$(VPY) chapters/book/build_book.py $(if $(BOOK_FULL),--full)
+
+# Opens two pages of the built book in headless Chromium (Debian: apt-get install chromium
+# fonts-noto-cjk): typeset math, drawn Mermaid, a plot, Chinese headings; screenshots saved in
+# build/book/screenshots/.
+book-test: book
+	$(VPY) chapters/book/check_book.py build/book/_build/html
+
+$(BOOK_STAMP): setup.cfg | $(STAMP)
+	$(VPY) -m pip install -e ".[book]"
 	@touch $@
 
 demo: $(STAMP)

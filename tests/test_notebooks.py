@@ -35,22 +35,20 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat is in the dev extras
 nbclient = pytest.importorskip("nbclient", reason="nbclient is in the dev extras: pip install -e .[dev]")
 pytest.importorskip("ipykernel", reason="ipykernel is in the dev extras: pip install -e .[dev]")
 
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
 from nbclient.exceptions import CellExecutionError  # noqa: E402
+
+from minillm.apps.notebooks import run_notebook  # noqa: E402 - the runner the book uses too
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 DEVICE = os.environ.get("MINILLM_TEST_DEVICE", "cpu")
 
-CELL_TIMEOUT_S = 120
 # Fast mode is meant to take < 20 s on one core; this bound (kernel start included) only catches a
 # notebook that ignores FAST, it is not a benchmark.
 FAST_MODE_LIMIT_S = 120
 FAST_LINE = 'FAST = os.environ.get("MINILLM_FAST") == "1"'
 GLYPH_MARKERS = ("Glyph", "missing from current font", "missing from font")
-KERNEL_NAME = "minillm-test-python"
 # a code cell whose source contains one of these calls draws a figure and must show it (call forms,
 # so that `from minillm.metrics import plot_confusion_matrix` alone does not count)
 DRAWING_CALLS = ("plt.", ".plot(", "imshow(", "plt.subplots(", "plot_history(", "plot_confusion_matrix(")
@@ -148,39 +146,6 @@ def offline_notices(nb) -> list[str]:
     return [line for cell in nb.cells for out in cell.get("outputs", [])
             if out.get("output_type") == "stream"
             for line in out.get("text", "").splitlines() if OFFLINE_MARKER in line]
-
-
-def _kernel_manager(spec_dir: Path) -> KernelManager:
-    """A kernel manager whose only kernel is this interpreter (not whatever `python3` resolves to)."""
-    kdir = spec_dir / KERNEL_NAME
-    kdir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "minillm test kernel", "language": "python"}
-    (kdir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    ksm = KernelSpecManager(kernel_dirs=[str(spec_dir)])
-    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
-
-
-def run_notebook(nb, workdir: Path, extra_env: dict | None = None):
-    """Execute ``nb`` (a NotebookNode, executed in place and returned) in fast mode.
-
-    The kernel runs in ``workdir`` with the caller's environment (updated with ``extra_env``) plus
-    ``MINILLM_FAST=1``, this checkout first on ``PYTHONPATH`` and a private ``IPYTHONDIR``. A
-    failing cell raises ``nbclient.exceptions.CellExecutionError``.
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    env["MINILLM_FAST"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["IPYTHONDIR"] = str(workdir / ".ipython")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    km = _kernel_manager(workdir / ".kernels")
-    client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
-                                     resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=env)
-    return nb
 
 
 def _notebook(*cells):
