@@ -72,11 +72,12 @@ $(VENV)/.minillm-torch-installed: | $(STAMP)
 	@touch $@
 
 # The companion book: chapters + notebooks executed in fast mode (BOOK_FULL=1: full size, hours)
-# as a static site in build/book/_build/html. Fetches MathJax and Mermaid once with `npm pack`
+# as a static site in build/book/_build/html; a notebook whose source is unchanged keeps its
+# outputs unless BOOK_FRESH=1. Fetches MathJax and Mermaid once with `npm pack`
 # (or from BOOK_VENDOR); serve it with `python3 -m http.server -d build/book/_build/html`.
 BOOK_STAMP := $(VENV)/.minillm-book-installed
 book: $(BOOK_STAMP)
-	$(VPY) chapters/book/build_book.py $(if $(BOOK_FULL),--full)
+	$(VPY) chapters/book/build_book.py $(if $(BOOK_FULL),--full) $(if $(BOOK_FRESH),--fresh)
 
 # Opens two pages of the built book in headless Chromium (Debian: apt-get install chromium
 # fonts-noto-cjk): typeset math, drawn Mermaid, a plot, Chinese headings; screenshots saved in

@@ -197,9 +197,15 @@ def main(argv=None) -> int:
                         help="output folder (default build/book); the site is OUT/_build/html")
     parser.add_argument("--full", action="store_true",
                         help="run the notebooks at full size (hours) instead of fast mode")
+    parser.add_argument("--fresh", action="store_true",
+                        help="execute every notebook again (by default a notebook whose source "
+                             "and mode are unchanged keeps its earlier outputs, even if the "
+                             "library changed)")
     parser.add_argument("--pages", nargs="+", default=None, metavar="PAGE",
                         help="build only these pages (chapters/ch04_math, notebooks/...)")
     args = parser.parse_args(argv)
+    if args.fresh:
+        shutil.rmtree(args.out.resolve() / "src" / "notebooks", ignore_errors=True)
     try:
         html = build(args.out.resolve(), full=args.full, pages=args.pages)
     except BookError as e:
