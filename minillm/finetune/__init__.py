@@ -11,12 +11,15 @@
 * :mod:`.prompting` — zero/few-shot classification by prompting: a BERT cloze with a
   verbalizer, and GPT in-context examples.
 * :mod:`.augment` — EDA text augmentation (Wei & Zou 2019) for English and Chinese.
+* :mod:`.instruct` — instruction tuning (SFT): a chat template, the loss on the response
+  tokens only, greedy answers with a KV cache, exact match.
 """
 from .augment import (EDA, distributional_synonyms, random_deletion, random_insertion,
                       random_swap, split_units, synonym_replacement)
 from .distill import DistillationLoss, distill, distillation_loss
 from .freeze import (body_layers, freeze, freeze_layers, layer_depths, layerwise_lr_groups,
                      parameter_summary, train_head_only, trainable_parameters, unfreeze)
+from .instruct import ChatTemplate, encode_conversation, evaluate_records
 from .lora import (LoRALinear, apply_lora, load_adapters, lora_modules, lora_parameter_count,
                    merge_lora, remove_lora, save_adapters, unmerge_lora)
 from .prompting import ClozeClassifier, InContextClassifier, select_demonstrations
@@ -28,7 +31,8 @@ __all__ = ["EDA", "distributional_synonyms", "random_deletion", "random_insertio
            "split_units", "synonym_replacement", "DistillationLoss", "distill",
            "distillation_loss", "body_layers", "freeze", "freeze_layers", "layer_depths",
            "layerwise_lr_groups", "parameter_summary", "train_head_only",
-           "trainable_parameters", "unfreeze", "LoRALinear", "apply_lora", "load_adapters",
+           "trainable_parameters", "unfreeze", "ChatTemplate", "encode_conversation",
+           "evaluate_records", "LoRALinear", "apply_lora", "load_adapters",
            "lora_modules", "lora_parameter_count", "merge_lora", "remove_lora", "save_adapters",
            "unmerge_lora", "ClozeClassifier", "InContextClassifier", "select_demonstrations",
            "PrunedLinear", "magnitude_prune", "remove_pruning", "sparsity", "QuantizedLinear",

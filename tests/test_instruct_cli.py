@@ -1,0 +1,129 @@
+"""`minillm finetune --task instruct`, `minillm evaluate` on an instruction model, and
+`minillm chat --prompt`, end to end on tiny files (a few steps: the plumbing, not the quality)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from minillm.apps import cli
+
+RECORDS = [{"instruction": f"{city}{day}天气怎么样？", "input": "", "output": f"{city}{day}晴。",
+            "task": "weather"} for city in ("北京", "上海", "广州") for day in ("今天", "明天")]
+RECORDS += [{"instruction": "计算。", "input": f"{a}+{b}", "output": str(a + b),
+             "task": "arithmetic"} for a in range(3) for b in range(3)]
+CHATS = [{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"},
+                       {"role": "user", "content": "北京今天天气怎么样？"},
+                       {"role": "assistant", "content": "北京今天晴。"}]}] * 6
+TINY = ["--max-steps", "3", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+        "--batch-size", "4", "--no-progress"]
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("instruct")
+    train = _jsonl(d / "train.jsonl", RECORDS)
+    out = d / "run"
+    assert cli.main(["finetune", "--task", "instruct", "--train", str(train),
+                     "--output-dir", str(out), *TINY]) == 0
+    return d, out
+
+
+def test_a_run_writes_the_model_with_its_template_and_scores_exact_match(run):
+    _, out = run
+    for name in ("config.json", "tokenizer.json", "chat_template.json", "task.json",
+                 "model.npz"):
+        assert (out / "model" / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["task"] == "instruct" and metrics["steps"] == 3
+    val = metrics["validation"]
+    assert val["n"] == 2 and 0 <= val["exact_match"] <= 1 and set(val["per_task"]) <= \
+        {"weather", "arithmetic"}
+    preds = json.loads((out / "predictions_validation.json").read_text(encoding="utf-8"))
+    assert len(preds) == 2 and {"prediction", "reference", "correct"} <= set(preds[0])
+
+
+def test_evaluate_reports_exact_match_per_task(run, capsys):
+    d, out = run
+    test = _jsonl(d / "test.jsonl", RECORDS[:4] + RECORDS[-2:])
+    assert cli.main(["evaluate", "--model", str(out), "--file", str(test), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["task"] == "instruct" and got["n"] == 6
+    assert got["per_task"]["weather"]["n"] == 4 and got["per_task"]["arithmetic"]["n"] == 2
+
+
+def test_chat_prompt_prints_the_answer_alone(run, capsys):
+    _, out = run
+    assert cli.main(["chat", "--model", str(out), "--prompt", "北京今天天气怎么样？",
+                     "--max-new-tokens", "5"]) == 0
+    printed = capsys.readouterr().out
+    from minillm.apps.instruct import load_instruct_model
+    from minillm.finetune.instruct import answer
+    model, tok, template, _ = load_instruct_model(out)
+    expected = answer(model, tok, template, [{"role": "user", "content": "北京今天天气怎么样？"}],
+                      5)
+    assert printed == expected + "\n"          # the greedy answer alone: no banner, no prompt
+
+
+def test_chat_transcripts_train_too(tmp_path):
+    train = _jsonl(tmp_path / "chats.jsonl", CHATS)
+    assert cli.main(["finetune", "--task", "instruct", "--train", str(train),
+                     "--output-dir", str(tmp_path / "run"), *TINY]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["steps"] == 3 and "validation" not in metrics   # no Alpaca records to score
+
+
+BAD = {
+    "bert": (["--model-type", "bert"], "drop --model-type bert"),
+    "lora": (["--method", "lora"], "--method does not apply to --task instruct"),
+    "window": (["--max-length", "8"], "longer than the model's block_size=8"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_what_instruction_tuning_cannot_use_is_a_one_line_error(case, tmp_path, capsys):
+    flags, words = BAD[case]
+    train = _jsonl(tmp_path / "train.jsonl", RECORDS)
+    code = cli.main(["finetune", "--task", "instruct", "--train", str(train), "--output-dir",
+                     str(tmp_path / "run"), *TINY, *flags])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and words in err and "\n" not in err, err
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_bad_record_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(RECORDS[0], ensure_ascii=False) + "\n"
+                   + json.dumps({"instruction": "x"}) + "\n", encoding="utf-8")
+    assert cli.main(["finetune", "--task", "instruct", "--train", str(bad), "--output-dir",
+                     str(tmp_path / "run"), *TINY]) != 0
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "record 2" in err and "output" in err, err
+
+
+def test_instruction_tuning_starts_from_a_hugging_face_gpt2(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tk = pytest.importorskip("tokenizers")
+    bpe = tk.ByteLevelBPETokenizer()
+    texts = [r["instruction"] + r["input"] + r["output"] for r in RECORDS] + ["用户：助手：输入："]
+    bpe.train_from_iterator(texts, vocab_size=300, min_frequency=1,
+                            special_tokens=["<|endoftext|>"])
+    hf_dir = tmp_path / "gpt2"
+    hf_dir.mkdir()
+    bpe.save_model(str(hf_dir))
+    config = transformers.GPT2Config(vocab_size=bpe.get_vocab_size(), n_positions=64, n_embd=16,
+                                     n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(hf_dir, safe_serialization=True)
+    train = _jsonl(tmp_path / "train.jsonl", RECORDS)
+    assert cli.main(["finetune", "--task", "instruct", "--train", str(train), "--model",
+                     str(hf_dir), "--output-dir", str(tmp_path / "run"), *TINY]) == 0
+    info = json.loads((tmp_path / "run" / "model" / "task.json").read_text(encoding="utf-8"))
+    assert info["base_model"] == str(hf_dir) and info["block_size"] == 64
