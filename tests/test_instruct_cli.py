@@ -127,3 +127,51 @@ def test_instruction_tuning_starts_from_a_hugging_face_gpt2(tmp_path):
                      str(hf_dir), "--output-dir", str(tmp_path / "run"), *TINY]) == 0
     info = json.loads((tmp_path / "run" / "model" / "task.json").read_text(encoding="utf-8"))
     assert info["base_model"] == str(hf_dir) and info["block_size"] == 64
+
+
+PAIRS = [{"prompt": f"{city}今天天气怎么样？", "chosen": f"{city}今天晴。", "rejected": f"{city}今天阴。"}
+         for city in ("北京", "上海", "广州")] * 3
+
+
+def test_dpo_from_an_instruction_model_reports_preference_metrics(run, tmp_path):
+    _, sft = run
+    prefs = _jsonl(tmp_path / "prefs.jsonl", PAIRS)
+    out = tmp_path / "dpo"
+    assert cli.main(["finetune", "--task", "dpo", "--train", str(prefs), "--model", str(sft),
+                     "--output-dir", str(out), "--max-steps", "3", "--batch-size", "4",
+                     "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    p = metrics["preferences"]
+    assert metrics["steps"] == 3 and p["n"] == 1 and 0 <= p["reward_accuracy"] <= 1
+    assert (out / "model" / "chat_template.json").is_file()
+    info = json.loads((out / "model" / "task.json").read_text(encoding="utf-8"))
+    assert info["stage"] == "dpo" and info["task"] == "instruct"
+
+
+def test_dpo_needs_an_instruction_model(tmp_path, capsys):
+    prefs = _jsonl(tmp_path / "prefs.jsonl", PAIRS)
+    assert cli.main(["finetune", "--task", "dpo", "--train", str(prefs), "--output-dir",
+                     str(tmp_path / "dpo")]) != 0
+    assert "--task dpo starts from an instruction model" in capsys.readouterr().err
+
+
+def test_near_misses_are_wrong_and_close():
+    import random
+    from minillm.apps.preference import near_miss
+    rng = random.Random(0)
+    for answer in ("正面", "负面", "42", "北京今天晴，气温 3 到 12 摄氏度。", "March 5, 2024", "晴"):
+        wrong = near_miss(answer, rng)
+        assert wrong != answer and abs(len(wrong) - len(answer)) <= 1, (answer, wrong)
+
+
+def test_built_pairs_reject_the_models_own_mistakes_else_a_near_miss(monkeypatch):
+    from minillm.apps import preference
+    from minillm.finetune import instruct as I
+    said = {"北京今天天气怎么样？": "北京今天阴。", "上海今天天气怎么样？": "上海今天晴。"}
+    monkeypatch.setattr(I, "answer", lambda m, t, tpl, msgs, n: said[msgs[0]["content"]])
+    records = [{"instruction": q, "input": "", "output": q[:2] + "今天晴。", "task": "weather"}
+               for q in said]
+    pairs = preference.build_pairs(None, None, I.ChatTemplate(), records)
+    assert [p["source"] for p in pairs] == ["model", "near miss"]
+    assert pairs[0]["rejected"] == "北京今天阴。" and pairs[0]["chosen"] == "北京今天晴。"
+    assert pairs[1]["rejected"] != pairs[1]["chosen"]

@@ -340,14 +340,17 @@ def cmd_pretrain(args):
 
 # -- finetune / evaluate ------------------------------------------------------------------
 FINETUNE_HELP = {
-    "task": "classification, ner, qa, or instruct (instruction tuning of a GPT: Alpaca "
-            "records or chat transcripts, the loss on the answers only)",
+    "task": "classification, ner, qa, instruct (instruction tuning of a GPT: Alpaca "
+            "records or chat transcripts, the loss on the answers only), or dpo (preference "
+            "tuning of an instruct model: --model DIR, pairs from --train or built from "
+            "--dataset)",
+    "dpo_beta": "--task dpo: beta, how strongly the policy is held to the reference",
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
                   "metrics.json, model/ (the fine-tuned model, for minillm evaluate)",
     "dataset": "a built-in dataset (chinese_reviews, sst2, clinc150, peoples_daily_ner, wnut17, "
                "cmrc2018, squad_v1.1) instead of files",
     "train": "your training file: .tsv/.csv (classification), CoNLL (ner), SQuAD .json (qa), "
-             "Alpaca or chat JSON/JSONL (instruct)",
+             "Alpaca or chat JSON/JSONL (instruct), prompt/chosen/rejected JSON/JSONL (dpo)",
     "validation": "validation file (default: a held-out part of --train)",
     "test": "test file, evaluated after training",
     "text_column": "TSV/CSV text column: header name or 0-based index",

@@ -27,7 +27,6 @@ from ..training import Trainer, TrainingArguments, plot_history
 from . import tasks
 
 SPLITS = ("train", "validation", "test")
-TARGET_STEPS = 2000
 MAX_NEW_TOKENS = 64
 
 
@@ -130,9 +129,10 @@ def build(cfg, template, splits, log=print):
     if cfg.model is not None:
         model, tok = _pretrained(cfg, texts, log)
     else:
-        probe = CharTokenizer.train(texts + record_texts(template, splits["validation"]))
+        every = [r for records in splits.values() for r in records]
+        probe = CharTokenizer.train(record_texts(template, every))
         lengths = [len(I.encode_conversation(probe, template, _messages(template, r))[0]) - 1
-                   for r in splits["train"]]
+                   for r in every]                  # the window fits every split's records
         model, tok = _from_scratch(cfg, texts, lengths, log)
     block = model.config.block_size
     rows = {s: I.encode_records(tok, template, r, block, where=f"{s} records")
@@ -144,10 +144,10 @@ def _messages(template, record):
     return record["messages"] if "messages" in record else I.record_messages(template, record)
 
 
-def _arguments(cfg, out, n_rows):
+def _arguments(cfg, out, n_rows, target_steps=None):
     steps_per_epoch = max(1, math.ceil(n_rows / cfg.batch_size))
-    epochs = cfg.num_train_epochs or tasks.epochs_from_data(n_rows, cfg.batch_size,
-                                                            TARGET_STEPS)
+    epochs = cfg.num_train_epochs or tasks.epochs_from_data(
+        n_rows, cfg.batch_size, target_steps or tasks.TARGET_STEPS["instruct"])
     eval_steps = cfg.eval_steps or steps_per_epoch
     return TrainingArguments(
         str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,

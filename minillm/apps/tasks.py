@@ -52,14 +52,15 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
            "encode_ner", "encode_qa", "evaluate_features", "atomic_write_json", "is_fast_env",
            "TaskError"]
 
-TASKS = ("classification", "ner", "qa", "instruct")
+TASKS = ("classification", "ner", "qa", "instruct", "dpo")
 METHODS = ("full", "head-only", "freeze", "lora")
 TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 # what --pooling auto means for a task model: the mean of the real tokens, for BERT and GPT
 # bodies alike (CLINC150 from scratch: in-scope accuracy 0.888 against 0.797 with [CLS]; a
 # masked-LM BERT never trains its [CLS] vector as a summary; BENCHMARKS.md has the ablation)
 POOLING_AUTO = "mean"
-MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1", "instruct": "exact_match"}
+MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1", "instruct": "exact_match",
+               "dpo": "exact_match"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
 # special tokens every tokenizer built here carries ([CLS] q [SEP] c [SEP] for QA and BERT)
@@ -135,6 +136,7 @@ class FinetuneConfig:
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5         # weight of the soft (teacher) term
     augment: int = 0                   # classification: EDA copies per training example
+    dpo_beta: float = 0.1              # dpo: the KL strength beta of the implicit reward
     # QA windows
     doc_stride: int = 32
     max_query_length: int = 32
@@ -168,10 +170,10 @@ class FinetuneConfig:
             raise TaskError("--validation/--test files go with --train FILE; a built-in "
                             "dataset brings its own splits")
         if self.model_type is None:
-            self.model_type = "gpt" if self.task == "instruct" else "bert"
+            self.model_type = "gpt" if self.task in ("instruct", "dpo") else "bert"
         if self.model_type not in ("bert", "gpt"):
             raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
-        if self.task == "instruct":
+        if self.task in ("instruct", "dpo"):
             self._check_instruct()
         if self.tokenizer not in TOKENIZERS and not _tokenizer_path(self.tokenizer):
             raise TaskError(f"tokenizer must be one of {', '.join(TOKENIZERS)} or an existing "
@@ -212,14 +214,21 @@ class FinetuneConfig:
     def _check_instruct(self):
         """What instruction tuning does not take (yet): said now, not ignored."""
         if self.model_type != "gpt":
-            raise TaskError("--task instruct trains a GPT (a causal LM that answers); drop "
+            raise TaskError(f"--task {self.task} trains a GPT (a causal LM that answers); drop "
                             "--model-type bert")
+        if self.task == "dpo" and self.model is None:
+            raise TaskError("--task dpo starts from an instruction model: --model DIR (the run "
+                            "directory of `minillm finetune --task instruct`)")
+        if not self.dpo_beta > 0:
+            raise TaskError(f"dpo_beta must be > 0, got {self.dpo_beta}")
+        if self.task == "instruct" and self.dpo_beta != 0.1:
+            raise TaskError("--dpo-beta applies to --task dpo; drop it")
         for flag, value, default in (("--method", self.method, "full"),
                                      ("--teacher", self.teacher, None),
                                      ("--pooling", self.pooling, "auto")):
             if value != default:
-                raise TaskError(f"{flag} does not apply to --task instruct (full fine-tuning "
-                                f"of the GPT's language-model loss); drop it")
+                raise TaskError(f"{flag} does not apply to --task {self.task} (full "
+                                "fine-tuning of the GPT); drop it")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -558,14 +567,15 @@ def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
 # optimizer steps the default number of epochs aims at, per task. A token task labels every
 # token with one of few tags and learns the rare entity types late: People's Daily NER was
 # still gaining 2-5 points of validation F1 an epoch at 3,000 steps (the ablation in BENCHMARKS.md)
-TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 2000}
+TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 2000, "dpo": 500}
 
 # the peak learning rate when none is given. From a pretrained model, small steps keep what it
 # learned. From scratch, a token task learns faster at 1e-3 (People's Daily NER +7.1 F1, WNUT-17
 # a tie), where a small classification file loses at 1e-3 (SST-2 7.5k: -3.7 points): BENCHMARKS.md,
 # "Fine-tuning defaults"
 LEARNING_RATE_PRETRAINED = 1e-4
-LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4, "instruct": 1e-3}
+LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4, "instruct": 1e-3,
+                              "dpo": None}
 
 
 def default_learning_rate(task, pretrained):
@@ -1038,6 +1048,9 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     if cfg.task == "instruct":
         from .instruct import finetune_instruct  # noqa: PLC0415
         return finetune_instruct(cfg, command, log, resume_from_checkpoint)
+    if cfg.task == "dpo":
+        from .preference import finetune_dpo  # noqa: PLC0415
+        return finetune_dpo(cfg, command, log, resume_from_checkpoint)
     t_start = time.perf_counter()
     cfg, dev, out = _start_run(cfg, command, "finetune")
     task = cfg.task

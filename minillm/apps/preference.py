@@ -1,0 +1,150 @@
+"""`minillm finetune --task dpo`: preference tuning of an instruction model with DPO.
+
+The pairs come from the user's file (``prompt``, ``chosen``, ``rejected``; JSON or JSONL) or
+are built from an instruction dataset with the SFT model itself: the chosen answer is the right
+one, the rejected answer is what the model actually said when that was wrong, or else a near
+miss of the right answer (one digit changed, the other sentiment label, a character dropped).
+The frozen reference is the starting model; its log-probabilities are computed once. After
+training: reward accuracy, margin and the chosen answers' log-ratio to the reference on the
+validation pairs, and exact match on the instruction splits, beside the starting model's.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from .. import backend
+from .. import datasets as D
+from .._fileio import atomic_write_json
+from ..finetune import dpo
+from ..finetune import instruct as I
+from ..training import Trainer, plot_history
+from . import instruct, tasks
+
+LABELS = {"正面": "负面", "负面": "正面"}
+
+
+def near_miss(answer: str, rng: random.Random) -> str:
+    """A plausible wrong answer close to ``answer``: a digit changed, the other sentiment
+    label, or one character dropped (an answer of one character gets another character)."""
+    if answer in LABELS:
+        return LABELS[answer]
+    digits = [i for i, c in enumerate(answer) if c.isdigit()]
+    if digits:
+        i = rng.choice(digits)
+        new = rng.choice([d for d in "0123456789" if d != answer[i]])
+        return answer[:i] + new + answer[i + 1:]
+    if len(answer) > 1:
+        i = rng.randrange(len(answer))
+        return answer[:i] + answer[i + 1:]
+    return answer + answer
+
+
+def build_pairs(model, tok, template, records, seed=0, progress=False) -> list[dict]:
+    """Preference records from Alpaca records: ``{"prompt", "chosen", "rejected", "task",
+    "source"}`` with ``source`` "model" (the SFT model's own wrong answer) or "near miss"."""
+    from tqdm.auto import tqdm
+    rng = random.Random(seed)
+    pairs = []
+    for r in tqdm(records, desc="building pairs", unit="record", disable=not progress):
+        prompt = template.user_text(r["instruction"], r.get("input", ""))
+        said = I.answer(model, tok, template, [{"role": "user", "content": prompt}],
+                        instruct.MAX_NEW_TOKENS)
+        wrong = not I.exact_match(said, r["output"]) and said.strip()
+        rejected = said.strip() if wrong else near_miss(r["output"], rng)
+        pairs.append({"prompt": prompt, "chosen": r["output"], "rejected": rejected,
+                      "task": r.get("task", "all"), "source": "model" if wrong else "near miss"})
+    return pairs
+
+
+def load_pairs(cfg, model, tok, template, log=print) -> dict:
+    """``{"train": pairs, "validation": pairs}`` and the instruction splits (for exact match)
+    when the data is an instruction dataset."""
+    if cfg.dataset is None:
+        records = list(D.load_preferences(cfg.train))
+        train, val = instruct._carve(records, cfg.validation_fraction, cfg.seed) \
+            if not cfg.validation else (records, list(D.load_preferences(cfg.validation)))
+        return {"train": train, "validation": val}, {}
+    splits = {s: list(D.load(cfg.dataset, s)) for s in instruct.SPLITS}
+    limits = {"train": cfg.max_train_examples, "validation": cfg.max_eval_examples,
+              "test": cfg.max_eval_examples}
+    splits = {s: instruct._sample(r, limits[s], cfg.seed) for s, r in splits.items()}
+    pairs = {s: build_pairs(model, tok, template, splits[s], cfg.seed + i, cfg.progress)
+             for i, s in enumerate(("train", "validation"))}
+    made = sum(p["source"] == "model" for p in pairs["train"])
+    tasks._log(log, f"pairs: {len(pairs['train'])} train ({made} rejected answers are the "
+                    f"model's own mistakes, the rest near misses), {len(pairs['validation'])} "
+                    "validation")
+    return pairs, splits
+
+
+def _encode(tok, template, pairs, block_size):
+    """Encoded pairs; a pair longer than the window is an error naming it."""
+    out = []
+    for i, p in enumerate(pairs):
+        e = dpo.encode_pair(tok, template, p)
+        longest = max(len(e["chosen"][0]), len(e["rejected"][0]))
+        if longest > block_size:
+            raise tasks.TaskError(f"preference pair {i} takes {longest + 1} tokens, more than "
+                                  f"the model's window of {block_size}: shorten it")
+        out.append(e)
+    return out
+
+
+def finetune_dpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> dict:
+    """DPO on top of an instruction model (``cfg.model``); returns the results dict (also
+    ``metrics.json``): the preference metrics on validation pairs, and exact match before
+    and after when the pairs come from an instruction dataset."""
+    from .. import __version__
+    t_start = time.perf_counter()
+    cfg, dev, out = tasks._start_run(cfg, command, "finetune")
+    with backend.default_device_as(dev):
+        backend.manual_seed(cfg.seed)
+        model, tok, template, info = instruct.load_instruct_model(cfg.model, dev)
+        pairs, splits = load_pairs(cfg, model, tok, template, log)
+        before = instruct.score(model, tok, template, splits, cfg) if splits else {}
+        pad = tok.pad_id if tok.pad_id is not None else tok.eos_id
+        encoded = {s: _encode(tok, template, p, model.config.block_size)
+                   for s, p in pairs.items()}
+        for rows in encoded.values():           # the reference is the starting model, frozen
+            dpo.reference_logprobs(model, rows, pad, cfg.eval_batch_size, dev)
+        model.is_language_model = False         # the eval loss is DPO's, not a perplexity
+        args, epochs = instruct._arguments(cfg, out, len(encoded["train"]),
+                                           tasks.TARGET_STEPS["dpo"])
+        trainer = Trainer(model, args, train_dataset=encoded["train"],
+                          eval_dataset=encoded["validation"],
+                          data_collator=dpo.PairCollator(pad, dev),
+                          compute_loss=dpo.make_compute_loss(cfg.dpo_beta))
+        t0 = time.perf_counter()
+        state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        results = {"task": "dpo", "command": command, "minillm": __version__,
+                   "device": str(dev), "train_seconds": time.perf_counter() - t0,
+                   "steps": trainer.state.global_step, "best_step": state.loaded_best_step,
+                   "beta": cfg.dpo_beta, "train_pairs": len(encoded["train"]),
+                   "epochs": epochs, "base_model": cfg.model,
+                   "preferences": dpo.preference_metrics(model, encoded["validation"], pad,
+                                                         cfg.dpo_beta, cfg.eval_batch_size,
+                                                         dev)}
+        results["before"] = before
+        results.update(instruct.score(model, tok, template, splits, cfg, out) if splits else {})
+        instruct.save_model(model, tok, template, {**info, "stage": "dpo",
+                                                   "base_model": cfg.model}, out / "model")
+    atomic_write_json(out / "pairs.json", pairs)
+    plot_history(trainer.state.history, out / "loss.png", title="minillm finetune --task dpo")
+    results["total_seconds"] = time.perf_counter() - t_start
+    atomic_write_json(out / "metrics.json", results)
+    tasks._log(log, dpo_summary(results))
+    return results
+
+
+def dpo_summary(results) -> str:
+    p = results["preferences"]
+    lines = [f"validation pairs: reward accuracy {p['reward_accuracy']:.3f}, margin "
+             f"{p['reward_margin']:.3f}, chosen log-ratio to the reference "
+             f"{p['chosen_log_ratio']:.3f} nats ({p['n']} pairs)"]
+    for s in ("validation", "test"):
+        if s in results and s in results.get("before", {}):
+            lines.append(f"{s}: exact match {results['before'][s]['exact_match']:.4f} before "
+                         f"DPO -> {results[s]['exact_match']:.4f} after")
+    return "\n".join(lines)
