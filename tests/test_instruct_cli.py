@@ -175,3 +175,34 @@ def test_built_pairs_reject_the_models_own_mistakes_else_a_near_miss(monkeypatch
     assert [p["source"] for p in pairs] == ["model", "near miss"]
     assert pairs[0]["rejected"] == "北京今天阴。" and pairs[0]["chosen"] == "北京今天晴。"
     assert pairs[1]["rejected"] != pairs[1]["chosen"]
+
+
+@pytest.fixture(scope="module")
+def generated_run(tmp_path_factory):
+    """A tiny instruction model on the built-in set (its window fits every record)."""
+    out = tmp_path_factory.mktemp("generated") / "run"
+    assert cli.main(["finetune", "--task", "instruct", "--dataset", "instructions",
+                     "--max-train-examples", "40", "--max-eval-examples", "6",
+                     "--output-dir", str(out), *TINY]) == 0
+    return out
+
+
+def test_grpo_runs_and_reports_held_out_accuracy_before_and_after(generated_run, tmp_path):
+    out = tmp_path / "grpo"
+    assert cli.main(["finetune", "--task", "grpo", "--dataset", "instructions", "--model",
+                     str(generated_run), "--output-dir", str(out), "--max-steps", "2",
+                     "--batch-size", "2", "--grpo-group", "3", "--max-eval-examples", "3",
+                     "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["steps"] == 2 and m["test_before"]["n"] == 3 == m["test_after"]["n"]
+    assert all(0 <= h["reward"] <= 1 and h["kl"] >= 0 for h in m["history"])
+    assert json.loads((out / "model" / "task.json").read_text(encoding="utf-8"))["stage"] == \
+        "grpo"
+
+
+def test_grpo_rows_mask_the_prompt_and_keep_the_answers_eos():
+    from minillm.apps.reinforce import batch_arrays
+    xs, ys, mask = batch_arrays([([5, 6, 7], [8, 2]), ([5, 6], [9])], pad_id=0)
+    assert xs.tolist() == [[5, 6, 7, 8], [5, 6, 0, 0]]
+    assert ys.tolist() == [[-100, -100, 8, 2], [-100, 9, -100, -100]]
+    assert mask.tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]

@@ -343,8 +343,11 @@ FINETUNE_HELP = {
     "task": "classification, ner, qa, instruct (instruction tuning of a GPT: Alpaca "
             "records or chat transcripts, the loss on the answers only), or dpo (preference "
             "tuning of an instruct model: --model DIR, pairs from --train or built from "
-            "--dataset)",
+            "--dataset), or grpo (reinforcement with a verifiable reward on the arithmetic of "
+            "--dataset instructions: --model DIR)",
     "dpo_beta": "--task dpo: beta, how strongly the policy is held to the reference",
+    "grpo_group": "--task grpo: answers sampled per prompt (the group of the advantages)",
+    "grpo_beta": "--task grpo: weight of the KL penalty to the starting model",
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
                   "metrics.json, model/ (the fine-tuned model, for minillm evaluate)",
     "dataset": "a built-in dataset (chinese_reviews, sst2, clinc150, peoples_daily_ner, wnut17, "

@@ -28,6 +28,7 @@ model directory (e.g. ``runs/demo/pretrained``, written by ``minillm demo``/``pr
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import time
@@ -52,7 +53,7 @@ __all__ = ["TASKS", "FinetuneConfig", "PretrainConfig", "finetune", "pretrain", 
            "encode_ner", "encode_qa", "evaluate_features", "atomic_write_json", "is_fast_env",
            "TaskError"]
 
-TASKS = ("classification", "ner", "qa", "instruct", "dpo")
+TASKS = ("classification", "ner", "qa", "instruct", "dpo", "grpo")
 METHODS = ("full", "head-only", "freeze", "lora")
 TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 # what --pooling auto means for a task model: the mean of the real tokens, for BERT and GPT
@@ -60,7 +61,7 @@ TOKENIZERS = ("auto", "char", "bpe", "wordpiece")
 # masked-LM BERT never trains its [CLS] vector as a summary; BENCHMARKS.md has the ablation)
 POOLING_AUTO = "mean"
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1", "qa": "f1", "instruct": "exact_match",
-               "dpo": "exact_match"}
+               "dpo": "exact_match", "grpo": "exact_match"}
 TASK_FILE = "task.json"
 TOKENIZER_FILE = "tokenizer.json"
 # special tokens every tokenizer built here carries ([CLS] q [SEP] c [SEP] for QA and BERT)
@@ -137,6 +138,8 @@ class FinetuneConfig:
     distill_alpha: float = 0.5         # weight of the soft (teacher) term
     augment: int = 0                   # classification: EDA copies per training example
     dpo_beta: float = 0.1              # dpo: the KL strength beta of the implicit reward
+    grpo_group: int = 8                # grpo: answers sampled per prompt
+    grpo_beta: float = 0.04            # grpo: weight of the KL penalty to the reference
     # QA windows
     doc_stride: int = 32
     max_query_length: int = 32
@@ -170,10 +173,10 @@ class FinetuneConfig:
             raise TaskError("--validation/--test files go with --train FILE; a built-in "
                             "dataset brings its own splits")
         if self.model_type is None:
-            self.model_type = "gpt" if self.task in ("instruct", "dpo") else "bert"
+            self.model_type = "gpt" if self.task in ("instruct", "dpo", "grpo") else "bert"
         if self.model_type not in ("bert", "gpt"):
             raise TaskError(f"model_type must be 'bert' or 'gpt', got {self.model_type!r}")
-        if self.task in ("instruct", "dpo"):
+        if self.task in ("instruct", "dpo", "grpo"):
             self._check_instruct()
         if self.tokenizer not in TOKENIZERS and not _tokenizer_path(self.tokenizer):
             raise TaskError(f"tokenizer must be one of {', '.join(TOKENIZERS)} or an existing "
@@ -216,9 +219,12 @@ class FinetuneConfig:
         if self.model_type != "gpt":
             raise TaskError(f"--task {self.task} trains a GPT (a causal LM that answers); drop "
                             "--model-type bert")
-        if self.task == "dpo" and self.model is None:
-            raise TaskError("--task dpo starts from an instruction model: --model DIR (the run "
-                            "directory of `minillm finetune --task instruct`)")
+        if self.task in ("dpo", "grpo") and self.model is None:
+            raise TaskError(f"--task {self.task} starts from an instruction model: --model DIR "
+                            "(the run directory of `minillm finetune --task instruct`)")
+        if self.task == "grpo" and self.grpo_group < 2:
+            raise TaskError(f"grpo_group must be >= 2 (advantages are relative to the group), "
+                            f"got {self.grpo_group}")
         if not self.dpo_beta > 0:
             raise TaskError(f"dpo_beta must be > 0, got {self.dpo_beta}")
         if self.task == "instruct" and self.dpo_beta != 0.1:
@@ -567,7 +573,8 @@ def length_from_data(lengths, quantile=0.98, multiple=8, floor=16, cap=256):
 # optimizer steps the default number of epochs aims at, per task. A token task labels every
 # token with one of few tags and learns the rare entity types late: People's Daily NER was
 # still gaining 2-5 points of validation F1 an epoch at 3,000 steps (the ablation in BENCHMARKS.md)
-TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 2000, "dpo": 500}
+TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 2000, "dpo": 500,
+                "grpo": 200}
 
 # the peak learning rate when none is given. From a pretrained model, small steps keep what it
 # learned. From scratch, a token task learns faster at 1e-3 (People's Daily NER +7.1 F1, WNUT-17
@@ -575,7 +582,7 @@ TARGET_STEPS = {"classification": 3000, "ner": 7500, "qa": 3000, "instruct": 200
 # "Fine-tuning defaults"
 LEARNING_RATE_PRETRAINED = 1e-4
 LEARNING_RATE_FROM_SCRATCH = {"classification": 5e-4, "ner": 1e-3, "qa": 5e-4, "instruct": 1e-3,
-                              "dpo": None}
+                              "dpo": None, "grpo": None}
 
 
 def default_learning_rate(task, pretrained):
@@ -1040,17 +1047,20 @@ def _start_run(cfg, command, kind):
     return cfg, dev, out
 
 
+# tasks that tune a GPT as a whole, each in a module of its own: task -> (module, function)
+GPT_RECIPES = {"instruct": ("instruct", "finetune_instruct"),
+               "dpo": ("preference", "finetune_dpo"), "grpo": ("reinforce", "finetune_grpo")}
+
+
 def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
     """Fine-tune (or train from scratch) a model for ``cfg.task``; returns the results dict
     (also ``metrics.json`` in the run directory)."""
     from .. import __version__
 
-    if cfg.task == "instruct":
-        from .instruct import finetune_instruct  # noqa: PLC0415
-        return finetune_instruct(cfg, command, log, resume_from_checkpoint)
-    if cfg.task == "dpo":
-        from .preference import finetune_dpo  # noqa: PLC0415
-        return finetune_dpo(cfg, command, log, resume_from_checkpoint)
+    if cfg.task in GPT_RECIPES:                      # instruction, preference, RL tuning
+        module, name = GPT_RECIPES[cfg.task]
+        recipe = getattr(importlib.import_module(f"minillm.apps.{module}"), name)
+        return recipe(cfg, command, log, resume_from_checkpoint)
     t_start = time.perf_counter()
     cfg, dev, out = _start_run(cfg, command, "finetune")
     task = cfg.task
