@@ -508,7 +508,25 @@ def cmd_chat(args):
         if args.prompt is not None:
             print(session.reply(args.prompt), flush=True)
             return 0
+        if args.web:
+            return _serve_chat(session, args)
         return chat.run_interactive(session)
+
+
+def _serve_chat(session, args):
+    from minillm.apps import chat_web  # noqa: PLC0415
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    server = chat_web.make_server(session, port=args.port, title=str(args.model))
+    print(f"minillm chat: open http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nstopped", flush=True)
+    finally:
+        server.server_close()
+    return 0
 
 
 def cmd_exercises(args):
@@ -932,6 +950,9 @@ def _parser_chat(add):
     s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
     s.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     s.add_argument("--seed", type=int, default=None, help="sampling seed")
+    s.add_argument("--web", action="store_true",
+                   help="serve the chat as a web page on this machine (127.0.0.1) instead")
+    s.add_argument("--port", type=int, default=8000, help="--web: the port (default 8000)")
     add_common(s, None, fast=False)
 
 
