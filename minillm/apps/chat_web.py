@@ -68,70 +68,77 @@ document.getElementById("reset").onclick = e => { e.preventDefault(); messages =
 """
 
 
+class ChatHandler(BaseHTTPRequestHandler):
+    """Serves the page (GET /) and the streaming API (POST /api/chat) for ``session``; the
+    class attributes are set by :func:`make_handler`."""
+
+    session: ChatSession = None
+    lock = None
+    page = b""
+
+    def log_message(self, *args):              # quiet: the terminal shows the URL only
+        pass
+
+    def do_GET(self):
+        if self.path.split("?")[0] not in ("/", "/index.html"):
+            self.send_error(404)
+            return
+        self._start(200, "text/html; charset=utf-8", len(self.page))
+        self.wfile.write(self.page)
+
+    def do_POST(self):
+        if self.path != "/api/chat":
+            self.send_error(404)
+            return
+        try:
+            messages = self._messages()
+        except (ValueError, I.TemplateError) as e:
+            self._start(400, "application/x-ndjson")
+            self._line({"error": str(e)})
+            return
+        self._start(200, "application/x-ndjson")
+        with self.lock:
+            self._stream(messages)
+
+    def _messages(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if not 0 < n <= MAX_BODY:
+            raise ValueError(f"the request body must hold 1 to {MAX_BODY} bytes")
+        data = json.loads(self.rfile.read(n).decode("utf-8"))
+        messages = data.get("messages") if isinstance(data, dict) else None
+        I.check_messages(messages, final_assistant=False)
+        if messages[-1]["role"] != "user":
+            raise ValueError("the last message must be the user's question")
+        return messages
+
+    def _stream(self, messages):
+        self.session.messages = messages[:-1]
+        note = lambda n: self._line({"dropped": n})  # noqa: E731
+        try:
+            for piece in self.session.stream(messages[-1]["content"], on_truncate=note):
+                self._line({"text": piece})
+            self._line({"done": True})
+        except I.TemplateError as e:
+            self._line({"error": str(e)})
+
+    def _start(self, code, kind, length=None):
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Cache-Control", "no-store")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _line(self, obj):
+        self.wfile.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+        self.wfile.flush()
+
+
 def make_handler(session: ChatSession, title: str):
-    """A request handler class serving the page and the streaming API for ``session``."""
-    lock = threading.Lock()
+    """A :class:`ChatHandler` subclass bound to ``session`` (one answer at a time)."""
     page = PAGE.replace("__MODEL__", title.replace("<", "&lt;")).encode("utf-8")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):          # quiet: the terminal shows the URL only
-            pass
-
-        def do_GET(self):
-            if self.path.split("?")[0] not in ("/", "/index.html"):
-                self.send_error(404)
-                return
-            self._start(200, "text/html; charset=utf-8", len(page))
-            self.wfile.write(page)
-
-        def do_POST(self):
-            if self.path != "/api/chat":
-                self.send_error(404)
-                return
-            try:
-                messages = self._messages()
-            except (ValueError, I.TemplateError) as e:
-                self._start(400, "application/x-ndjson")
-                self._line({"error": str(e)})
-                return
-            self._start(200, "application/x-ndjson")
-            with lock:
-                self._stream(messages)
-
-        def _messages(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            if not 0 < n <= MAX_BODY:
-                raise ValueError(f"the request body must hold 1 to {MAX_BODY} bytes")
-            data = json.loads(self.rfile.read(n).decode("utf-8"))
-            messages = data.get("messages") if isinstance(data, dict) else None
-            I.check_messages(messages, final_assistant=False)
-            if messages[-1]["role"] != "user":
-                raise ValueError("the last message must be the user's question")
-            return messages
-
-        def _stream(self, messages):
-            session.messages = messages[:-1]
-            note = lambda n: self._line({"dropped": n})  # noqa: E731
-            try:
-                for piece in session.stream(messages[-1]["content"], on_truncate=note):
-                    self._line({"text": piece})
-                self._line({"done": True})
-            except I.TemplateError as e:
-                self._line({"error": str(e)})
-
-        def _start(self, code, kind, length=None):
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Cache-Control", "no-store")
-            if length is not None:
-                self.send_header("Content-Length", str(length))
-            self.end_headers()
-
-        def _line(self, obj):
-            self.wfile.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
-            self.wfile.flush()
-
-    return Handler
+    return type("BoundChatHandler", (ChatHandler,),
+                {"session": session, "lock": threading.Lock(), "page": page})
 
 
 def make_server(session: ChatSession, host="127.0.0.1", port=0, title="minillm"):
