@@ -206,3 +206,28 @@ def test_grpo_rows_mask_the_prompt_and_keep_the_answers_eos():
     assert xs.tolist() == [[5, 6, 7, 8], [5, 6, 0, 0]]
     assert ys.tolist() == [[-100, -100, 8, 2], [-100, 9, -100, -100]]
     assert mask.tolist() == [[0, 0, 1, 1], [0, 1, 0, 0]]
+
+
+DATASET_OPTIONS = {
+    "n_per_task=12": {"n_per_task": 12},
+    "n_per_task=12, tasks=weather": {"n_per_task": 12, "tasks": "weather"},
+    "seed=1,tasks=date_en": {"seed": 1, "tasks": "date_en"},
+}
+
+
+@pytest.mark.parametrize("text", list(DATASET_OPTIONS))
+def test_dataset_options_become_the_loaders_arguments(text):
+    from minillm.apps import tasks
+    cfg = tasks.FinetuneConfig(task="instruct", dataset="instructions", dataset_options=text)
+    assert tasks.dataset_kwargs(cfg) == DATASET_OPTIONS[text]
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--dataset", "instructions", "--dataset-options", "size=3"], "size=3' is not KEY=VALUE"),
+    (["--train", "x.jsonl", "--dataset-options", "n_per_task=3"], "go with a built-in"),
+])
+def test_bad_dataset_options_are_refused_before_anything_is_written(flags, words, tmp_path,
+                                                                      capsys):
+    assert cli.main(["finetune", "--task", "instruct", *flags, "--output-dir",
+                     str(tmp_path / "run")]) != 0
+    assert words in capsys.readouterr().err and not (tmp_path / "run").exists()

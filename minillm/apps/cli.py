@@ -352,6 +352,8 @@ FINETUNE_HELP = {
                   "metrics.json, model/ (the fine-tuned model, for minillm evaluate)",
     "dataset": "a built-in dataset (chinese_reviews, sst2, clinc150, peoples_daily_ner, wnut17, "
                "cmrc2018, squad_v1.1) instead of files",
+    "dataset_options": "options of the built-in dataset's loader, KEY=VALUE,... (e.g. "
+                       "n_per_task=1500 for instructions; minillm datasets info NAME lists them)",
     "train": "your training file: .tsv/.csv (classification), CoNLL (ner), SQuAD .json (qa), "
              "Alpaca or chat JSON/JSONL (instruct), prompt/chosen/rejected JSON/JSONL (dpo)",
     "validation": "validation file (default: a held-out part of --train)",

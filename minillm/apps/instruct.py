@@ -54,7 +54,8 @@ def _carve(records, fraction, seed):
 def load_splits(cfg, log=print) -> dict[str, list[dict]]:
     """``{split: [record]}`` from the built-in dataset or the files of ``cfg``."""
     if cfg.dataset is not None:
-        splits = {s: list(D.load(cfg.dataset, s)) for s in SPLITS}
+        opts = tasks.dataset_kwargs(cfg)
+        splits = {s: list(D.load(cfg.dataset, s, **opts)) for s in SPLITS}
     else:
         splits = {"train": read_instruction_file(cfg.train)}
         if cfg.validation:
@@ -213,7 +214,7 @@ def finetune_instruct(cfg, command=None, log=print, resume_from_checkpoint=None)
                           eval_dataset=rows["validation"], data_collator=I.SFTCollator(pad, dev))
         tasks._log(log, f"model: GPT{' from ' + cfg.model if cfg.model else ' from scratch'}, "
                         f"{model.num_parameters():,} parameters; {len(rows['train'])} training "
-                        f"records, {epochs:g} epochs; loss on the response tokens only")
+                        f"records, {_length(cfg, epochs)}; loss on the response tokens only")
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
@@ -237,6 +238,10 @@ def finetune_instruct(cfg, command=None, log=print, resume_from_checkpoint=None)
     atomic_write_json(out / "metrics.json", results)
     tasks._log(log, summary(results))
     return results
+
+
+def _length(cfg, epochs) -> str:
+    return f"{cfg.max_steps} steps (--max-steps)" if cfg.max_steps else f"{epochs:g} epochs"
 
 
 def summary(results) -> str:

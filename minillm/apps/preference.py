@@ -66,7 +66,8 @@ def load_pairs(cfg, model, tok, template, log=print) -> dict:
         train, val = instruct._carve(records, cfg.validation_fraction, cfg.seed) \
             if not cfg.validation else (records, list(D.load_preferences(cfg.validation)))
         return {"train": train, "validation": val}, {}
-    splits = {s: list(D.load(cfg.dataset, s)) for s in instruct.SPLITS}
+    opts = tasks.dataset_kwargs(cfg)
+    splits = {s: list(D.load(cfg.dataset, s, **opts)) for s in instruct.SPLITS}
     limits = {"train": cfg.max_train_examples, "validation": cfg.max_eval_examples,
               "test": cfg.max_eval_examples}
     splits = {s: instruct._sample(r, limits[s], cfg.seed) for s, r in splits.items()}

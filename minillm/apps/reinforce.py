@@ -83,7 +83,8 @@ def _step(model, ref, optimizer, rows, rewards, cfg, pad):
 
 
 def _arithmetic(cfg, split):
-    records = [r for r in D.load(cfg.dataset or "instructions", split) if r.get("task") == TASK]
+    records = [r for r in D.load(cfg.dataset or "instructions", split,
+                                 **tasks.dataset_kwargs(cfg)) if r.get("task") == TASK]
     limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
     return instruct._sample(records, limit, cfg.seed)
 

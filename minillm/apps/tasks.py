@@ -100,6 +100,7 @@ class FinetuneConfig:
     output_dir: str = "runs/finetune"
     # data: a built-in dataset, or files
     dataset: str | None = None
+    dataset_options: str | None = None  # the loader's options, "n_per_task=1500,seed=1"
     train: str | None = None
     validation: str | None = None
     test: str | None = None
@@ -169,6 +170,8 @@ class FinetuneConfig:
         if (self.dataset is None) == (self.train is None):
             raise TaskError("give either a built-in dataset (--dataset NAME) or your own "
                             "training file (--train FILE), not both and not neither")
+        if self.dataset_options is not None:
+            dataset_kwargs(self)                  # a clear error now, before anything is read
         if self.dataset is not None and (self.validation or self.test):
             raise TaskError("--validation/--test files go with --train FILE; a built-in "
                             "dataset brings its own splits")
@@ -448,6 +451,34 @@ def _check_task_fields(ds, task, where):
                         "it cannot be used for training or evaluation")
 
 
+def dataset_kwargs(cfg) -> dict:
+    """``cfg.dataset_options`` ("key=value,key=value") as the built-in loader's keyword
+    arguments: ints, floats, true/false or text; unknown keys are an error listing the valid
+    ones."""
+    if not cfg.dataset_options:
+        return {}
+    if cfg.dataset is None:
+        raise TaskError("--dataset-options go with a built-in --dataset")
+    valid = datasets.get_spec(cfg.dataset).options()
+    out = {}
+    for item in cfg.dataset_options.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in valid:
+            raise TaskError(f"--dataset-options: {item.strip()!r} is not KEY=VALUE with a key of "
+                            f"{cfg.dataset} ({', '.join(valid) or 'none'})")
+        out[key] = _option_value(value)
+    return out
+
+
+def _option_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def load_task_data(cfg, log=print):
     """``{"train", "validation", "test"?}`` Datasets and ``label_names`` for ``cfg``.
 
@@ -460,6 +491,7 @@ def load_task_data(cfg, log=print):
     if cfg.dataset is not None:
         spec = datasets.get_spec(cfg.dataset)
         kw = {"fix_answer_starts": True} if "fix_answer_starts" in spec.options() else {}
+        kw.update(dataset_kwargs(cfg))
         for s in ("train", "validation", "test"):
             if s in spec.splits:
                 splits[s] = datasets.load(cfg.dataset, split=s, **kw)
