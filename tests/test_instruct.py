@@ -203,3 +203,35 @@ def test_the_interactive_loop_understands_its_commands(tok):
     text = "".join(out)
     assert "(conversation reset)" in text and "/exit" in text and session.messages == []
     assert next(lines) == "never read"
+
+
+def _sliding_reference(model, ids, n):
+    """Greedy tokens recomputed from scratch each step on the sliding context: the whole
+    sequence until it passes the window, then the newest half window, growing again."""
+    window = model.config.block_size
+    seen, ctx, out = list(ids), list(ids), []
+    for _ in range(n):
+        if len(ctx) > window:
+            ctx = seen[-(window // 2):]
+        logits = model(mm.tensor(np.asarray([ctx]))).numpy()[0, -1]
+        token = int(logits.argmax())
+        out.append(token)
+        seen.append(token)
+        ctx.append(token)
+    return out
+
+
+def test_the_sliding_cache_changes_nothing_inside_the_window(tok):
+    model = _model(tok, block_size=32)
+    ids = I.prompt_ids(tok, T, CHAT[:2])
+    n = 32 - len(ids)
+    assert list(I.stream_tokens(model, ids, n, slide=True)) == \
+        list(I.stream_tokens(model, ids, n))
+
+
+def test_past_the_window_the_sliding_cache_equals_recomputing_its_context(tok):
+    model = _model(tok, block_size=16)
+    ids = I.prompt_ids(tok, T, CHAT[:2])[-10:]
+    streamed = list(I.stream_tokens(model, ids, 40, slide=True))
+    assert len(streamed) == 40                    # well past the 16-token window
+    assert streamed == _sliding_reference(model, ids, 40)

@@ -58,7 +58,7 @@ class ChatSession:
             on_truncate(dropped)
         ids = I.prompt_ids(self.tok, self.template, messages)
         tokens, shown = [], ""
-        for token in I.stream_tokens(self.model, ids, self.max_new_tokens,
+        for token in I.stream_tokens(self.model, ids, self.max_new_tokens, slide=True,
                                      eos_id=self.tok.eos_id, **self.sampling):
             tokens.append(token)
             text_now = self.tok.decode(tokens)

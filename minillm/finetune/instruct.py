@@ -210,33 +210,48 @@ def prompt_ids(tok, template: ChatTemplate, messages) -> list[int]:
 
 
 def stream_tokens(model, ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-                  eos_id=None, seed=None):
+                  eos_id=None, seed=None, slide=False):
     """Yield the ids a GPT-style model samples after ``ids`` (a list), one at a time, with a
     KV cache; ``temperature=0`` is greedy. Stops after ``eos_id`` (not yielded) or
-    ``max_new_tokens``, or when the context window is full."""
+    ``max_new_tokens``, or when the window is full, unless ``slide``.
+
+    ``slide=True`` goes past the window (``block_size``) with a sliding cache: when the
+    cache is full, its newest half is re-encoded at positions 0.. into a fresh cache, and
+    generation goes on from there. The model then sees between half and all of its window
+    as context, and recomputes once per half window instead of once per token (which is what
+    :meth:`generate` does past the window). Inside the window nothing changes."""
     from .. import backend
-    from ..autograd import Tensor, no_grad, tensor
+    from ..autograd import no_grad
     from ..models.base import sample_next
     dev = next(iter(model.parameters())).device
     gen = backend.Generator(dev, seed) if seed is not None else backend.generator(dev)
-    room = model.config.block_size - len(ids)
+    window = model.config.block_size
+    limit = max_new_tokens if slide else min(max_new_tokens, window - len(ids))
+    seen, pending = list(ids), list(ids)
     was_training = model.training
     model.eval()
     try:
         with no_grad():
             cache = model.init_cache(1)
-            pending = tensor(np.asarray([ids], dtype=np.int64), device=dev)
-            for _ in range(min(max_new_tokens, room)):
-                logits, cache = model.forward_step(pending, cache)
+            for _ in range(limit):
+                if cache.offset + len(pending) > window:          # slide: keep the newest half
+                    cache, pending = model.init_cache(1), seen[-(window // 2):]
+                logits, cache = model.forward_step(_ids(pending, dev), cache)
                 nxt = sample_next(dev.xp, logits.data[:, -1, :], gen, temperature or 1.0,
                                   top_k, top_p, do_sample=temperature > 0)
                 token = int(backend.to_host(nxt)[0])
                 if token == eos_id:
                     return
                 yield token
-                pending = Tensor.wrap(nxt[:, None], dev)
+                seen.append(token)
+                pending = [token]
     finally:
         model.train(was_training)
+
+
+def _ids(ids, device):
+    from ..autograd import tensor
+    return tensor(np.asarray([ids], dtype=np.int64), device=device)
 
 
 def answer(model, tok, template: ChatTemplate, messages, max_new_tokens=64, **sampling) -> str:
