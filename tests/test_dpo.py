@@ -84,3 +84,19 @@ def test_reference_logprobs_are_what_the_metrics_start_from(tok):
     assert m["reward_margin"] == pytest.approx(0, abs=1e-6)
     assert m["loss"] == pytest.approx(np.log(2), rel=1e-5)
     assert m["chosen_log_ratio"] == pytest.approx(0, abs=1e-6) and m["n"] == 2
+
+
+def test_the_nll_term_adds_the_chosen_answers_mean_token_nll(tok):
+    mm.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                          n_embd=16, dropout=0.0))
+    pairs = [dpo.encode_pair(tok, T, {"prompt": "2+3", "chosen": "5", "rejected": w})
+             for w in ("6", "56")]
+    dpo.reference_logprobs(model, pairs, tok.pad_id)
+    batch = dpo.PairCollator(tok.pad_id)(pairs)
+    plain = dpo.make_compute_loss(0.1)(model, batch).item()
+    both = dpo.make_compute_loss(0.1, nll_weight=2.0)(model, batch).item()
+    chosen = dpo.sequence_logprobs(model, batch["chosen_ids"], batch["chosen_targets"]).numpy()
+    tokens = (batch["chosen_targets"].numpy() != I.IGNORE).sum(1)     # "5" and eos: 2 each
+    assert tokens.tolist() == [2, 2]
+    assert both == pytest.approx(plain - 2.0 * np.mean(chosen / tokens), rel=1e-5)

@@ -194,7 +194,8 @@ def test_grpo_runs_and_reports_held_out_accuracy_before_and_after(generated_run,
                      "--batch-size", "2", "--grpo-group", "3", "--max-eval-examples", "3",
                      "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert m["steps"] == 2 and m["test_before"]["n"] == 3 == m["test_after"]["n"]
+    assert m["steps"] == 2 and m["before"]["test"]["n"] == 3 == m["after"]["test"]["n"]
+    assert set(m["before"]) == {"validation", "test"}
     assert all(0 <= h["reward"] <= 1 and h["kl"] >= 0 for h in m["history"])
     assert json.loads((out / "model" / "task.json").read_text(encoding="utf-8"))["stage"] == \
         "grpo"

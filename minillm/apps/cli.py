@@ -346,6 +346,8 @@ FINETUNE_HELP = {
             "--dataset), or grpo (reinforcement with a verifiable reward on the arithmetic of "
             "--dataset instructions: --model DIR)",
     "dpo_beta": "--task dpo: beta, how strongly the policy is held to the reference",
+    "dpo_nll_weight": "--task dpo: add this weight times the chosen answers' per-token NLL "
+                      "(keeps their likelihood from falling; 0 = plain DPO)",
     "grpo_group": "--task grpo: answers sampled per prompt (the group of the advantages)",
     "grpo_beta": "--task grpo: weight of the KL penalty to the starting model",
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "

@@ -116,13 +116,15 @@ def finetune_dpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> d
         trainer = Trainer(model, args, train_dataset=encoded["train"],
                           eval_dataset=encoded["validation"],
                           data_collator=dpo.PairCollator(pad, dev),
-                          compute_loss=dpo.make_compute_loss(cfg.dpo_beta))
+                          compute_loss=dpo.make_compute_loss(cfg.dpo_beta,
+                                                             cfg.dpo_nll_weight))
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         results = {"task": "dpo", "command": command, "minillm": __version__,
                    "device": str(dev), "train_seconds": time.perf_counter() - t0,
                    "steps": trainer.state.global_step, "best_step": state.loaded_best_step,
-                   "beta": cfg.dpo_beta, "train_pairs": len(encoded["train"]),
+                   "beta": cfg.dpo_beta, "nll_weight": cfg.dpo_nll_weight,
+                   "train_pairs": len(encoded["train"]),
                    "epochs": epochs, "base_model": cfg.model,
                    "preferences": dpo.preference_metrics(model, encoded["validation"], pad,
                                                          cfg.dpo_beta, cfg.eval_batch_size,

@@ -4,8 +4,8 @@ Starting from an instruction model, each step takes ``batch_size`` arithmetic pr
 group of ``grpo_group`` answers to each (temperature 1), rewards an answer 1 when
 :func:`minillm.datasets.check_arithmetic` accepts it and 0 otherwise, and takes one AdamW step
 on the GRPO loss (:mod:`minillm.finetune.grpo`) with a KL penalty to the frozen starting model.
-Held-out accuracy (greedy answers to the test split's arithmetic, whose wordings training never
-saw) is measured before and after.
+Accuracy of greedy answers is measured before and after, on the validation split's arithmetic
+(wordings seen in SFT) and the test split's (held-out wordings).
 """
 from __future__ import annotations
 
@@ -94,6 +94,11 @@ def _accuracy(model, tok, template, records, progress):
     return {"exact_match": r["exact_match"], "n": r["n"]}
 
 
+def _accuracies(scores) -> str:
+    return "; ".join(f"{s} ({'seen' if s == 'validation' else 'held-out'} wordings) "
+                     f"{r['exact_match']:.4f} on {r['n']}" for s, r in scores.items())
+
+
 def finetune_grpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> dict:
     """GRPO on the arithmetic task from an instruction model (``cfg.model``)."""
     from .. import __version__
@@ -105,28 +110,27 @@ def finetune_grpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> 
         backend.manual_seed(cfg.seed)
         model, tok, template, info = instruct.load_instruct_model(cfg.model, dev)
         ref = instruct.load_instruct_model(cfg.model, dev)[0].eval()
-        train, test = _arithmetic(cfg, "train"), _arithmetic(cfg, "test")
-        before = _accuracy(model, tok, template, test, cfg.progress)
-        tasks._log(log, f"held-out arithmetic before GRPO: {before['exact_match']:.4f} on "
-                        f"{before['n']}")
+        train = _arithmetic(cfg, "train")
+        evals = {s: _arithmetic(cfg, s) for s in ("validation", "test")}
+        before = {s: _accuracy(model, tok, template, r, cfg.progress) for s, r in evals.items()}
+        tasks._log(log, "arithmetic before GRPO: " + _accuracies(before))
         optimizer = model.configure_optimizers(0.0, cfg.learning_rate)
         pad = tok.pad_id if tok.pad_id is not None else tok.eos_id
         history = _train(cfg, model, ref, optimizer, tok, template, train, pad, log)
-        after = _accuracy(model, tok, template, test, cfg.progress)
+        after = {s: _accuracy(model, tok, template, r, cfg.progress) for s, r in evals.items()}
         instruct.save_model(model, tok, template, {**info, "stage": "grpo",
                                                    "base_model": cfg.model}, out / "model")
     results = {"task": "grpo", "command": command, "minillm": __version__, "device": str(dev),
                "steps": len(history), "group": cfg.grpo_group, "beta": cfg.grpo_beta,
                "prompts_per_step": cfg.batch_size, "base_model": cfg.model,
-               "test_before": before, "test_after": after,
+               "before": before, "after": after,
                "reward_first": history[0]["reward"] if history else None,
                "reward_last": float(np.mean([h["reward"] for h in history[-10:]]))
                if history else None, "history": history,
                "total_seconds": time.perf_counter() - t_start}
     atomic_write_json(out / "metrics.json", results)
     plot_history(history, out / "loss.png", title="minillm finetune --task grpo")
-    tasks._log(log, f"held-out arithmetic: {before['exact_match']:.4f} before -> "
-                    f"{after['exact_match']:.4f} after GRPO ({len(history)} steps)")
+    tasks._log(log, f"arithmetic after GRPO ({len(history)} steps): " + _accuracies(after))
     return results
 
 

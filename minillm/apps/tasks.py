@@ -139,6 +139,7 @@ class FinetuneConfig:
     distill_alpha: float = 0.5         # weight of the soft (teacher) term
     augment: int = 0                   # classification: EDA copies per training example
     dpo_beta: float = 0.1              # dpo: the KL strength beta of the implicit reward
+    dpo_nll_weight: float = 0.0        # dpo: + weight * NLL of the chosen answers (RPO)
     grpo_group: int = 8                # grpo: answers sampled per prompt
     grpo_beta: float = 0.04            # grpo: weight of the KL penalty to the reference
     # QA windows
@@ -230,8 +231,10 @@ class FinetuneConfig:
                             f"got {self.grpo_group}")
         if not self.dpo_beta > 0:
             raise TaskError(f"dpo_beta must be > 0, got {self.dpo_beta}")
-        if self.task == "instruct" and self.dpo_beta != 0.1:
-            raise TaskError("--dpo-beta applies to --task dpo; drop it")
+        if self.task != "dpo" and (self.dpo_beta, self.dpo_nll_weight) != (0.1, 0.0):
+            raise TaskError("--dpo-beta/--dpo-nll-weight apply to --task dpo; drop them")
+        if self.dpo_nll_weight < 0:
+            raise TaskError(f"dpo_nll_weight must be >= 0, got {self.dpo_nll_weight}")
         for flag, value, default in (("--method", self.method, "full"),
                                      ("--teacher", self.teacher, None),
                                      ("--pooling", self.pooling, "auto")):

@@ -100,12 +100,21 @@ def reference_logprobs(model, pairs, pad_id, batch_size=32, device=None):
     return pairs
 
 
-def make_compute_loss(beta):
-    """A Trainer ``compute_loss(model, batch)``: the DPO loss of the batch."""
+def make_compute_loss(beta, nll_weight=0.0):
+    """A Trainer ``compute_loss(model, batch)``: the DPO loss of the batch, plus
+    ``nll_weight`` times the chosen answers' mean per-token negative log-likelihood (the
+    "DPO + NLL" of Pang et al. 2024, RPO): DPO alone only ranks the pair, and can lower the
+    chosen answer's likelihood as long as the rejected one falls faster."""
     def compute_loss(model, batch):
-        loss, _, _ = dpo_loss(_logprobs(model, batch, "chosen"),
-                              _logprobs(model, batch, "rejected"),
+        chosen = _logprobs(model, batch, "chosen")
+        loss, _, _ = dpo_loss(chosen, _logprobs(model, batch, "rejected"),
                               batch["ref_chosen"], batch["ref_rejected"], beta)
+        if nll_weight:
+            xp = chosen.xp
+            tokens = (batch["chosen_targets"].data != I.IGNORE).sum(axis=1)
+            per_token = chosen / tensor(xp.maximum(tokens, 1).astype(chosen.dtype),
+                                        device=chosen.device)
+            loss = loss - nll_weight * per_token.mean()
         return loss
     return compute_loss
 
