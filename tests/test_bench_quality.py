@@ -158,7 +158,7 @@ def test_registry_names_and_descriptions():
     assert set(bench.BENCHMARKS) == {"shakespeare-gpt", "ptb-lstm", "ptb-ngram", "sentiment",
                                      "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa", "kb-qa-2rounds",
                                      "translation", "code-completion", "text-classification",
-                                     "pretraining-payoff", "prompting",
+                                     "pretraining-payoff", "prompting", "instruct",
                                      "ner"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description

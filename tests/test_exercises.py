@@ -45,11 +45,11 @@ def _functions(source):
 
 # ------------------------------------------------------------------------- per chapter
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_has_three_to_eight_exercises_with_stub_and_solution(chapter):
+def test_chapter_has_three_to_nine_exercises_with_stub_and_solution(chapter):
     _need(chapter)
     exercises = ex.chapter_exercises(chapter)
     number = int(chapter[2:])
-    assert 3 <= len(exercises) <= 8, f"{chapter} has {len(exercises)} exercises, expected 3-8"
+    assert 3 <= len(exercises) <= 9, f"{chapter} has {len(exercises)} exercises, expected 3-9"
     assert [e.id for e in exercises] == [f"{number}.{k}" for k in range(1, len(exercises) + 1)]
     stubs, solutions = _functions(ex.stub_source(chapter)), _functions(ex.solution_source(chapter))
     for e in exercises:
@@ -593,6 +593,41 @@ MISCONCEPTIONS = {
             x2, g2 = x.reshape(-1, x.shape[-1]), grad_out.reshape(-1, grad_out.shape[-1])
             return x2.T @ (g2 @ B.T), (x2 @ A).T @ g2        # no alpha / r
     """, "alpha / r"),
+    "8.7 eos": ("""
+        import numpy as np
+        def response_mask(ids, roles, eos_id):
+            return ids[:-1], np.where(roles[1:] == 1, ids[1:], -100)   # the eos is masked
+    """, "eos"),
+    "8.7 shift": ("""
+        import numpy as np
+        def response_mask(ids, roles, eos_id):
+            keep = (roles == 1) | (ids == eos_id)
+            return ids[:-1], np.where(keep[:-1], ids[:-1], -100)       # labels not shifted
+    """, "shift"),
+    "8.8 sign": ("""
+        import numpy as np
+        def dpo_loss_and_grads(pc, pr, rc, rr, beta):
+            m = beta * ((pr - rr) - (pc - rc))                         # rejected minus chosen
+            s = 1.0 / (1.0 + np.exp(m))
+            return float(np.logaddexp(0.0, -m).mean()), beta * s / len(pc), -beta * s / len(pc)
+    """, "符号反了"),
+    "8.8 beta": ("""
+        import numpy as np
+        def dpo_loss_and_grads(pc, pr, rc, rr, beta):
+            m = (pc - rc) - (pr - rr)                                  # no beta
+            s = 1.0 / (1.0 + np.exp(m))
+            return float(np.logaddexp(0.0, -m).mean()), -s / len(pc), s / len(pc)
+    """, "beta"),
+    "8.9 global": ("""
+        import numpy as np
+        def group_advantages(rewards):
+            return (rewards - rewards.mean()) / (rewards.std() + 1e-6)   # not per group
+    """, "global mean/std"),
+    "8.9 centre": ("""
+        import numpy as np
+        def group_advantages(rewards):
+            return rewards / (rewards.std(axis=1, keepdims=True) + 1e-6)  # not centred
+    """, "centring"),
 }
 
 

@@ -232,3 +232,31 @@ def test_bad_dataset_options_are_refused_before_anything_is_written(flags, words
     assert cli.main(["finetune", "--task", "instruct", *flags, "--output-dir",
                      str(tmp_path / "run")]) != 0
     assert words in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
+    from minillm.apps.bench.instruct import ARMS, instruct_pipeline
+    result = instruct_pipeline(fast=True, progress=False, output_dir=tmp_path / "instruct",
+                               log=lambda *a: None)
+    assert [r["arm"] for r in result["rows"]] == list(ARMS)
+    for r in result["rows"]:
+        assert 0 <= r["test"]["exact_match"] <= 1 and r["test"]["n"] > 0
+    for name in ("results.json", "report.md", "instruct.png"):
+        assert (tmp_path / "instruct" / name).is_file(), name
+    report = (tmp_path / "instruct" / "report.md").read_text(encoding="utf-8")
+    assert "fast mode" in report and "nearest-neighbour baseline" in report
+
+
+def test_the_report_card_says_whether_sft_beats_the_baseline():
+    from minillm.apps.bench.instruct import report_card
+
+    def row(arm, em):
+        return {"arm": arm, "validation": {"exact_match": em, "n": 1, "per_task": {"a": em}},
+                "test": {"exact_match": em, "n": 1, "per_task": {"a": em}}}
+    meta = {"version": "x", "device": "cpu", "seed": 0, "fast": False}
+    ahead = report_card([row("nn", 0.3), row("few", 0), row("scratch", 0.2), row("pre", 0.4)],
+                        meta)
+    behind = report_card([row("nn", 0.5), row("few", 0), row("scratch", 0.2), row("pre", 0.4)],
+                         meta)
+    assert "(pre) is ahead of the nearest-neighbour baseline" in ahead
+    assert "(pre) is behind the nearest-neighbour baseline" in behind

@@ -1,8 +1,11 @@
-"""Chapter 8 exercises (效率与少样本): LoRA, int8 quantization, pruning, distillation, beam search.
+"""Chapter 8 exercises (效率与少样本): LoRA, int8 quantization, pruning, distillation, beam search,
+and instruction tuning (the response-only loss mask, DPO, GRPO advantages).
 
 The references are minillm's own implementations in :mod:`minillm.finetune` (LoRALinear with
 autograd, quantize_per_channel, magnitude_prune, distillation_loss), closed forms, and exhaustive
-search for beam search on a tiny vocabulary.
+search for beam search on a tiny vocabulary; :mod:`minillm.finetune.instruct` (on conversations
+encoded with a CharTokenizer), ``dpo_loss`` with autograd (and ``mm.gradcheck`` of a Function
+whose backward is the student's gradient) and ``grpo.group_advantages`` for 8.7-8.9.
 """
 from __future__ import annotations
 
@@ -12,7 +15,13 @@ import numpy as np
 
 import minillm as mm
 from minillm import nn
+from minillm import backend
+from minillm.autograd import Function, GradcheckError
+from minillm.data.tokenizers import CharTokenizer
 from minillm.finetune import LoRALinear, distillation_loss, magnitude_prune, quantize_per_channel
+from minillm.finetune.dpo import dpo_loss
+from minillm.finetune.grpo import group_advantages as grpo_group_advantages
+from minillm.finetune.instruct import IGNORE, ChatTemplate, encode_conversation, shift_for_lm
 
 from .grading import (Check, CheckFailed, Exercise, Misconception, as_array, assert_close,
                       assert_equal, with_hints)
@@ -213,6 +222,173 @@ def _beam_beats_greedy(student, rng):
                   "beam_width=2 finds the path greedy misses")
 
 
+# -- 8.7 the response-only loss mask of instruction tuning ----------------------------------------
+_TEMPLATE = ChatTemplate()
+_CHATS = {
+    "alpaca": [{"role": "user", "content": "把这个日期写成英文。\n输入：2024-03-05"},
+               {"role": "assistant", "content": "March 5, 2024"}],
+    "short": [{"role": "user", "content": "谢谢"}, {"role": "assistant", "content": "好的"}],
+    "multi": [{"role": "system", "content": "你是助手。"},
+              {"role": "user", "content": "今天北京天气怎么样？"},
+              {"role": "assistant", "content": "北京今天晴。"},
+              {"role": "user", "content": "谢谢"},
+              {"role": "assistant", "content": "好的"}],
+}
+
+
+def _char_tokenizer():
+    texts = [m["content"] for chat in _CHATS.values() for m in chat]
+    return CharTokenizer.train(texts + [_TEMPLATE.system + _TEMPLATE.user + _TEMPLATE.input +
+                                        _TEMPLATE.assistant + _TEMPLATE.separator])
+
+
+def _roles(tok, messages):
+    """Per token: 1 for the text of a response, 0 for the rest (eos included)."""
+    roles = []
+    for text, is_response in _TEMPLATE.pieces(messages):
+        roles += [int(is_response)] * len(tok.encode(text)) + ([0] if is_response else [])
+    return np.asarray(roles, dtype=np.int64)
+
+
+def _mask_case(name):
+    def run(student, rng):
+        tok = _char_tokenizer()
+        ids, labels = encode_conversation(tok, _TEMPLATE, _CHATS[name])
+        want_x, want_y = (np.asarray(a, dtype=np.int64) for a in shift_for_lm(ids, labels))
+        roles = _roles(tok, _CHATS[name])
+        got = student(np.asarray(ids, dtype=np.int64), roles, tok.eos_id)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailed("response_mask must return a tuple (x, y)")
+        x = as_array(got[0], "x", shape=want_x.shape, dtype_kind="iu")
+        y = as_array(got[1], "y", shape=want_y.shape, dtype_kind="iu")
+        assert_equal(x, want_x, f"x (the inputs) of the {name!r} conversation")
+        assert_equal(y, want_y, f"y (the targets, -100 outside the answers) of the {name!r} "
+                                "conversation")
+    return run
+
+
+def _mask_without_eos(ids, roles, eos_id):
+    """A known mistake: the eos that closes an answer is not a target."""
+    return ids[:-1], np.where(roles[1:] == 1, ids[1:], IGNORE)
+
+
+def _mask_unshifted(ids, roles, eos_id):
+    """A known mistake: the labels are not shifted (position t "predicts" its own token)."""
+    keep = (roles == 1) | (ids == eos_id)
+    return ids[:-1], np.where(keep[:-1], ids[:-1], IGNORE)
+
+
+# -- 8.8 the DPO loss and its gradients ---------------------------------------------------------
+def _dpo_reference(pc, pr, rc, rr, beta):
+    tc, tr = mm.tensor(pc, requires_grad=True), mm.tensor(pr, requires_grad=True)
+    loss, _, _ = dpo_loss(tc, tr, mm.tensor(rc), mm.tensor(rr), beta)
+    loss.backward()
+    return loss.item(), tc.grad.numpy(), tr.grad.numpy()
+
+
+def _dpo_inputs(rng, n):
+    rc, rr = -rng.uniform(5, 30, size=n), -rng.uniform(5, 30, size=n)
+    return rc + rng.normal(size=n) * 3, rr + rng.normal(size=n) * 3, rc, rr
+
+
+def _dpo_student(student, pc, pr, rc, rr, beta):
+    got = student(pc.copy(), pr.copy(), rc.copy(), rr.copy(), beta)
+    if not isinstance(got, tuple) or len(got) != 3:
+        raise CheckFailed("dpo_loss_and_grads must return a tuple (loss, d_pc, d_pr)")
+    return got
+
+
+def _dpo_case(n, beta):
+    def run(student, rng):
+        pc, pr, rc, rr = _dpo_inputs(rng, n)
+        loss, d_pc, d_pr = _dpo_student(student, pc, pr, rc, rr, beta)
+        want = _dpo_reference(pc, pr, rc, rr, beta)
+        what = f"(batch {n}, beta={beta})"
+        assert_close(np.float64(loss), np.float64(want[0]), f"the mean DPO loss {what}")
+        assert_close(as_array(d_pc, "d_pc", dtype_kind="f"), want[1], f"d_pc {what}")
+        assert_close(as_array(d_pr, "d_pr", dtype_kind="f"), want[2], f"d_pr {what}")
+    return run
+
+
+def _dpo_gradcheck(student, rng):
+    n, beta = 4, 0.5
+    pc, pr, rc, rr = _dpo_inputs(rng, n)
+
+    class StudentDPO(Function):
+        def forward(self, a, b):
+            self.saved = (backend.to_host(a).copy(), backend.to_host(b).copy())
+            margin = beta * ((self.saved[0] - rc) - (self.saved[1] - rr))
+            return np.asarray(np.logaddexp(0.0, -margin).mean())
+
+        def backward(self, g):
+            _, d_pc, d_pr = _dpo_student(student, *self.saved, rc, rr, beta)
+            g = float(np.asarray(backend.to_host(g)))
+            return tuple(g * as_array(d, name, shape=(n,), dtype_kind="f").astype(np.float64)
+                         for d, name in ((d_pc, "d_pc"), (d_pr, "d_pr")))
+
+    try:
+        mm.gradcheck(StudentDPO.apply, [mm.tensor(pc, requires_grad=True),
+                                        mm.tensor(pr, requires_grad=True)])
+    except GradcheckError as e:
+        raise CheckFailed(f"mm.gradcheck of a Function whose backward is your d_pc, d_pr: {e}") \
+            from None
+
+
+def _dpo_wrong(sign, use_beta):
+    def wrong(pc, pr, rc, rr, beta):
+        b = beta if use_beta else 1.0
+        margin = sign * b * ((pc - rc) - (pr - rr))
+        s = 1.0 / (1.0 + np.exp(margin))                 # sigmoid(-margin)
+        return (float(np.logaddexp(0.0, -margin).mean()), -sign * b * s / len(pc),
+                sign * b * s / len(pc))
+    return wrong
+
+
+# -- 8.9 GRPO group advantages ------------------------------------------------------------------
+def _adv_case(shape, kind):
+    def run(student, rng):
+        if kind == "binary":                     # verifiable 0/1 rewards; rows 0, 1 all equal
+            r = (rng.random(size=shape) < 0.5).astype(np.float64)
+            r[0], r[1] = 0.0, 1.0
+        else:
+            r = rng.normal(size=shape) * 2 + rng.normal(size=(shape[0], 1)) * 5
+        want = grpo_group_advantages(r)
+        got = as_array(student(r.copy()), "advantages", shape=shape, dtype_kind="f")
+        assert_close(got, want, f"advantages of {shape[0]} groups of {shape[1]} {kind} rewards")
+        if kind == "binary" and np.any(got[:2] != 0):
+            raise CheckFailed("a group whose rewards are all equal must get zero advantages")
+    return run
+
+
+def _adv_global(rewards):
+    """A known mistake: one mean and std over all groups instead of per group."""
+    return (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+
+
+def _adv_uncentred(rewards):
+    """A known mistake: divided by the group std without subtracting the group mean."""
+    return rewards / (rewards.std(axis=1, keepdims=True) + 1e-6)
+
+
+_INSTRUCT_MISTAKES = {
+    "8.7": (Misconception("把结束回答的 eos 也屏蔽成了 -100：模型学不到在哪里停止（stop），"
+                          "生成时会一直写下去；每段回答之后的 eos 也是要预测的目标 (target)",
+                          _mask_without_eos),
+            Misconception("标签没有右移一位 (shift)：位置 t 的目标应是第 t+1 个词 ids[t+1]，"
+                          "是否屏蔽也要看第 t+1 个词是不是回答，而不是看 ids[t] 自己",
+                          _mask_unshifted)),
+    "8.8": (Misconception("DPO 的符号反了 (sign flipped)：间隔 (margin) 是被选回答 (chosen) 的"
+                          "对数比减去被拒回答 (rejected) 的，损失 -log sigmoid(margin) 应让"
+                          "chosen 的概率上升", _dpo_wrong(-1.0, True)),
+            Misconception("忘了乘 beta：间隔 (margin) 与梯度都要乘 beta，它控制策略可以离"
+                          "参考模型 (reference) 多远", _dpo_wrong(1.0, False))),
+    "8.9": (Misconception("用了所有组的全局均值和标准差 (global mean/std)：GRPO 的基线是每组"
+                          "自己的均值，每一行单独做标准化 (axis=1)", _adv_global),
+            Misconception("只除以标准差而没有减去组内均值 (centring)：优势 (advantage) 应是奖励"
+                          "相对本组平均水平的高低，有正有负", _adv_uncentred)),
+}
+
+
 EXERCISES = [
     Exercise("8.1", "lora_forward", "a LoRA layer: y = x W + b + (alpha / r) x A B", (
         Check("a (5, 8) batch, r=2", _lora_forward_case((5,), 8, 6, 2, 16.0)),
@@ -242,6 +418,21 @@ EXERCISES = [
         Check("greedy when beam_width=1", _beam_greedy),
         Check("beam 2 beats greedy on a trap", _beam_beats_greedy),
     )),
+    Exercise("8.7", "response_mask", "next-token pairs (x, y) with y = -100 outside the answers", (
+        Check("one Alpaca-style turn", _mask_case("alpaca")),
+        Check("a short answer", _mask_case("short")),
+        Check("system prompt and two answers", _mask_case("multi")),
+    )),
+    Exercise("8.8", "dpo_loss_and_grads", "the mean DPO loss and d loss / d policy log-probs", (
+        Check("batch 5, beta=0.1", _dpo_case(5, 0.1)),
+        Check("batch 8, beta=2.0", _dpo_case(8, 2.0)),
+        Check("mm.gradcheck of your gradients", _dpo_gradcheck),
+    )),
+    Exercise("8.9", "group_advantages", "GRPO advantages: (r - group mean) / (group std + 1e-6)", (
+        Check("4 groups of 8 real rewards", _adv_case((4, 8), "real")),
+        Check("6 groups of 4 0/1 rewards, two all-equal", _adv_case((6, 4), "binary")),
+        Check("3 groups of 2", _adv_case((3, 2), "real")),
+    )),
 ]
 
 # 分层提示 (tiered hints): `minillm exercises hint 8.1` shows them one at a time.
@@ -269,6 +460,22 @@ HINTS = {
             "[:beam_width] 取最好的。",
             "divmod(flat, V) 得 (假设 i, 词 token)；新假设以 eos_id 结尾就放进 finished，否则进入下一轮 alive；"
             "最后返回 max(finished + alive, key=分数)。"),
+    "8.7": ("输入 x 是 ids 去掉最后一个词；位置 t 的目标 (target) 是下一个词 ids[t+1]，所以 y 与 x 等长。",
+            "目标词 ids[t+1] 属于回答时才计入损失：它是回答正文 (roles == 1)，或者是结束回答的 eos "
+            "（ids == eos_id）；其余位置填 -100。",
+            "keep = (roles == 1) | (ids == eos_id)；x = ids[:-1]；"
+            "y = np.where(keep[1:], ids[1:], -100)；返回 (x, y)。"),
+    "8.8": ("每对的隐式奖励差 (margin) m = beta * ((pc - rc) - (pr - rr))；损失是 -log sigmoid(m) "
+            "对批次取平均。",
+            "数值稳定地写：-log sigmoid(m) = np.logaddexp(0, -m)；它对 m 的导数是 -sigmoid(-m)。",
+            "s = 1 / (1 + np.exp(m))（即 sigmoid(-m)），B = len(pc)：d_pc = -beta * s / B，"
+            "d_pr = beta * s / B；返回 (float(loss), d_pc, d_pr)。"),
+    "8.9": ("每一行是同一个提示 (prompt) 的一组回答：均值和标准差都沿 axis=1 计算，"
+            "用 keepdims=True 保持形状以便广播。",
+            "标准差用总体标准差 (population std，np.std 的默认 ddof=0)；全相等的组 std = 0，"
+            "分子也是 0，加上 1e-6 后优势为 0。",
+            "mean = r.mean(axis=1, keepdims=True)；std = r.std(axis=1, keepdims=True)；"
+            "返回 (r - mean) / (std + 1e-6)。"),
 }
 
-EXERCISES = with_hints(EXERCISES, HINTS, _LORA_MISTAKES)
+EXERCISES = with_hints(EXERCISES, HINTS, {**_LORA_MISTAKES, **_INSTRUCT_MISTAKES})

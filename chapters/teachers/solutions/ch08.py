@@ -63,3 +63,22 @@ def beam_search(log_probs, start, beam_width, max_len, eos_id):
             (finished if token == eos_id else alive_next).append(hyp)
         alive = alive_next
     return max(finished + alive, key=lambda h: h[1])
+
+
+def response_mask(ids, roles, eos_id):
+    """Exercise 8.7: x = ids[:-1]; y[t] = ids[t+1] if it is an answer token or eos, else -100."""
+    keep = (roles == 1) | (ids == eos_id)
+    return ids[:-1], np.where(keep[1:], ids[1:], -100)
+
+
+def dpo_loss_and_grads(pc, pr, rc, rr, beta):
+    """Exercise 8.8: mean -log sigmoid(m), m = beta ((pc - rc) - (pr - rr))."""
+    m = beta * ((pc - rc) - (pr - rr))
+    s = 1.0 / (1.0 + np.exp(m))
+    return float(np.logaddexp(0.0, -m).mean()), -beta * s / len(pc), beta * s / len(pc)
+
+
+def group_advantages(rewards):
+    """Exercise 8.9: (r - row mean) / (row std + 1e-6)."""
+    r = rewards
+    return (r - r.mean(axis=1, keepdims=True)) / (r.std(axis=1, keepdims=True) + 1e-6)

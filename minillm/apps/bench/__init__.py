@@ -21,6 +21,7 @@ import functools
 
 from .apps import ner, text_classification
 from .generation import code_completion, translation
+from .instruct import instruct_pipeline
 from .methods import sentiment_methods
 from .payoff import pretraining_payoff
 from .prompting import prompting_accuracy
@@ -59,11 +60,16 @@ BENCHMARKS["pretraining-payoff"] = Benchmark(
     "for a GPT from scratch, pretrained, pretrained + domain-adaptive, and the bag-of-n-grams "
     "baseline")
 
+BENCHMARKS["instruct"] = Benchmark(
+    instruct_pipeline, "instruction tuning on the generated instructions set: nearest-neighbour "
+    "baseline, the pretrained GPT with 2 demonstrations, SFT from scratch / pretrained, + DPO, "
+    "+ GRPO; exact match on seen and held-out wordings, and a report card")
+
 BENCHMARKS["prompting"] = Benchmark(
     prompting_accuracy, "zero- and few-shot in-context classification with the "
     "pretraining-payoff GPTs, raw and with contextual calibration, against the majority class")
 
-__all__ = ["BENCHMARKS", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+__all__ = ["BENCHMARKS", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",

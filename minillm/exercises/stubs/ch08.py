@@ -1,4 +1,4 @@
-"""第 8 章练习：高效微调与解码（chapters/ch08_future.md）。
+"""第 8 章练习：高效微调、解码与指令微调（chapters/ch08_future.md）。
 
 实现下面每个函数，然后评分：
 
@@ -77,3 +77,41 @@ def beam_search(log_probs, start, beam_width, max_len, eos_id):
     beam_width=1 就是贪心解码。
     """
     raise NotImplementedError("exercise 8.6: beam_search")
+
+
+def response_mask(ids, roles, eos_id):
+    """Exercise 8.7: 指令微调 (instruction tuning) 中只在回答上计算损失的掩码 (response-only loss mask)。
+
+    一段对话已按聊天模板 (chat template) 编码成词 id：ids，(n,) 整数数组。roles：(n,) 整数数组，
+    roles[i] = 1 表示 ids[i] 是助手回答 (assistant response) 正文里的词，0 表示其余的词（系统、
+    用户轮次和“助手：”前缀）；每段回答之后紧跟一个结束词 eos_id（它的 roles 为 0，但它结束
+    回答，模型要学会生成它）。返回下一个词预测 (next-token prediction) 的训练对 (x, y)：两个
+    (n - 1,) 整数数组，x 是模型读入的词，y[t] 是位置 t 要预测的目标 (target)；目标不属于回答
+    （既不是回答正文也不是结束回答的 eos）的位置填 -100（交叉熵忽略它）。
+    背景见第 1.3.3 节，对照实现 minillm/finetune/instruct.py（encode_conversation、shift_for_lm）。
+    """
+    raise NotImplementedError("exercise 8.7: response_mask")
+
+
+def dpo_loss_and_grads(pc, pr, rc, rr, beta):
+    """Exercise 8.8: 直接偏好优化 (DPO, Rafailov et al. 2023) 的损失及其梯度。
+
+    pc、pr：(B,) 策略模型 (policy) 对被选回答 (chosen) 和被拒回答 (rejected) 的序列对数概率
+    (sequence log-probability)；rc、rr：(B,) 冻结的参考模型 (reference) 对同样回答的对数概率；
+    beta：正数。每对的隐式奖励 (implicit reward) 是 beta 乘以策略与参考对数概率之差；损失是
+    chosen 与 rejected 奖励之差的 log-sigmoid 取负，再对批次取平均（Bradley-Terry 偏好模型）。
+    返回 (loss, d_pc, d_pr)：loss 为浮点数，d_pc、d_pr 为 (B,) 浮点数组，是 loss 对 pc、pr 的梯度
+    （rc、rr 是常数）。用数值稳定的写法。背景见第 1.3.3 节，对照实现 minillm/finetune/dpo.py（dpo_loss）。
+    """
+    raise NotImplementedError("exercise 8.8: dpo_loss_and_grads")
+
+
+def group_advantages(rewards):
+    """Exercise 8.9: GRPO (Shao et al. 2024) 的组内相对优势 (group-relative advantages)。
+
+    rewards：(P, G) 浮点数组，第 p 行是同一个提示 (prompt) 采样的 G 个回答得到的奖励 (reward)。
+    每个回答的优势 (advantage) 是它的奖励相对本组的高低：减去本组均值 (mean)，再除以本组的
+    总体标准差 (population std) 加 1e-6。奖励全相等的组优势全为 0。
+    返回 (P, G) 浮点数组。背景见第 1.3.3 节，对照实现 minillm/finetune/grpo.py（group_advantages）。
+    """
+    raise NotImplementedError("exercise 8.9: group_advantages")

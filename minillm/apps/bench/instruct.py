@@ -1,0 +1,199 @@
+"""`minillm bench instruct`: the pipeline from a pretrained GPT to an assistant, on one table.
+
+On the built-in ``instructions`` set (validation: instruction wordings seen in training; test:
+held-out wordings), exact match per task for:
+
+* the nearest-neighbour baseline (the answer of the most similar training instruction, BM25);
+* the pretrained People's Daily GPT prompted with 2 demonstrations of the same task (no tuning;
+  fewer when three records do not fit its window);
+* SFT from scratch and SFT from the pretrained GPT (same size, steps and learning rate);
+* SFT + DPO (with the chosen answers' NLL term) and SFT + GRPO (arithmetic only).
+
+It writes ``results.json``, a plot of test exact match per task, and ``report.md`` (the report
+card). The pretrained body comes from (or is trained into) the ``pretraining-payoff`` folder.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ... import backend
+from ... import datasets as D
+from ...finetune import instruct as I
+from .. import instruct, tasks
+from .payoff import BODY, BODY_FAST, _pretrain
+from .quality import _finish, _header, _logger, new_axes, save_axes
+
+SFT = dict(max_steps=5000, learning_rate=1e-3, eval_steps=500, n_layer=4, n_head=4,
+           n_embd=128, max_length=128, dropout=0.0)
+SFT_FAST = dict(max_steps=4, learning_rate=1e-3, eval_steps=2, n_layer=1, n_head=2, n_embd=32,
+                max_length=128, dropout=0.0, max_train_examples=40, max_eval_examples=14)
+DPO = dict(max_steps=500, learning_rate=5e-5, eval_steps=100, batch_size=16, dpo_nll_weight=1.0)
+DPO_FAST = dict(DPO, max_steps=2, eval_steps=1, batch_size=4, max_train_examples=16,
+                max_eval_examples=14)
+GRPO = dict(max_steps=300, learning_rate=3e-5, batch_size=8, grpo_group=8)
+GRPO_FAST = dict(GRPO, max_steps=2, batch_size=2, grpo_group=2, max_eval_examples=2)
+# the general People's Daily body of pretraining-payoff; fast mode: tiny, but a window of 128
+CORPUS = "peoples_daily_text"
+N_PER_TASK, N_PER_TASK_FAST = 1500, 12
+ARMS = ("nearest neighbour", "pretrained, 2 demonstrations", "SFT from scratch",
+        "SFT from pretrained", "SFT + DPO", "SFT + GRPO (arithmetic)")
+
+
+def _run(task, out, settings, fast, seed, device, progress, log, **extra):
+    """``minillm finetune --task TASK`` on the instructions set; returns its results."""
+    n = N_PER_TASK_FAST if fast else N_PER_TASK
+    cfg = tasks.FinetuneConfig(task=task, dataset="instructions", output_dir=str(out),
+                               dataset_options=f"n_per_task={n}", seed=seed, device=device,
+                               progress=progress, **settings, **extra)
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**settings, **extra}.items())
+    return tasks.finetune(cfg, command=f"minillm finetune --task {task} --dataset instructions "
+                                       f"--dataset-options n_per_task={n} {flags} "
+                                       f"--output-dir {out}", log=log)
+
+
+def _body(root, fast, device, progress, log):
+    """The pretrained GPT: pretraining-payoff's general People's Daily body (fast: a tiny
+    one with the same 128-character window, so the instruction records fit)."""
+    settings = dict(BODY_FAST, block_size=128) if fast else BODY
+    model_dir, _ = _pretrain(root / f"general-{CORPUS}", dict(settings, dataset=CORPUS),
+                             device, progress, log)
+    return model_dir
+
+
+def _scores(r):
+    per = {t: m["exact_match"] if isinstance(m, dict) else m for t, m in r["per_task"].items()}
+    return {"exact_match": r["exact_match"], "n": r["n"], "per_task": per}
+
+
+def few_shot(model_dir, splits, shots, log):
+    """Exact match of the untuned GPT answering each record after ``shots`` demonstrations
+    of its task (the first training records of that task that fit the window)."""
+    from ...models import auto
+    model, tok = auto.load_model(model_dir), tasks.load_tokenizer(model_dir)
+    template = I.ChatTemplate()
+    by_task = {}
+    for r in splits["train"]:
+        by_task.setdefault(r["task"], []).append(r)
+    out = {}
+    for s in ("validation", "test"):
+        per, used = {}, []
+        for r in splits[s]:
+            demos = by_task[r["task"]][:shots]
+            messages = _demo_messages(template, demos, r)
+            while demos and len(I.prompt_ids(tok, template, messages)) > \
+                    model.config.block_size - 16:
+                demos = demos[1:]
+                messages = _demo_messages(template, demos, r)
+            used.append(len(demos))
+            said = I.answer(model, tok, template, messages, 16)
+            n, k = per.get(r["task"], (0, 0))
+            per[r["task"]] = (n + 1, k + I.exact_match(said, r["output"]))
+        total = sum(n for n, _ in per.values())
+        out[s] = {"exact_match": sum(k for _, k in per.values()) / total, "n": total,
+                  "per_task": {t: k / n for t, (n, k) in sorted(per.items())},
+                  "mean_demonstrations": float(np.mean(used))}
+    _logger(log)(f"pretrained, {shots} demonstrations: test {out['test']['exact_match']:.4f}")
+    return out
+
+
+def _demo_messages(template, demos, record):
+    messages = []
+    for d in demos:
+        messages += I.record_messages(template, d)
+    return messages + [{"role": "user", "content": template.user_text(record["instruction"],
+                                                                        record["input"])}]
+
+
+def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir=None,
+                      log=print, bodies=None):
+    """Every arm of the module docstring; returns ``rows`` (``{arm, validation, test}``
+    with exact match overall and per task), ``table`` and ``report`` (Markdown), and writes
+    ``results.json``, the plot and ``report.md`` into ``output_dir``."""
+    say = _logger(log)
+    t_start = time.perf_counter()
+    dev = str(backend.device(device))
+    root = Path(output_dir or "runs/bench/instruct")
+    body = _body(Path(bodies) if bodies else root.parent / "pretraining-payoff", fast, dev,
+                 progress, say)
+    sft = SFT_FAST if fast else SFT
+    run = lambda task, name, settings, **kw: _run(task, root / name, settings, fast, seed,  # noqa
+                                                  dev, progress, say, **kw)
+    scratch = run("instruct", "sft-scratch", sft)
+    pre = run("instruct", "sft-pretrained", sft, model=str(body))
+    dpo = run("dpo", "dpo", DPO_FAST if fast else DPO, model=str(root / "sft-pretrained"))
+    grpo = run("grpo", "grpo", GRPO_FAST if fast else GRPO, model=str(root / "sft-pretrained"))
+    splits = instruct.load_splits(tasks.FinetuneConfig(
+        task="instruct", dataset="instructions", seed=seed, max_train_examples=sft.get(
+            "max_train_examples"), max_eval_examples=sft.get("max_eval_examples"),
+        dataset_options=f"n_per_task={N_PER_TASK_FAST if fast else N_PER_TASK}"), say)
+    rows = [_row(ARMS[0], pre["baselines"]),
+            _row(ARMS[1], few_shot(body, splits, 2, say)),
+            _row(ARMS[2], scratch), _row(ARMS[3], pre), _row(ARMS[4], dpo),
+            _row(ARMS[5], {s: {"exact_match": grpo["after"][s]["exact_match"],
+                               "n": grpo["after"][s]["n"],
+                               "per_task": {"arithmetic": grpo["after"][s]["exact_match"]}}
+                           for s in ("validation", "test")})]
+    result = _header("instruct", dev, seed, fast,
+                     {"sft": sft, "dpo": DPO_FAST if fast else DPO,
+                      "grpo": GRPO_FAST if fast else GRPO, "body": str(body),
+                      "n_per_task": N_PER_TASK_FAST if fast else N_PER_TASK},
+                     {"targets": "issue 21: held-out wordings >= 0.90 per task; DPO >= SFT"})
+    table = instruct_table(rows)
+    result.update(rows=rows, table=table, total_seconds=time.perf_counter() - t_start,
+                  report=report_card(rows, result))
+    say(table)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "report.md").write_text(result["report"], encoding="utf-8")
+    return _finish(result, root, lambda path: _plot(rows, path), say)
+
+
+def _row(arm, results):
+    return {"arm": arm, **{s: _scores(results[s]) for s in ("validation", "test")
+                           if s in results}}
+
+
+def instruct_table(rows) -> str:
+    """Markdown: one row per arm, test exact match per task (held-out wordings) and the
+    overall validation / test exact match."""
+    task_names = sorted({t for r in rows for t in r["test"]["per_task"]})
+    head = "| arm | validation (seen) | test (held-out) | " + " | ".join(task_names) + " |"
+    lines = [head, "|" + " --- |" * (3 + len(task_names))]
+    for r in rows:
+        per = r["test"]["per_task"]
+        cells = [f"{per[t]:.3f}" if t in per else "" for t in task_names]
+        lines.append(f"| {r['arm']} | {r['validation']['exact_match']:.3f} | "
+                     f"{r['test']['exact_match']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_card(rows, result) -> str:
+    """The pipeline's report card (Markdown), like ``minillm demo``'s report."""
+    best = max(rows[2:4], key=lambda r: r["test"]["exact_match"])
+    base = rows[0]["test"]["exact_match"]
+    verdict = "ahead of" if best["test"]["exact_match"] > base else "behind"
+    return "\n".join([
+        "# minillm instruct: report card", "",
+        f"minillm {result['version']}, device {result['device']}, seed {result['seed']}"
+        + (" (fast mode: tiny sizes, the numbers mean nothing)" if result["fast"] else ""), "",
+        "Exact match on the built-in `instructions` set: validation asks with instruction "
+        "wordings seen in training, test only with held-out wordings.", "",
+        instruct_table(rows), "",
+        f"The best SFT model ({best['arm']}) is {verdict} the nearest-neighbour baseline on "
+        f"held-out wordings ({best['test']['exact_match']:.3f} vs {base:.3f}).", ""])
+
+
+def _plot(rows, path):
+    task_names = sorted({t for r in rows for t in r["test"]["per_task"]})
+    fig, ax = new_axes((9, 4.5))
+    width = 0.8 / len(rows)
+    x = np.arange(len(task_names))
+    for i, r in enumerate(rows):
+        ax.bar(x + i * width, [r["test"]["per_task"].get(t, 0.0) for t in task_names], width,
+               label=r["arm"])
+    ax.set_xticks(x + 0.4 - width / 2, task_names, rotation=20)
+    ax.set_ylim(0, 1)
+    save_axes(fig, ax, path, "minillm bench instruct: test exact match per task",
+              "exact match (held-out wordings)")
