@@ -268,7 +268,7 @@ def evaluate_records(model, tok, template: ChatTemplate, records, max_new_tokens
                      progress=False) -> dict:
     """Greedy answers to Alpaca records: ``{"exact_match", "n", "per_task": {task: {...}},
     "predictions": [...]}``; records without a ``task`` count under ``"all"`` only."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm                   # not tqdm.auto: no widget warning in notebooks
     per, preds = {}, []
     for r in tqdm(records, desc="answering", unit="record", disable=not progress):
         user = [{"role": "user", "content": template.user_text(r["instruction"],
