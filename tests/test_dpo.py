@@ -49,15 +49,25 @@ def test_a_policy_equal_to_the_reference_has_loss_log_2():
     assert loss.item() == pytest.approx(np.log(2))
 
 
+def _model(tok):
+    mm.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                         n_embd=16, dropout=0.0))
+
+
 @pytest.fixture(scope="module")
 def tok():
     return CharTokenizer.train(["用户：助手：2+3=56", "北京今天晴阴。"])
 
 
+def _pairs_with_reference(model, tok):
+    pairs = [dpo.encode_pair(tok, T, {"prompt": "2+3", "chosen": "5", "rejected": w})
+             for w in ("6", "56")]
+    return dpo.reference_logprobs(model, pairs, tok.pad_id)
+
+
 def test_sequence_logprobs_sum_the_response_tokens_only(tok):
-    mm.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
-                          n_embd=16, dropout=0.0))
+    model = _model(tok)
     pair = dpo.encode_pair(tok, T, {"prompt": "2+3", "chosen": "5", "rejected": "6"})
     x, y = pair["chosen"]
     got = dpo.sequence_logprobs(model, mm.tensor(np.asarray([x])),
@@ -73,12 +83,8 @@ def test_sequence_logprobs_sum_the_response_tokens_only(tok):
 
 
 def test_reference_logprobs_are_what_the_metrics_start_from(tok):
-    mm.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
-                          n_embd=16, dropout=0.0))
-    pairs = [dpo.encode_pair(tok, T, {"prompt": "2+3", "chosen": "5", "rejected": w})
-             for w in ("6", "56")]
-    dpo.reference_logprobs(model, pairs, tok.pad_id)
+    model = _model(tok)
+    pairs = _pairs_with_reference(model, tok)
     m = dpo.preference_metrics(model, pairs, tok.pad_id)
     # before any training the policy is the reference: zero margins, loss log 2
     assert m["reward_margin"] == pytest.approx(0, abs=1e-6)
@@ -87,12 +93,8 @@ def test_reference_logprobs_are_what_the_metrics_start_from(tok):
 
 
 def test_the_nll_term_adds_the_chosen_answers_mean_token_nll(tok):
-    mm.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
-                          n_embd=16, dropout=0.0))
-    pairs = [dpo.encode_pair(tok, T, {"prompt": "2+3", "chosen": "5", "rejected": w})
-             for w in ("6", "56")]
-    dpo.reference_logprobs(model, pairs, tok.pad_id)
+    model = _model(tok)
+    pairs = _pairs_with_reference(model, tok)
     batch = dpo.PairCollator(tok.pad_id)(pairs)
     plain = dpo.make_compute_loss(0.1)(model, batch).item()
     both = dpo.make_compute_loss(0.1, nll_weight=2.0)(model, batch).item()

@@ -30,55 +30,39 @@ SPLITS = ("train", "validation", "test")
 MAX_NEW_TOKENS = 64
 
 
-def read_instruction_file(path) -> list[dict]:
-    """Alpaca records or chat transcripts from ``path``, JSON or JSONL (the first record
-    decides which: a list of messages, or a ``messages`` field, is a chat)."""
+def read_instruction_file(path):
+    """Alpaca records or chat transcripts from ``path``, JSON or JSONL, as a Dataset (the
+    first record decides which: a list of messages, or a ``messages`` field, is a chat)."""
     from ..datasets.instruct_files import read_records
     _, records = read_records(path)
     first = records[0][1]
     is_chat = isinstance(first, list) or (isinstance(first, dict) and "messages" in first)
-    return list(D.load_chat(path) if is_chat else D.load_alpaca(path))
-
-
-def _carve(records, fraction, seed):
-    """``(train, validation)``: a seeded ``fraction`` of ``records`` held out."""
-    import random
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(round(fraction * len(records))))
-    held = set(order[:n_val])
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
+    return D.load_chat(path) if is_chat else D.load_alpaca(path)
 
 
 def load_splits(cfg, log=print) -> dict[str, list[dict]]:
-    """``{split: [record]}`` from the built-in dataset or the files of ``cfg``."""
+    """``{split: [record]}`` from the built-in dataset or the files of ``cfg``; held-out
+    validation and the ``max_*_examples`` samples as every other task makes them
+    (:func:`tasks._carve`, :func:`tasks.sample_examples`)."""
     if cfg.dataset is not None:
         opts = tasks.dataset_kwargs(cfg)
-        splits = {s: list(D.load(cfg.dataset, s, **opts)) for s in SPLITS}
+        splits = {s: D.load(cfg.dataset, s, **opts) for s in SPLITS}
     else:
         splits = {"train": read_instruction_file(cfg.train)}
         if cfg.validation:
             splits["validation"] = read_instruction_file(cfg.validation)
         else:
-            splits["train"], splits["validation"] = _carve(splits["train"],
-                                                           cfg.validation_fraction, cfg.seed)
+            splits["train"], splits["validation"] = tasks._carve(
+                splits["train"], cfg.validation_fraction, cfg.seed)
             tasks._log(log, f"validation: {len(splits['validation'])} records held out of "
                             f"--train (--validation-fraction {cfg.validation_fraction})")
         if cfg.test:
             splits["test"] = read_instruction_file(cfg.test)
-    limits = {"train": cfg.max_train_examples, "validation": cfg.max_eval_examples,
-              "test": cfg.max_eval_examples}
-    return {s: _sample(r, limits[s], cfg.seed) for s, r in splits.items()}
-
-
-def _sample(records, n, seed):
-    """A seeded sample of ``n`` records, kept in order (all when ``n`` is None)."""
-    if n is None or n >= len(records):
-        return records
-    import random
-    keep = sorted(random.Random(seed).sample(range(len(records)), n))
-    return [records[i] for i in keep]
+    splits["train"] = tasks.sample_examples(splits["train"], cfg.max_train_examples, cfg.seed)
+    for s in ("validation", "test"):                 # fixed samples, as evaluate() draws them
+        if s in splits:
+            splits[s] = tasks.sample_examples(splits[s], cfg.max_eval_examples)
+    return {s: list(ds) for s, ds in splits.items()}
 
 
 def record_texts(template, records):
@@ -146,23 +130,11 @@ def _messages(template, record):
 
 
 def _arguments(cfg, out, n_rows, target_steps=None):
-    steps_per_epoch = max(1, math.ceil(n_rows / cfg.batch_size))
-    epochs = cfg.num_train_epochs or tasks.epochs_from_data(
-        n_rows, cfg.batch_size, target_steps or tasks.TARGET_STEPS["instruct"])
-    eval_steps = cfg.eval_steps or steps_per_epoch
-    return TrainingArguments(
-        str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler_type,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        eval_steps=eval_steps, save_steps=eval_steps,
-        logging_steps=max(1, min(50, steps_per_epoch // 5)),
-        save_total_limit=cfg.save_total_limit,
-        early_stopping_patience=cfg.early_stopping_patience,
-        metric_for_best_model="eval_loss", greater_is_better=False,
-        load_best_model_at_end=True, group_by_length=True, seed=cfg.seed, device=cfg.device,
-        disable_tqdm=not cfg.progress), epochs
+    """``(TrainingArguments, epochs)`` of the GPT recipes: the fine-tuning schedule of every
+    task, with the best validation *loss* kept."""
+    return tasks.training_arguments(cfg, out, n_rows,
+                                    target_steps or tasks.TARGET_STEPS["instruct"],
+                                    metric="eval_loss", greater_is_better=False)
 
 
 def save_model(model, tok, template, info, directory) -> Path:
@@ -214,7 +186,8 @@ def finetune_instruct(cfg, command=None, log=print, resume_from_checkpoint=None)
                           eval_dataset=rows["validation"], data_collator=I.SFTCollator(pad, dev))
         tasks._log(log, f"model: GPT{' from ' + cfg.model if cfg.model else ' from scratch'}, "
                         f"{model.num_parameters():,} parameters; {len(rows['train'])} training "
-                        f"records, {_length(cfg, epochs)}; loss on the response tokens only")
+                        "records; loss on the response tokens only")
+        tasks._log_schedule(cfg, epochs, args.eval_steps, log)
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
@@ -238,10 +211,6 @@ def finetune_instruct(cfg, command=None, log=print, resume_from_checkpoint=None)
     atomic_write_json(out / "metrics.json", results)
     tasks._log(log, summary(results))
     return results
-
-
-def _length(cfg, epochs) -> str:
-    return f"{cfg.max_steps} steps (--max-steps)" if cfg.max_steps else f"{epochs:g} epochs"
 
 
 def summary(results) -> str:
@@ -281,8 +250,8 @@ def evaluate_instruct(model_path, dataset=None, split="test", file=None, device=
     """Exact match (overall and per task) of an instruction model's greedy answers."""
     if (dataset is None) == (file is None):
         raise tasks.TaskError("give --dataset NAME (with --split) or --file FILE, not both")
-    records = list(D.load(dataset, split)) if dataset else read_instruction_file(file)
-    records = [r for r in _sample(records, max_examples, 0) if "instruction" in r]
+    records = D.load(dataset, split) if dataset else read_instruction_file(file)
+    records = [r for r in tasks.sample_examples(records, max_examples) if "instruction" in r]
     if not records:
         raise tasks.TaskError("no Alpaca-style records (instruction, input, output) to score")
     dev = backend.device(device)
@@ -305,14 +274,9 @@ def nearest_neighbour_baseline(train, records) -> dict:
     if not pool:
         raise tasks.TaskError("the baseline needs Alpaca-style training records")
     bm25 = BM25().fit([r["instruction"] + "\n" + r.get("input", "") for r in pool])
-    per = {}
+    outcomes = []
     for r in records:
         hits = bm25.search(r["instruction"] + "\n" + r.get("input", ""), k=1)
         pred = pool[hits[0][0]]["output"] if hits else ""
-        for key in ("all", r.get("task")):
-            if key is not None:
-                n, k = per.get(key, (0, 0))
-                per[key] = (n + 1, k + I.exact_match(pred, r["output"]))
-    n, k = per.pop("all", (0, 0))
-    return {"exact_match": k / n if n else float("nan"), "n": n,
-            "per_task": {t: {"exact_match": b / a, "n": a} for t, (a, b) in sorted(per.items())}}
+        outcomes.append((r.get("task"), I.exact_match(pred, r["output"])))
+    return I.exact_match_scores(outcomes)

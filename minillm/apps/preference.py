@@ -62,15 +62,11 @@ def load_pairs(cfg, model, tok, template, log=print) -> dict:
     """``{"train": pairs, "validation": pairs}`` and the instruction splits (for exact match)
     when the data is an instruction dataset."""
     if cfg.dataset is None:
-        records = list(D.load_preferences(cfg.train))
-        train, val = instruct._carve(records, cfg.validation_fraction, cfg.seed) \
-            if not cfg.validation else (records, list(D.load_preferences(cfg.validation)))
-        return {"train": train, "validation": val}, {}
-    opts = tasks.dataset_kwargs(cfg)
-    splits = {s: list(D.load(cfg.dataset, s, **opts)) for s in instruct.SPLITS}
-    limits = {"train": cfg.max_train_examples, "validation": cfg.max_eval_examples,
-              "test": cfg.max_eval_examples}
-    splits = {s: instruct._sample(r, limits[s], cfg.seed) for s, r in splits.items()}
+        records = D.load_preferences(cfg.train)
+        train, val = tasks._carve(records, cfg.validation_fraction, cfg.seed) \
+            if not cfg.validation else (records, D.load_preferences(cfg.validation))
+        return {"train": list(train), "validation": list(val)}, {}
+    splits = instruct.load_splits(cfg, log)
     pairs = {s: build_pairs(model, tok, template, splits[s], cfg.seed + i, cfg.progress)
              for i, s in enumerate(("train", "validation"))}
     made = sum(p["source"] == "model" for p in pairs["train"])

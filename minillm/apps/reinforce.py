@@ -83,10 +83,11 @@ def _step(model, ref, optimizer, rows, rewards, cfg, pad):
 
 
 def _arithmetic(cfg, split):
-    records = [r for r in D.load(cfg.dataset or "instructions", split,
-                                 **tasks.dataset_kwargs(cfg)) if r.get("task") == TASK]
-    limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
-    return instruct._sample(records, limit, cfg.seed)
+    ds = D.load(cfg.dataset or "instructions", split, **tasks.dataset_kwargs(cfg))
+    records = D.Dataset([r for r in ds if r.get("task") == TASK], name=ds.name, split=split)
+    if split == "train":
+        return list(tasks.sample_examples(records, cfg.max_train_examples, cfg.seed))
+    return list(tasks.sample_examples(records, cfg.max_eval_examples))   # fixed, as evaluate
 
 
 def _accuracy(model, tok, template, records, progress):

@@ -1242,14 +1242,21 @@ def _task_info(cfg, label_names, max_length, train):
 
 
 def _training_arguments(cfg, out, n_features, log):
-    """``(TrainingArguments, epochs)``: epochs from the data size unless given, evaluation
-    and a checkpoint each epoch (or every ``eval_steps``), early stopping, the best
-    evaluation's weights at the end."""
+    """``(TrainingArguments, epochs)`` of a head-model fine-tune: the task's main metric
+    decides the best evaluation (see :func:`training_arguments`)."""
+    args, epochs = training_arguments(cfg, out, n_features, TARGET_STEPS[cfg.task],
+                                      f"eval_{MAIN_METRIC[cfg.task]}", greater_is_better=True)
+    _log_schedule(cfg, epochs, args.eval_steps, log)
+    return args, epochs
+
+
+def training_arguments(cfg, out, n_features, target_steps, metric, greater_is_better):
+    """``(TrainingArguments, epochs)``: epochs from the data size (``target_steps``) unless
+    given, evaluation and a checkpoint each epoch (or every ``eval_steps``), early stopping
+    on ``metric``, the best evaluation's weights at the end."""
     steps_per_epoch = max(1, math.ceil(n_features / cfg.batch_size))
     eval_steps = cfg.eval_steps or steps_per_epoch
-    epochs = cfg.num_train_epochs or epochs_from_data(n_features, cfg.batch_size,
-                                                      TARGET_STEPS[cfg.task])
-    _log_schedule(cfg, epochs, eval_steps, log)
+    epochs = cfg.num_train_epochs or epochs_from_data(n_features, cfg.batch_size, target_steps)
     args = TrainingArguments(
         str(out), num_train_epochs=epochs, max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size,
@@ -1260,7 +1267,7 @@ def _training_arguments(cfg, out, n_features, log):
         logging_steps=max(1, min(50, steps_per_epoch // 5)),
         save_total_limit=cfg.save_total_limit,
         early_stopping_patience=cfg.early_stopping_patience,
-        metric_for_best_model=f"eval_{MAIN_METRIC[cfg.task]}", greater_is_better=True,
+        metric_for_best_model=metric, greater_is_better=greater_is_better,
         load_best_model_at_end=True, group_by_length=True, seed=cfg.seed, device=cfg.device,
         disable_tqdm=not cfg.progress)
     return args, epochs

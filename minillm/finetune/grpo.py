@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, tensor
+from ..autograd.ops import minimum
 
 
 def group_advantages(rewards, eps=1e-6):
@@ -49,8 +50,8 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     adv = const(advantages).astype(logp.dtype)[:, None]
     ratio = (logp - tensor(old, device=logp.device)).exp()
     clipped = ratio.clip(1 - clip_eps, 1 + clip_eps)
-    surrogate = _minimum(ratio * tensor(adv, device=logp.device),
-                         clipped * tensor(adv, device=logp.device))
+    surrogate = minimum(ratio * tensor(adv, device=logp.device),
+                        clipped * tensor(adv, device=logp.device))
     log_ref_ratio = tensor(ref, device=logp.device) - logp                 # log(pi_ref / pi)
     kl = log_ref_ratio.exp() - log_ref_ratio - 1.0
     per_token = (surrogate - beta * kl) * tensor(m, device=logp.device)
@@ -59,9 +60,3 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     mean_kl = float(((kl.detach() * tensor(m, device=logp.device)).sum(axis=1) / lengths)
                     .mean().item())
     return -per_answer.mean(), mean_kl
-
-
-def _minimum(a, b):
-    """Elementwise min of two Tensors, differentiable: ``b + (a - b) * [a < b]``."""
-    below = tensor((a.data < b.data).astype(a.dtype), device=a.device)
-    return b + (a - b) * below

@@ -269,19 +269,26 @@ def evaluate_records(model, tok, template: ChatTemplate, records, max_new_tokens
     """Greedy answers to Alpaca records: ``{"exact_match", "n", "per_task": {task: {...}},
     "predictions": [...]}``; records without a ``task`` count under ``"all"`` only."""
     from tqdm import tqdm                   # not tqdm.auto: no widget warning in notebooks
-    per, preds = {}, []
+    preds = []
     for r in tqdm(records, desc="answering", unit="record", disable=not progress):
         user = [{"role": "user", "content": template.user_text(r["instruction"],
                                                              r.get("input", ""))}]
         pred = answer(model, tok, template, user, max_new_tokens)
-        ok = exact_match(pred, r["output"])
-        preds.append({"prediction": pred, "reference": r["output"], "correct": ok,
+        preds.append({"prediction": pred, "reference": r["output"],
+                      "correct": exact_match(pred, r["output"]),
                       **({"task": r["task"]} if "task" in r else {})})
-        for key in ("all", r.get("task")):
-            if key is not None:
-                n, k = per.get(key, (0, 0))
-                per[key] = (n + 1, k + ok)
-    all_n, all_k = per.pop("all", (0, 0))
-    return {"exact_match": all_k / all_n if all_n else float("nan"), "n": all_n,
-            "per_task": {t: {"exact_match": k / n, "n": n} for t, (n, k) in sorted(per.items())},
+    return {**exact_match_scores([(p.get("task"), p["correct"]) for p in preds]),
             "predictions": preds}
+
+
+def exact_match_scores(outcomes) -> dict:
+    """``{"exact_match", "n", "per_task": {task: {"exact_match", "n"}}}`` of ``(task,
+    correct)`` pairs; a ``None`` task counts in the overall score only."""
+    per, n_all, k_all = {}, 0, 0
+    for task, correct in outcomes:
+        n_all, k_all = n_all + 1, k_all + bool(correct)
+        if task is not None:
+            n, k = per.get(task, (0, 0))
+            per[task] = (n + 1, k + bool(correct))
+    return {"exact_match": k_all / n_all if n_all else float("nan"), "n": n_all,
+            "per_task": {t: {"exact_match": k / n, "n": n} for t, (n, k) in sorted(per.items())}}

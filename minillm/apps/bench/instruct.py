@@ -79,9 +79,9 @@ def few_shot(model_dir, splits, shots, log):
         by_task.setdefault(r["task"], []).append(r)
     out = {}
     for s in ("validation", "test"):
-        per, used = {}, []
+        outcomes, used = [], []
         for r in splits[s]:
-            demos = by_task[r["task"]][:shots]
+            demos = by_task.get(r["task"], [])[:shots]      # none when train lacks the task
             messages = _demo_messages(template, demos, r)
             while demos and len(I.prompt_ids(tok, template, messages)) > \
                     model.config.block_size - 16:
@@ -89,12 +89,8 @@ def few_shot(model_dir, splits, shots, log):
                 messages = _demo_messages(template, demos, r)
             used.append(len(demos))
             said = I.answer(model, tok, template, messages, 16)
-            n, k = per.get(r["task"], (0, 0))
-            per[r["task"]] = (n + 1, k + I.exact_match(said, r["output"]))
-        total = sum(n for n, _ in per.values())
-        out[s] = {"exact_match": sum(k for _, k in per.values()) / total, "n": total,
-                  "per_task": {t: k / n for t, (n, k) in sorted(per.items())},
-                  "mean_demonstrations": float(np.mean(used))}
+            outcomes.append((r["task"], I.exact_match(said, r["output"])))
+        out[s] = {**I.exact_match_scores(outcomes), "mean_demonstrations": float(np.mean(used))}
     _logger(log)(f"pretrained, {shots} demonstrations: test {out['test']['exact_match']:.4f}")
     return out
 
