@@ -166,7 +166,7 @@ def test_records_and_sizes(splits):
         assert all(set(r) == {"task", "instruction", "input", "output", "phrasing"} for r in ds)
         assert ds.meta["tasks"] == {t: sum(r["task"] == t for r in ds) for t in I.TASKS}
         assert set(ds.meta["tasks"]) == set(I.TASKS) and len(I.TASKS) == 7
-    assert len(splits["train"]) == 6 * 300 + 144
+    assert len(splits["train"]) == 5 * 300 + 3 * 300 + 48 * 9   # arithmetic x3, weather 9/fact
     assert [len(splits[s]) for s in ("validation", "test")] == [6 * 50 + 48, 6 * 50 + 96]
 
 
@@ -181,6 +181,8 @@ def test_deterministic_and_seeded(splits):
 def test_every_record_is_short(splits, split):
     for r in splits[split]:
         assert len(r["instruction"]) + len(r["input"]) + len(r["output"]) <= 120, r
+        if r["instruction"] != _wording(r):   # a wrapped wording stays shorter
+            assert len(r["instruction"]) + len(r["input"]) + len(r["output"]) <= 110, r
         assert r["instruction"].strip() and r["output"].strip()
 
 
@@ -193,10 +195,37 @@ def test_test_uses_only_held_out_phrasings(splits, task):
     assert used["test"] == set(held)
     wordings = {s: {r["instruction"] for r in splits[s] if r["task"] == task} for s in SPLITS}
     assert not wordings["test"] & (wordings["train"] | wordings["validation"])
-    for s in SPLITS:  # the instruction is the wording its index names
-        for r in splits[s]:
-            if r["task"] == task and task != "weather":
-                assert r["instruction"] == I.PHRASINGS[task][r["phrasing"]]
+    for s in SPLITS:  # the instruction is the wording its index names, wrapped or not
+        for r in (r for r in splits[s] if r["task"] == task):
+            if s == "test":
+                assert r["instruction"] == _wording(r)
+            else:
+                assert r["instruction"] in _wrappings(_wording(r)), r
+
+
+def _wording(r):
+    """The wording ``r["phrasing"]`` names, filled for weather from the record's text."""
+    wording = I.PHRASINGS[r["task"]][r["phrasing"]]
+    if r["task"] != "weather":
+        return wording
+    city = next(c for c in I.CITIES if c in r["output"][:4])
+    day = next(d for d in I.DAYS if d in r["output"][len(city):len(city) + 2])
+    return wording.format(city=city, day=day)
+
+
+def _wrappings(wording):
+    """Every instruction a wrapped ``wording`` can be: a prefix, the wording, a suffix."""
+    return {p + wording + x for p in I.PREFIXES for x in I.SUFFIXES}
+
+
+def test_seen_wordings_are_wrapped_at_random(splits):
+    """Train wraps about three in four wordings, so the input's position varies by up to
+    a dozen characters; test never does (its wordings are compared as written)."""
+    train = [r for r in splits["train"] if r["task"] == "date_en"]
+    wrapped = sum(r["instruction"] != _wording(r) for r in train) / len(train)
+    assert 0.6 < wrapped < 0.95, wrapped
+    offsets = {len(r["instruction"]) - len(_wording(r)) for r in train}
+    assert len(offsets) >= 8 and max(offsets) >= 10
 
 
 @pytest.mark.parametrize("task", [t for t in I.TASKS if t != "weather"])
@@ -265,7 +294,7 @@ def test_weather_covers_every_fact_in_train(splits):
         per_split[s] = {answers[r["output"]] for r in recs}
     assert per_split["train"] == per_split["validation"] == per_split["test"] == set(table)
     train = [r for r in splits["train"] if r["task"] == "weather"]
-    assert len(train) == 3 * len(table)  # each fact with three of the four seen wordings
+    assert len(train) == 9 * len(table)  # each fact with nine of the ten seen wordings
     assert I.weather_text("北京", "今天", ("晴", 3, 12)) == "北京今天晴，气温 3 到 12 摄氏度。"
 
 
@@ -310,7 +339,7 @@ def test_unavailable_source_names_the_task(monkeypatch, task, attr, source):
     with pytest.raises(D.DatasetError, match=f"task '{task}' .* needs the {source} dataset.*"
                                              "not installed"):
         D.load("instructions", tasks=[task])
-    assert len(D.load("instructions", tasks="date_en,weather")) == 300 + 144
+    assert len(D.load("instructions", tasks="date_en,weather")) == 300 + 432
 
 
 def test_card_sizes_are_the_loaders(splits):

@@ -280,3 +280,14 @@ def nearest_neighbour_baseline(train, records) -> dict:
         pred = pool[hits[0][0]]["output"] if hits else ""
         outcomes.append((r.get("task"), I.exact_match(pred, r["output"])))
     return I.exact_match_scores(outcomes)
+
+
+def prefix_probe(model, tok, template, records, prefix="请") -> dict:
+    """Exact match when ``prefix`` is put in front of every instruction: a model that
+    follows the instruction barely notices; one that learned to copy from fixed positions
+    (a GPT with absolute position embeddings trained on a few fixed wordings) collapses,
+    because every input character moves by ``len(prefix)`` positions."""
+    moved = [{**r, "instruction": prefix + r["instruction"]} for r in records]
+    r = I.evaluate_records(model, tok, template, moved, MAX_NEW_TOKENS)
+    r.pop("predictions")
+    return {**r, "prefix": prefix}

