@@ -147,12 +147,33 @@ def chapter_problems(text: str, chapter, root: Path = ROOT) -> list[str]:
             problems.append(f"section {'#' * level} {title!r} has no '{CODE_LINE}' line before the "
                             "next outline heading (name the minillm module(s) and the notebook)")
 
+    problems += text_problems(lines)
     for ref in sorted(set(NOTEBOOK_REF.findall(text))):
         if not (root / ref).is_file():
             problems.append(f"names {ref}, which does not exist")
     for name in sorted(set(MINILLM_NAME.findall(text))):
         if not _resolves(name):
             problems.append(f"names {name}, which is neither a minillm module nor an attribute of one")
+    return problems
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def text_problems(lines) -> list[str]:
+    """Damage that a formula takes when written through a non-raw Python string: a control
+    character (``"\\beta"`` written as ``"\beta"`` is a backspace and ``eta``), or an inline
+    formula cut in two by a newline (``"\\rho"`` read back as a line break), which leaves a
+    line with an odd number of ``$`` outside code."""
+    problems, fenced = [], False
+    for i, line in enumerate(lines, 1):
+        if CONTROL.search(line):
+            problems.append(f"line {i} holds a control character "
+                            f"{CONTROL.search(line).group()!r}: a backslash lost in a formula?")
+        fenced = fenced != line.lstrip().startswith("```")
+        plain = re.sub(r"`[^`]*`", "", line.replace("\\$", "")).replace("$$", "")
+        if not fenced and not line.lstrip().startswith("```") and plain.count("$") % 2:
+            problems.append(f"line {i} has an odd number of '$': an inline formula cut in two?")
     return problems
 
 
@@ -252,8 +273,11 @@ def test_checker_accepts_a_good_chapter(tmp_path):
     (lambda t: t.replace("正文", "# 另一个一级标题\n正文"), "level-1"),
     (lambda t: t.replace("Fairseq\n#### 额外的小节\n{code}", "Fairseq\n#### 额外的小节\n"),
      "'7.1.2 Fairseq' has no '> 代码：'"),
+    (lambda t: t.replace("正文", "损失 $\\beta$ 与 \x08eta"), "control character '\\x08'"),
+    (lambda t: t.replace("正文", "截断 $\\min(\nho A$"), "odd number of '$'"),
 ], ids=["bad-first-line", "blank-first-line", "wrong-level", "changed-text", "missing",
-        "no-code-line", "out-of-order", "second-h1", "subsection-without-code-line"])
+        "no-code-line", "out-of-order", "second-h1", "subsection-without-code-line",
+        "control-character", "formula-cut-by-a-newline"])
 def test_checker_catches(tmp_path, edit, expected):
     problems = _toy(tmp_path, edit(GOOD))
     assert any(expected in p for p in problems), problems
