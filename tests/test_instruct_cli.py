@@ -146,6 +146,8 @@ def test_dpo_from_an_instruction_model_reports_preference_metrics(run, tmp_path)
     assert (out / "model" / "chat_template.json").is_file()
     info = json.loads((out / "model" / "task.json").read_text(encoding="utf-8"))
     assert info["stage"] == "dpo" and info["task"] == "instruct"
+    saved = json.loads((out / "model" / "config.json").read_text(encoding="utf-8"))
+    assert saved["dropout"] == 0.0      # DPO trains with dropout off (the SFT model had 0.1)
 
 
 def test_dpo_needs_an_instruction_model(tmp_path, capsys):
@@ -197,6 +199,10 @@ def test_grpo_runs_and_reports_held_out_accuracy_before_and_after(generated_run,
     assert m["steps"] == 2 and m["before"]["test"]["n"] == 3 == m["after"]["test"]["n"]
     assert set(m["before"]) == {"validation", "test"}
     assert all(0 <= h["reward"] <= 1 and h["kl"] >= 0 for h in m["history"])
+    # the SFT model has dropout 0.1; GRPO turns it off, so before the first update the
+    # policy is the reference and their KL is 0 (with dropout it was ~0.3: noise)
+    assert json.loads((generated_run / "model" / "config.json").read_text(encoding="utf-8"))["dropout"] == 0.1
+    assert m["history"][0]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert json.loads((out / "model" / "task.json").read_text(encoding="utf-8"))["stage"] == \
         "grpo"
 

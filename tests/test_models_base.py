@@ -191,3 +191,25 @@ def test_resize_token_embeddings_keeps_what_was_learned(make, tmp_path):
 def test_resize_token_embeddings_refuses_to_shrink_or_odd_sizes(size):
     with pytest.raises(ValueError, match="new_num_tokens must be an int >= the current"):
         _gpt().resize_token_embeddings(size)
+
+
+def _with_dropout(make, p=0.5):
+    """``make()`` with every dropout of its config at ``p``."""
+    model = make()
+    fields = {f: p for f, v in model.config.to_dict().items() if "dropout" in f}
+    return type(model)(dataclasses.replace(model.config, **fields)), sorted(fields)
+
+
+@pytest.mark.parametrize("make", [_gpt, _bert_mlm], ids=["gpt", "bert-mlm"])
+def test_disable_dropout_makes_training_mode_deterministic(make):
+    mm.manual_seed(0)
+    model, fields = _with_dropout(make)
+    assert fields, "the config names no dropout"
+    ids = mm.tensor(np.array([[1, 4, 2, 10, 3]], dtype=np.int64))
+    model.train()
+    assert not np.array_equal(model(ids).numpy(), model(ids).numpy())   # dropout is on
+    expected = model.eval()(ids).numpy()
+    assert model.train().disable_dropout() is model and model.training
+    np.testing.assert_array_equal(model(ids).numpy(), model(ids).numpy())
+    np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert all(model.config.to_dict()[f] == 0.0 for f in fields)

@@ -4,7 +4,9 @@ The pairs come from the user's file (``prompt``, ``chosen``, ``rejected``; JSON 
 are built from an instruction dataset with the SFT model itself: the chosen answer is the right
 one, the rejected answer is what the model actually said when that was wrong, or else a near
 miss of the right answer (one digit changed, the other sentiment label, a character dropped).
-The frozen reference is the starting model; its log-probabilities are computed once. After
+The frozen reference is the starting model; its log-probabilities are computed once. The
+policy trains with dropout off (as TRL's DPO trainer does by default): with dropout, its
+log-probabilities would be noisy against the reference's, and the log-ratios with them. After
 training: reward accuracy, margin and the chosen answers' log-ratio to the reference on the
 validation pairs, and exact match on the instruction splits, beside the starting model's.
 """
@@ -99,6 +101,7 @@ def finetune_dpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> d
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
         model, tok, template, info = instruct.load_instruct_model(cfg.model, dev)
+        model.disable_dropout()     # the policy/reference log-ratios must not be dropout noise
         pairs, splits = load_pairs(cfg, model, tok, template, log)
         before = instruct.score(model, tok, template, splits, cfg) if splits else {}
         pad = tok.pad_id if tok.pad_id is not None else tok.eos_id

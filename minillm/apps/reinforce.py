@@ -4,6 +4,9 @@ Starting from an instruction model, each step takes ``batch_size`` arithmetic pr
 group of ``grpo_group`` answers to each (temperature 1), rewards an answer 1 when
 :func:`minillm.datasets.check_arithmetic` accepts it and 0 otherwise, and takes one AdamW step
 on the GRPO loss (:mod:`minillm.finetune.grpo`) with a KL penalty to the frozen starting model.
+The policy has dropout off: with it, the "old" log-probabilities and the ones differentiated
+would come from two different random networks, so the ratio and the KL would be noise
+(measured: a KL of 0.27 to the reference after 30 steps, with the reward flat).
 Accuracy of greedy answers is measured before and after, on the validation split's arithmetic
 (wordings seen in SFT) and the test split's (held-out wordings).
 """
@@ -110,6 +113,7 @@ def finetune_grpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> 
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
         model, tok, template, info = instruct.load_instruct_model(cfg.model, dev)
+        model.disable_dropout()     # rho = pi / pi_old must be 1 at the update, not noise
         ref = instruct.load_instruct_model(cfg.model, dev)[0].eval()
         train = _arithmetic(cfg, "train")
         evals = {s: _arithmetic(cfg, s) for s in ("validation", "test")}

@@ -88,6 +88,24 @@ class PreTrainedModel(Module):
     def num_parameters(self, trainable_only=False):
         return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def disable_dropout(self):
+        """Dropout off for good, in training mode too: every ``Dropout`` layer, the attention
+        dropout rates and the config's ``*dropout*`` fields become 0. Preference and RL
+        fine-tuning need it: they compare the policy's log-probabilities with a reference's
+        (DPO) or with the sampling policy's (GRPO), and dropout noise in one of the two
+        passes makes those ratios random. Returns ``self``."""
+        from ..nn import Dropout
+        for m in self.modules():
+            if isinstance(m, Dropout):
+                m.p = 0.0
+            for name in ("dropout", "dropout_p"):      # attention's rate, a plain float
+                if isinstance(getattr(m, name, None), float):
+                    setattr(m, name, 0.0)
+        for field, value in self.config.to_dict().items():
+            if "dropout" in field and isinstance(value, float):
+                setattr(self.config, field, 0.0)
+        return self
+
     # -- a larger vocabulary ------------------------------------------------------------------
     def get_input_embeddings(self):
         """The token-embedding Parameter ``E`` (V, H); models with token ids override it."""
