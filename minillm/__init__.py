@@ -18,5 +18,6 @@ from .autograd.ops import (abs, clip, exp, log, matmul, maximum, mean, minimum, 
 
 from . import data, datasets, functional, metrics, models, nn, optim, training  # noqa: E402
 from . import finetune  # noqa: E402  (built on models and training)
+from . import meta  # noqa: E402  (few-shot episodes and meta-learners, built on models)
 
 __version__ = "0.1.0"

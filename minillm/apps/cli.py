@@ -714,7 +714,8 @@ BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops",
                        "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
                        "datasets": ("pretraining-payoff", "prompting"),
                        "labels": ("pretraining-payoff",), "seeds": ("pretraining-payoff",),
-                       "bodies": ("prompting", "sentiment-methods"), "reader": ("squad-odqa", "cmrc-odqa")}
+                       "bodies": ("prompting", "sentiment-methods"), "reader": ("squad-odqa", "cmrc-odqa"),
+                       "episodes": ("fewshot-intents",), "body": ("fewshot-intents",)}
 
 
 def _bench_speed_kwargs(args):
@@ -736,6 +737,8 @@ def _bench_speed_kwargs(args):
         raise CLIError("--repeats must be at least 1")
     if "seeds" in kw and kw["seeds"] < 1:
         raise CLIError("--seeds must be at least 1")
+    if "episodes" in kw and kw["episodes"] < 1:
+        raise CLIError("--episodes must be at least 1")
     if "warmup" in kw and kw["warmup"] < 0:
         raise CLIError("--warmup must be at least 0")
     if "sizes" in kw:
@@ -1053,6 +1056,12 @@ def _parser_bench(add):
     g.add_argument("--reader", default=None, metavar="DIR",
                    help="a fine-tuned QA model directory (minillm finetune --task qa) to read "
                         "with (default: fine-tune a small BERT from scratch first)")
+    g = s.add_argument_group("fewshot-intents")
+    g.add_argument("--episodes", type=int, default=None,
+                   help="test episodes per setting (default 600; 5 with --fast)")
+    g.add_argument("--body", default=None, metavar="DIR",
+                   help="a minillm GPT/BERT model directory (with tokenizer.json) to start the "
+                        "encoders from (default: a fresh 2 x 128 BERT)")
     add_common(s, None)
 
 

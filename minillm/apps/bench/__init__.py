@@ -20,6 +20,7 @@ from .quality import (BENCHMARKS, Benchmark, format_result, nanogpt_lr, ptb_lstm
 import functools
 
 from .apps import ner, text_classification
+from .fewshot import fewshot_intents
 from .generation import code_completion, translation
 from .instruct import instruct_pipeline
 from .methods import sentiment_methods
@@ -69,7 +70,12 @@ BENCHMARKS["prompting"] = Benchmark(
     prompting_accuracy, "zero- and few-shot in-context classification with the "
     "pretraining-payoff GPTs, raw and with contextual calibration, against the majority class")
 
-__all__ = ["BENCHMARKS", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+BENCHMARKS["fewshot-intents"] = Benchmark(
+    fewshot_intents, "few-shot intents on CLINC150's held-out intents (5-way 1/5-shot, 10-way "
+    "5-shot, 95% intervals): prototypical network and Reptile beside bag-of-words centroids "
+    "and a linear head")
+
+__all__ = ["BENCHMARKS", "fewshot_intents", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",
