@@ -251,6 +251,23 @@ def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
         assert (tmp_path / "instruct" / name).is_file(), name
     report = (tmp_path / "instruct" / "report.md").read_text(encoding="utf-8")
     assert "fast mode" in report and "nearest-neighbour baseline" in report
+    assert set(result["prefix_probe"]) == {"as written", "with 请 in front"}
+    assert "Position probe" in report
+
+
+def test_the_prefix_probe_moves_every_instruction_and_only_that(monkeypatch):
+    from minillm.apps import instruct as app
+    seen = []
+
+    def fake(model, tok, template, records, max_new_tokens):
+        seen.extend(records)
+        return {"exact_match": 0.5, "n": len(records), "per_task": {}, "predictions": []}
+    monkeypatch.setattr(app.I, "evaluate_records", fake)
+    records = [{"instruction": "把这个数字写成中文。", "input": "12", "output": "十二", "task": "t"}]
+    r = app.prefix_probe(None, None, None, records, "请")
+    assert seen == [{**records[0], "instruction": "请把这个数字写成中文。"}]
+    assert records[0]["instruction"] == "把这个数字写成中文。"          # the caller's are untouched
+    assert r == {"exact_match": 0.5, "n": 1, "per_task": {}, "prefix": "请"}
 
 
 def test_the_report_card_says_whether_sft_beats_the_baseline():

@@ -30,10 +30,11 @@ SFT = dict(max_steps=5000, learning_rate=1e-3, eval_steps=500, n_layer=4, n_head
            n_embd=128, max_length=128, dropout=0.0)
 SFT_FAST = dict(max_steps=4, learning_rate=1e-3, eval_steps=2, n_layer=1, n_head=2, n_embd=32,
                 max_length=128, dropout=0.0, max_train_examples=40, max_eval_examples=14)
-DPO = dict(max_steps=500, learning_rate=5e-5, eval_steps=100, batch_size=16, dpo_nll_weight=1.0)
+DPO = dict(max_steps=1000, learning_rate=1e-4, eval_steps=200, batch_size=16, dpo_nll_weight=1.0,
+           max_train_examples=4000)
 DPO_FAST = dict(DPO, max_steps=2, eval_steps=1, batch_size=4, max_train_examples=16,
                 max_eval_examples=14)
-GRPO = dict(max_steps=300, learning_rate=3e-5, batch_size=8, grpo_group=8)
+GRPO = dict(max_steps=600, learning_rate=3e-5, batch_size=16, grpo_group=8)
 GRPO_FAST = dict(GRPO, max_steps=2, batch_size=2, grpo_group=2, max_eval_examples=2)
 # the general People's Daily body of pretraining-payoff; fast mode: tiny, but a window of 128
 CORPUS = "peoples_daily_text"
@@ -125,6 +126,7 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
         task="instruct", dataset="instructions", seed=seed, max_train_examples=sft.get(
             "max_train_examples"), max_eval_examples=sft.get("max_eval_examples"),
         dataset_options=f"n_per_task={N_PER_TASK_FAST if fast else N_PER_TASK}"), say)
+    probe = position_probe(root / "sft-pretrained", splits["test"], dev)
     rows = [_row(ARMS[0], pre["baselines"]),
             _row(ARMS[1], few_shot(body, splits, 2, say)),
             _row(ARMS[2], scratch), _row(ARMS[3], pre), _row(ARMS[4], dpo),
@@ -138,12 +140,26 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
                       "n_per_task": N_PER_TASK_FAST if fast else N_PER_TASK},
                      {"targets": "issue 21: held-out wordings >= 0.90 per task; DPO >= SFT"})
     table = instruct_table(rows)
-    result.update(rows=rows, table=table, total_seconds=time.perf_counter() - t_start,
+    result.update(rows=rows, table=table, prefix_probe=probe,
+                  total_seconds=time.perf_counter() - t_start,
                   report=report_card(rows, result))
     say(table)
     root.mkdir(parents=True, exist_ok=True)
     (root / "report.md").write_text(result["report"], encoding="utf-8")
     return _finish(result, root, lambda path: _plot(rows, path), say)
+
+
+def position_probe(model_dir, records, device):
+    """Test exact match of an SFT model as written and with ``请`` in front of every
+    instruction (:func:`minillm.apps.instruct.prefix_probe`): a model that copies from fixed
+    positions instead of following the instruction collapses under the second."""
+    with backend.default_device_as(device):
+        model, tok, template, _ = instruct.load_instruct_model(model_dir, device)
+        model.eval()
+        return {"as written": instruct.prefix_probe(model, tok, template, records, "")
+                ["exact_match"],
+                "with 请 in front": instruct.prefix_probe(model, tok, template, records)
+                ["exact_match"]}
 
 
 def _row(arm, results):
@@ -178,7 +194,11 @@ def report_card(rows, result) -> str:
         "wordings seen in training, test only with held-out wordings.", "",
         instruct_table(rows), "",
         f"The best SFT model ({best['arm']}) is {verdict} the nearest-neighbour baseline on "
-        f"held-out wordings ({best['test']['exact_match']:.3f} vs {base:.3f}).", ""])
+        f"held-out wordings ({best['test']['exact_match']:.3f} vs {base:.3f}).", "",
+        "Position probe (SFT from pretrained, test): exact match "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result.get("prefix_probe", {}).items())
+        + ". A large drop with one character in front would mean the model copies from fixed "
+        "positions instead of following the instruction.", ""])
 
 
 def _plot(rows, path):
