@@ -60,7 +60,7 @@ $(VPY):
 
 # Re-install when the package metadata changes; otherwise re-runs are instant.
 $(STAMP): setup.cfg pyproject.toml | $(VPY)
-	$(VPY) -m pip install -e ".[dev,mpi]"
+	$(VPY) -m pip install -e ".[dev,mpi,vision]"
 	@touch $@
 
 # Optional PyTorch reference (see TORCH above: the PyPI wheel may be a multi-GB CUDA build).

@@ -159,7 +159,7 @@ def test_registry_names_and_descriptions():
                                      "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa", "kb-qa-2rounds",
                                      "translation", "code-completion", "text-classification",
                                      "pretraining-payoff", "prompting", "instruct",
-                                     "ner", "fewshot-intents"}
+                                     "ner", "fewshot-intents", "multimodal"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description
         assert "\n" not in description
@@ -353,7 +353,7 @@ def test_reused_runs_compare_the_learning_rate_they_used(tmp_path, task, model, 
 
 
 @pytest.mark.parametrize("name", ["sentiment", "sentiment-methods", "ner", "prompting",
-                                  "fewshot-intents"])
+                                  "fewshot-intents", "multimodal"])
 def test_the_cli_summary_does_not_repeat_a_logged_table(name):
     result = {"version": "0", "device": "cpu", "fast": False, "table": "| row | 0.81 |",
               "anchor": {"baseline": "logistic regression"}}

@@ -115,7 +115,25 @@ OFFLINE_COUNTS = [
     ("instructions", "train", {}, 2_832),
     ("instructions", "validation", {}, 348),
     ("instructions", "test", {}, 396),
+    ("shapes", "train", {}, 3_000),
+    ("shapes", "validation", {}, 300),
+    ("shapes", "test", {}, 600),
+    ("shapes", "heldout", {}, 600),
 ]
+
+# read from the installed scikit-learn package (the optional extra minillm[vision])
+SKLEARN_COUNTS = [
+    ("digits", "all", {}, 1_797),
+    ("digits", "train", {}, 1_439),
+    ("digits", "validation", {}, 179),
+    ("digits", "test", {}, 179),
+]
+
+
+def need_sklearn():
+    import importlib.util  # noqa: PLC0415
+    if importlib.util.find_spec("sklearn") is None:
+        pytest.skip("scikit-learn is not installed (pip install scikit-learn, or minillm[vision])")
 
 
 def _ids(table):
@@ -130,6 +148,12 @@ def test_downloaded_dataset_counts(real_data, name, split, kw, n):
 
 @pytest.mark.parametrize("name,split,kw,n", OFFLINE_COUNTS, ids=_ids(OFFLINE_COUNTS))
 def test_offline_dataset_counts(name, split, kw, n):
+    assert len(D.load(name, split, **kw)) == n
+
+
+@pytest.mark.parametrize("name,split,kw,n", SKLEARN_COUNTS, ids=_ids(SKLEARN_COUNTS))
+def test_sklearn_dataset_counts(name, split, kw, n):
+    need_sklearn()
     assert len(D.load(name, split, **kw)) == n
 
 
@@ -170,7 +194,7 @@ def test_pretraining_mixes_by_part_add_up(real_data):
 
 
 def test_every_registered_dataset_has_a_count_test_and_a_card():
-    tested = {c[0] for c in COUNTS + OFFLINE_COUNTS}
+    tested = {c[0] for c in COUNTS + OFFLINE_COUNTS + SKLEARN_COUNTS}
     assert tested == set(D.list_datasets())
     index = (CARDS / "README.md").read_text(encoding="utf-8")
     for name in D.list_datasets():
@@ -576,3 +600,89 @@ def test_kb_qa_answers_follow_from_the_kb():
             total += 1
     assert total == 664
     assert D.load("kb_qa", "test").examples == ds.examples
+
+
+# -- images -------------------------------------------------------------------------------------
+def test_digits_split_is_seeded_disjoint_and_complete():
+    need_sklearn()
+    splits = {s: D.load("digits", s) for s in ("train", "validation", "test")}
+    every = D.load("digits", "all")
+    assert every.label_names == [str(d) for d in range(10)]
+    assert [sum(e["label"] == d for e in every) for d in range(10)] == [
+        178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    keys = {s: [e["image"].tobytes() for e in ds] for s, ds in splits.items()}
+    assert sorted(sum(keys.values(), [])) == sorted(e["image"].tobytes() for e in every)
+    assert not set(keys["train"]) & set(keys["test"])
+    first = every[0]
+    assert first["image"].shape == (8, 8) and first["image"].dtype.name == "float32"
+    assert first["label"] == 0 and 0 <= first["image"].min() and first["image"].max() <= 1
+    again = D.load("digits", "test")
+    assert [e["label"] for e in again] == [e["label"] for e in splits["test"]]
+    other = D.load("digits", "test", seed=1)
+    assert [e["image"].tobytes() for e in other] != keys["test"]
+
+
+def test_digits_without_sklearn_is_one_clear_error(monkeypatch):
+    from minillm.datasets import vision  # noqa: PLC0415
+    real = vision.importlib.util.find_spec
+    monkeypatch.setattr(vision.importlib.util, "find_spec",
+                        lambda name: None if name == "sklearn" else real(name))
+    vision._digits_arrays.cache_clear()
+    try:
+        with pytest.raises(D.DatasetError, match="scikit-learn package, which is not installed: "
+                                                 "pip install scikit-learn"):
+            D.load("digits", "train")
+    finally:
+        vision._digits_arrays.cache_clear()
+
+
+def test_shapes_are_deterministic_and_seeded():
+    import numpy as np  # noqa: PLC0415
+    a, b = D.load("shapes", "test", n=50), D.load("shapes", "test", n=50)
+    c = D.load("shapes", "test", n=50, seed=1)
+    assert all(np.array_equal(x["image"], y["image"]) and x["caption_en"] == y["caption_en"]
+               for x, y in zip(a, b))
+    assert [x["caption_en"] for x in a] != [x["caption_en"] for x in c]
+    img = a[0]["image"]
+    assert img.shape == (18, 18, 3) and img.dtype.name == "float32"
+    assert 0 <= img.min() and img.max() <= 1
+
+
+def test_shapes_hold_out_their_combinations():
+    from minillm.datasets import vision as V  # noqa: PLC0415
+    held = set(V.HELD_OUT)
+    assert len(held) == 3 and {s for s, _ in held} == set(V.SHAPES)
+    for split in ("train", "validation", "test"):
+        pairs = {(e["shape"], e["colour"]) for e in D.load("shapes", split)}
+        assert not pairs & held, split
+        assert len(pairs) == 9                       # every seen pair is drawn
+    ho = D.load("shapes", "heldout")
+    assert {(e["shape"], e["colour"]) for e in ho} == held
+    assert {e["position"] for e in ho} == set(V.POSITIONS)
+    assert D.load("shapes", "train").meta["held_out"] == [list(p) for p in V.HELD_OUT]
+
+
+@pytest.mark.parametrize("shape, colour, position, en, zh", [
+    ("circle", "red", "top left", "a red circle at the top left", "左上角的红色圆形"),
+    ("square", "yellow", "centre", "a yellow square in the centre", "中间的黄色正方形"),
+    ("triangle", "blue", "bottom", "a blue triangle at the bottom", "下方的蓝色三角形"),
+])
+def test_shape_captions_and_their_parse(shape, colour, position, en, zh):
+    from minillm.datasets import vision as V  # noqa: PLC0415
+    assert V.shape_caption(shape, colour, position, "en") == en
+    assert V.shape_caption(shape, colour, position, "zh") == zh
+    want = {"shape": shape, "colour": colour, "position": position}
+    assert V.parse_caption(en, "en") == want and V.parse_caption(zh, "zh") == want
+    ex = [e for e in D.load("shapes", "train", n=200) if e["caption_en"] == en]
+    assert all(e["caption_zh"] == zh for e in ex)
+
+
+def test_all_shape_captions_are_distinct_and_parse_back():
+    from minillm.datasets import vision as V  # noqa: PLC0415
+    for lang in ("en", "zh"):
+        table = V.all_captions(lang)
+        assert len(table) == 108 and len(V.all_captions(lang, V.HELD_OUT)) == 27
+        for text, (s, c, p) in table.items():
+            assert V.parse_caption(text, lang) == {"shape": s, "colour": c, "position": p}
+    with pytest.raises(D.DatasetError, match="n must be a positive int"):
+        D.load("shapes", "train", n=0)

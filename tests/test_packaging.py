@@ -119,6 +119,14 @@ def test_setup_cfg_dependencies_and_extras():
     assert "cupy-cuda12x" in extras["gpu"]
     assert {"pytest", "hypothesis", "nbclient", "nbformat", "ipykernel"} <= extras["dev"]
     assert "torch" in extras["torch"]
+    assert "scikit-learn" in extras["vision"]
+
+
+def test_make_install_brings_the_extras_the_tests_need():
+    """`make install` (and so `make test` and .ci/run) installs dev and vision: the digits
+    tests need scikit-learn, and skip only where someone installed without it."""
+    line = re.search(r'pip install -e "\.\[([^\]]+)\]"', _read("Makefile")).group(1)
+    assert {"dev", "vision"} <= set(line.split(","))
 
 
 def test_pyproject_has_only_build_system():

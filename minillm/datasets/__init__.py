@@ -17,7 +17,7 @@ Each dataset has a card in the repository's ``datasets/`` folder.
 from __future__ import annotations
 
 from . import (download, english, generated, instructions, mixes, qa,  # noqa: F401  (registry)
-               snownlp_sets)
+               snownlp_sets, vision)
 from .base import DataFormatError, Dataset, DatasetError, count_entities, seeded_split
 from .download import (ChecksumError, DataFileMissingError, RemoteFile, candidate_paths,
                        data_home, fetch)

@@ -9,6 +9,9 @@
     seq2seq    Seq2SeqTransformer (encoder-decoder, greedy and beam search)
     heads      task heads on a GPT or BERT body: ModelForSequenceClassification,
                ModelForTokenClassification (BIO Viterbi decoding), ModelForQuestionAnswering
+    vision     ViT (patches + class token + bidirectional Transformer blocks), patchify
+    clip       CLIP (ViT + a text Transformer, symmetric InfoNCE, zero-shot classification)
+    captioner  PrefixCaptioner (LLaVA-style: projected image states as a GPT's prefix)
     auto       MODEL_TYPES, model_class, load_model (any saved model by its model_type)
     hf         Hugging Face GPT-2/BERT checkpoints (safetensors): load_hf, save_hf,
                load_hf_tokenizer
@@ -24,6 +27,9 @@ from .heads import (ModelForQuestionAnswering, ModelForSequenceClassification,
                     ModelForTokenClassification, QuestionAnsweringConfig,
                     SequenceClassificationConfig, TokenClassificationConfig, bio_transition_mask,
                     bio_viterbi)
+from .vision import ViT, ViTConfig, patchify
+from .clip import CLIP, CLIPConfig, TextTransformer, clip_loss
+from .captioner import PrefixCaptioner, prefix_labels
 from .auto import MODEL_TYPES, load_model, model_class
 from .hf import load_hf, load_hf_tokenizer, save_hf
 from . import plm
@@ -36,4 +42,5 @@ __all__ = ["Config", "PreTrainedModel", "sample_next", "CONFIG_NAME", "WEIGHTS_N
            "ModelForTokenClassification", "TokenClassificationConfig",
            "ModelForQuestionAnswering", "QuestionAnsweringConfig", "bio_viterbi",
            "bio_transition_mask", "MODEL_TYPES", "model_class", "load_model",
-           "load_hf", "save_hf", "load_hf_tokenizer"]
+           "load_hf", "save_hf", "load_hf_tokenizer", "ViT", "ViTConfig", "patchify", "CLIP",
+           "CLIPConfig", "TextTransformer", "clip_loss", "PrefixCaptioner", "prefix_labels"]

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from .base import CONFIG_NAME, WEIGHTS_NAME
 from .bert import BERT, BertForMaskedLM, BertForPreTraining
+from .clip import CLIP
 from .ffnn import FeedForwardLM
 from .gpt import GPT
 from .heads import (ModelForQuestionAnswering, ModelForSequenceClassification,
                     ModelForTokenClassification)
 from .lstm_lm import LSTMLM
 from .seq2seq import Seq2SeqTransformer
+from .vision import ViT
 
 __all__ = ["MODEL_TYPES", "model_class", "load_model"]
 
@@ -37,6 +39,8 @@ MODEL_TYPES = {
     "sequence_classification": ModelForSequenceClassification,
     "token_classification": ModelForTokenClassification,
     "question_answering": ModelForQuestionAnswering,
+    "vit": ViT,
+    "clip": CLIP,
 }
 
 

@@ -24,6 +24,7 @@ from .fewshot import fewshot_intents
 from .generation import code_completion, translation
 from .instruct import instruct_pipeline
 from .methods import sentiment_methods
+from .multimodal import multimodal
 from .payoff import pretraining_payoff
 from .prompting import prompting_accuracy
 from .qa import kb_qa, open_domain_qa
@@ -75,7 +76,12 @@ BENCHMARKS["fewshot-intents"] = Benchmark(
     "5-shot, 95% intervals): prototypical network and Reptile beside bag-of-words centroids "
     "and a linear head")
 
-__all__ = ["BENCHMARKS", "fewshot_intents", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+BENCHMARKS["multimodal"] = Benchmark(
+    multimodal, "vision-language: CLIP zero-shot on handwritten digits and retrieval on "
+    "generated shapes (held-out shape-colour pairs), a LLaVA-style prefix captioner; beside "
+    "nearest-centroid / nearest-neighbour baselines and chance")
+
+__all__ = ["BENCHMARKS", "fewshot_intents", "multimodal", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",

@@ -925,7 +925,8 @@ def format_result(name, result, table=True):
         lines += [f"  {r['order']:>5}  {r['valid_perplexity']:>9.1f}  {r['test_perplexity']:>8.1f}"
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
     elif name in ("sentiment", "sentiment-methods", "text-classification", "ner",
-                  "pretraining-payoff", "prompting", "instruct", "fewshot-intents"):
+                  "pretraining-payoff", "prompting", "instruct", "fewshot-intents",
+                  "multimodal"):
         lines = [head, result["table"] if table else "  (the table is above; every number is "
                  "in results.json)"]
     elif result.get("benchmark") in ("translation", "code-completion"):
