@@ -95,8 +95,9 @@ def run_interactive(session, read=input, write=sys.stdout.write, flush=sys.stdou
                 write("".join(f"  {c:<7} {what}\n" for c, what in COMMANDS.items()))
             continue
         write("助手> ")
-        note = lambda n: write(f"(the {n} oldest turn{'s' if n > 1 else ''} no longer fit "
-                               "the window and were dropped)\n助手> ")
+        note = lambda n: write(f"(the {n} oldest turn{'s' if n > 1 else ''} no longer "  # noqa
+                               f"fit the window and {'were' if n > 1 else 'was'} dropped)"
+                               "\n助手> ")
         for piece in session.stream(line, on_truncate=note):
             write(piece)
             flush()
