@@ -114,11 +114,9 @@ def retrieval_recall_at_1(image_emb, image_captions, text_emb, texts):
 def nearest_centroid_predict(train_x, train_y, test_x):
     """The class whose mean training vector is nearest (Euclidean) to each test vector."""
     train_x = train_x.reshape(len(train_x), -1)
-    test_x = test_x.reshape(len(test_x), -1)
     classes = np.unique(train_y)
     centroids = np.stack([train_x[train_y == c].mean(0) for c in classes])
-    d = (test_x ** 2).sum(1)[:, None] - 2 * test_x @ centroids.T + (centroids ** 2).sum(1)
-    return classes[d.argmin(1)]
+    return classes[nearest_neighbour(centroids, test_x)]
 
 
 def nearest_neighbour(train_x, test_x):

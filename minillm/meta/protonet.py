@@ -98,7 +98,9 @@ def train_protonet(encoder, sampler, steps, lr=1e-3, weight_decay=0.01, val_epis
         bar.update(1)
         bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
         if val_episodes and (step % eval_every == 0 or step == steps):
-            best = _validate(encoder, val_episodes, step, hist, best, log)
+            best = keep_best(lambda ep: protonet_predict(encoder, ep), val_episodes, step,
+                             hist, best, lambda: {k: v.numpy().copy()
+                                                  for k, v in encoder.state_dict().items()}, log)
     bar.close()
     if best[1] is not None:
         encoder.load_state_dict(best[1])
@@ -106,14 +108,15 @@ def train_protonet(encoder, sampler, steps, lr=1e-3, weight_decay=0.01, val_epis
     return hist
 
 
-def _validate(encoder, episodes, step, hist, best, log):
-    """Record the validation accuracy at ``step``; returns the (accuracy, state) to keep."""
-    acc = float(episode_accuracy(lambda ep: protonet_predict(encoder, ep), episodes).mean())
+def keep_best(predict, episodes, step, hist, best, snapshot, log=None, name=""):
+    """Record the mean accuracy of ``predict`` on the validation ``episodes`` at ``step`` in
+    ``hist``; returns ``(accuracy, snapshot())`` when it beats ``best[0]``, else ``best``."""
+    acc = float(episode_accuracy(predict, episodes).mean())
     hist["val_step"].append(step)
     hist["val_accuracy"].append(acc)
     if log is not None:
-        log(f"  step {step}: meta-validation accuracy {acc:.4f}")
+        log(f"  step {step}: meta-validation accuracy {acc:.4f}{name}")
     if acc > best[0]:
         hist["best_step"] = step
-        return acc, {k: v.numpy().copy() for k, v in encoder.state_dict().items()}
+        return acc, snapshot()
     return best

@@ -25,6 +25,7 @@ from ..autograd import no_grad, tensor
 from ..nn import Linear, init
 from ..optim import Adam
 from ..training.trainer import progress_bar
+from .protonet import keep_best
 
 __all__ = ["zero_head", "adapt", "reptile_predict", "train_reptile"]
 
@@ -112,26 +113,12 @@ def train_reptile(encoder, sampler, steps, inner_steps=5, inner_lr=1e-3, head_lr
         bar.update(1)
         bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}")
         if val_episodes and (step % eval_every == 0 or step == steps):
-            best = _validate(encoder, val_episodes, (test_steps, inner_lr, head_lr), step, hist,
-                             best, log)
+            best = keep_best(lambda ep: reptile_predict(encoder, ep, test_steps, inner_lr,
+                                                        head_lr),
+                             val_episodes, step, hist, best, lambda: _snapshot(params), log,
+                             " (Reptile)")
     bar.close()
     if best[1] is not None:
         _restore(params, best[1], epsilon=0.0)
     hist["seconds"] = time.perf_counter() - t0
     return hist
-
-
-def _validate(encoder, episodes, recipe, step, hist, best, log):
-    """Record the accuracy of :func:`reptile_predict` (``recipe``: its steps, lr, head_lr)
-    at ``step``; returns the (accuracy, meta-weights) to keep."""
-    accs = [float((reptile_predict(encoder, ep, *recipe) == ep.query_labels).mean())
-            for ep in episodes]
-    acc = float(np.mean(accs))
-    hist["val_step"].append(step)
-    hist["val_accuracy"].append(acc)
-    if log is not None:
-        log(f"  step {step}: meta-validation accuracy {acc:.4f} (Reptile)")
-    if acc > best[0]:
-        hist["best_step"] = step
-        return acc, _snapshot(list(encoder.parameters()))
-    return best

@@ -126,7 +126,8 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
         task="instruct", dataset="instructions", seed=seed, max_train_examples=sft.get(
             "max_train_examples"), max_eval_examples=sft.get("max_eval_examples"),
         dataset_options=f"n_per_task={N_PER_TASK_FAST if fast else N_PER_TASK}"), say)
-    probe = position_probe(root / "sft-pretrained", splits["test"], dev)
+    probe = {"as written": pre["test"]["exact_match"],     # the same model, the same records
+             "with 请 in front": position_probe(root / "sft-pretrained", splits["test"], dev)}
     rows = [_row(ARMS[0], pre["baselines"]),
             _row(ARMS[1], few_shot(body, splits, 2, say)),
             _row(ARMS[2], scratch), _row(ARMS[3], pre), _row(ARMS[4], dpo),
@@ -150,16 +151,13 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
 
 
 def position_probe(model_dir, records, device):
-    """Test exact match of an SFT model as written and with ``请`` in front of every
-    instruction (:func:`minillm.apps.instruct.prefix_probe`): a model that copies from fixed
-    positions instead of following the instruction collapses under the second."""
+    """Exact match of an SFT model with ``请`` in front of every instruction
+    (:func:`minillm.apps.instruct.prefix_probe`): a model that copies from fixed positions
+    instead of following the instruction collapses against its score as written."""
     with backend.default_device_as(device):
         model, tok, template, _ = instruct.load_instruct_model(model_dir, device)
         model.eval()
-        return {"as written": instruct.prefix_probe(model, tok, template, records, "")
-                ["exact_match"],
-                "with 请 in front": instruct.prefix_probe(model, tok, template, records)
-                ["exact_match"]}
+        return instruct.prefix_probe(model, tok, template, records)["exact_match"]
 
 
 def _row(arm, results):
