@@ -87,12 +87,13 @@ def _pretrained(cfg, texts, log):
         raise tasks.TaskError(f"{cfg.model} holds a {type(model).__name__}; instruction tuning "
                               "starts from a GPT (causal language model) directory")
     if isinstance(tok, CharTokenizer):
-        tok, added = tok.extended(texts)
+        bigger, added = tok.extended(texts)
         if added:
-            model.resize_token_embeddings(tok.vocab_size)
+            twins = tasks.grow_embeddings(model, tok, bigger, added)
             tasks._log(log, f"tokenizer: {len(added)} new characters from the instructions "
                             f"appended ({''.join(added[:20])}...), embeddings grown to "
-                            f"{tok.vocab_size}")
+                            f"{bigger.vocab_size} ({twins} start at a full-width twin)")
+        tok = bigger
     return model, tok
 
 
