@@ -197,6 +197,7 @@ def test_grpo_runs_and_reports_held_out_accuracy_before_and_after(generated_run,
                      "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["steps"] == 2 and m["before"]["test"]["n"] == 3 == m["after"]["test"]["n"]
+    assert m["practice_prompts"] == 4000             # fresh problems, none from the splits
     assert set(m["before"]) == {"validation", "test"}
     assert all(0 <= h["reward"] <= 1 and h["kl"] >= 0 for h in m["history"])
     # the SFT model has dropout 0.1; GRPO turns it off, so before the first update the

@@ -236,6 +236,25 @@ def test_inputs_never_repeat_across_splits(splits, task):
                 or set(inputs[1]) & set(inputs[2]))
 
 
+@pytest.mark.parametrize("task", ["arithmetic", "date_en", "zh_numeral", "kb_fact"])
+def test_practice_records_are_fresh_and_asked_with_seen_wordings(splits, task):
+    practice = I.practice_records(task, 200)            # beside the default n_per_task=300
+    assert len(practice) == 200 and len({r["input"] for r in practice}) == 200
+    used = {r["input"] for s in SPLITS for r in splits[s] if r["task"] == task}
+    assert not used & {r["input"] for r in practice}
+    assert {r["phrasing"] for r in practice} <= set(I.seen_phrasings(task))
+    assert practice == I.practice_records(task, 200)     # seeded
+    if task == "arithmetic":
+        assert all(I.check_arithmetic(r, r["output"]) for r in practice)
+
+
+@pytest.mark.parametrize("task,n,message", [("sentiment", 5, "not a generated task"),
+                                            ("arithmetic", 9500, "fresh arithmetic items|at most")])
+def test_practice_records_errors(task, n, message):
+    with pytest.raises(D.DatasetError, match=message):
+        I.practice_records(task, n)
+
+
 SOURCE_OF = [("sentiment", "chinese_reviews", lambda e: e["text"]),
              ("entities", "peoples_daily_ner", lambda e: "".join(e["tokens"]))]
 

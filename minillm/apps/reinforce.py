@@ -7,8 +7,11 @@ on the GRPO loss (:mod:`minillm.finetune.grpo`) with a KL penalty to the frozen 
 The policy has dropout off: with it, the "old" log-probabilities and the ones differentiated
 would come from two different random networks, so the ratio and the KL would be noise
 (measured: a KL of 0.27 to the reference after 30 steps, with the reward flat).
-Accuracy of greedy answers is measured before and after, on the validation split's arithmetic
-(wordings seen in SFT) and the test split's (held-out wordings).
+The prompts are fresh problems asked with the seen wordings: on the SFT training prompts the
+model knows the answers by heart, all of a group's answers earn the same reward and the
+group-relative advantage is zero. Accuracy of greedy answers is measured before and after, on
+the validation split's arithmetic (wordings seen in SFT) and the test split's (held-out
+wordings).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .. import backend
 from .. import datasets as D
 from .._fileio import atomic_write_json
 from ..autograd import no_grad, tensor
+from ..datasets.instructions import practice_records
 from ..finetune import grpo
 from ..finetune import instruct as I
 from ..optim import clip_grad_norm_
@@ -27,6 +31,7 @@ from ..training import plot_history
 from . import instruct, tasks
 
 TASK = "arithmetic"
+PRACTICE = 4000      # fresh problems to practise on (without --max-train-examples)
 
 
 def sample_answers(model, tok, template, record, group, max_new_tokens, seed):
@@ -86,6 +91,13 @@ def _step(model, ref, optimizer, rows, rewards, cfg, pad):
 
 
 def _arithmetic(cfg, split):
+    """The arithmetic records of ``split``; GRPO's training prompts from the built-in set are
+    fresh problems, in no split (:func:`minillm.datasets.instructions.practice_records`)."""
+    if split == "train" and cfg.train is None and (cfg.dataset or "instructions") == "instructions":
+        options = tasks.dataset_kwargs(cfg)
+        return practice_records(TASK, cfg.max_train_examples or PRACTICE,
+                                n_per_task=options.get("n_per_task", 300),
+                                seed=options.get("seed", 0))
     ds = D.load(cfg.dataset or "instructions", split, **tasks.dataset_kwargs(cfg))
     records = D.Dataset([r for r in ds if r.get("task") == TASK], name=ds.name, split=split)
     if split == "train":
@@ -128,6 +140,7 @@ def finetune_grpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> 
     results = {"task": "grpo", "command": command, "minillm": __version__, "device": str(dev),
                "steps": len(history), "group": cfg.grpo_group, "beta": cfg.grpo_beta,
                "prompts_per_step": cfg.batch_size, "base_model": cfg.model,
+               "practice_prompts": len(train),
                "before": before, "after": after,
                "reward_first": history[0]["reward"] if history else None,
                "reward_last": float(np.mean([h["reward"] for h in history[-10:]]))

@@ -363,7 +363,34 @@ def _decorate(wording, rng, room):
 
 
 def _records(task, split, n_per_task, seed):
-    items = _task_items(task, split, n_per_task, seed)
+    return _phrased(task, split, _task_items(task, split, n_per_task, seed), seed)
+
+
+def practice_records(task, n, n_per_task=300, seed=0):
+    """``n`` fresh records of a generated task (``arithmetic``, ``date_en``, ``zh_numeral``,
+    ``kb_fact``) whose inputs are in none of the three splits of ``instructions(n_per_task=
+    n_per_task, seed=seed)``, asked with the seen wordings (wrapped like train's).
+
+    Reinforcement learning (GRPO) practises on these: on the training prompts an SFT model
+    has memorised the answers, every sampled answer in a group earns the same reward and the
+    group-relative advantage is zero -- nothing to learn from."""
+    if task not in ("arithmetic", "date_en", "zh_numeral", "kb_fact"):
+        raise DatasetError(f"practice_records: {task!r} is not a generated task (arithmetic, "
+                           f"date_en, zh_numeral or kb_fact)")
+    sizes = split_counts(n_per_task, task)
+    used = {text for split in SPLITS for _, text, _, _ in _task_items(task, split, n_per_task,
+                                                                        seed)}
+    pool = _pool_items(task, sum(sizes.values()) + n, seed)
+    fresh = [item + (None,) for item in pool if item[1] not in used][:n]
+    if len(fresh) < n:
+        raise DatasetError(f"practice_records: only {len(fresh)} fresh {task} items beside "
+                           f"n_per_task={n_per_task}; ask for fewer")
+    return _phrased(task, "practice", fresh, seed)
+
+
+def _phrased(task, split, items, seed):
+    """Records of ``items`` asked with ``split``'s wordings (test: the held-out ones, as
+    written; the others: the seen ones, wrapped at random)."""
     allowed = held_out_phrasings(task) if split == "test" else seen_phrasings(task)
     cycle = [allowed[i % len(allowed)] for i in range(len(items))]
     _rng(task, seed, split, "phrasing").shuffle(cycle)   # each wording about equally often
