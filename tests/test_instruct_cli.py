@@ -284,3 +284,23 @@ def test_the_report_card_says_whether_sft_beats_the_baseline():
                          meta)
     assert "(pre) is ahead of the nearest-neighbour baseline" in ahead
     assert "(pre) is behind the nearest-neighbour baseline" in behind
+
+
+def test_dpo_trains_on_fresh_problems_for_the_generated_tasks():
+    """On the built-in set, each generated task's training records become as many fresh
+    problems (none in any split); the other tasks keep their training records."""
+    import types
+    from minillm import datasets as D
+    from minillm.apps import preference
+    cfg = types.SimpleNamespace(dataset="instructions", dataset_options=None)
+    train = list(D.load("instructions", "train"))[:60]
+    records, fresh = preference._practice(cfg, train)
+    assert fresh == {r["task"] for r in train} & set(preference.GENERATED)
+    assert sorted(r["task"] for r in records) == sorted(r["task"] for r in train)
+    used = {r["input"] for s in ("train", "validation", "test")
+            for r in D.load("instructions", s)}
+    kept = [r for r in records if r["task"] not in fresh]
+    assert kept == [r for r in train if r["task"] not in fresh]
+    assert not {r["input"] for r in records if r["task"] in fresh} & used
+    cfg.dataset = None                              # a file of the user's: used as it is
+    assert preference._practice(cfg, train) == (train, set())

@@ -4,6 +4,8 @@ The pairs come from the user's file (``prompt``, ``chosen``, ``rejected``; JSON 
 are built from an instruction dataset with the SFT model itself: the chosen answer is the right
 one, the rejected answer is what the model actually said when that was wrong, or else a near
 miss of the right answer (one digit changed, the other sentiment label, a character dropped).
+On the built-in set the generated tasks' pairs come from fresh problems (in no split), and only
+where the model was wrong there: its real mistakes, not near misses of answers it knows.
 The frozen reference is the starting model; its log-probabilities are computed once. The
 policy trains with dropout off (as TRL's DPO trainer does by default): with dropout, its
 log-probabilities would be noisy against the reference's, and the log-ratios with them. After
@@ -14,17 +16,20 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 from .. import backend
 from .. import datasets as D
 from .._fileio import atomic_write_json
+from ..datasets.instructions import practice_records
 from ..finetune import dpo
 from ..finetune import instruct as I
 from ..training import Trainer, plot_history
 from . import instruct, tasks
 
 LABELS = {"正面": "负面", "负面": "正面"}
+GENERATED = ("arithmetic", "date_en", "zh_numeral", "kb_fact")   # tasks with fresh problems
 
 
 def near_miss(answer: str, rng: random.Random) -> str:
@@ -69,13 +74,32 @@ def load_pairs(cfg, model, tok, template, log=print) -> dict:
             if not cfg.validation else (records, D.load_preferences(cfg.validation))
         return {"train": list(train), "validation": list(val)}, {}
     splits = instruct.load_splits(cfg, log)
-    pairs = {s: build_pairs(model, tok, template, splits[s], cfg.seed + i, cfg.progress)
-             for i, s in enumerate(("train", "validation"))}
+    train, fresh = _practice(cfg, splits["train"])
+    pairs = {s: build_pairs(model, tok, template, records, cfg.seed + i, cfg.progress)
+             for i, (s, records) in enumerate((("train", train),
+                                               ("validation", splits["validation"])))}
+    pairs["train"] = [p for p in pairs["train"]
+                      if p["source"] == "model" or p["task"] not in fresh]
     made = sum(p["source"] == "model" for p in pairs["train"])
     tasks._log(log, f"pairs: {len(pairs['train'])} train ({made} rejected answers are the "
-                    f"model's own mistakes, the rest near misses), {len(pairs['validation'])} "
-                    "validation")
+                    f"model's own mistakes, the rest near misses; {', '.join(sorted(fresh))}: "
+                    f"fresh problems, mistakes only), {len(pairs['validation'])} validation")
     return pairs, splits
+
+
+def _practice(cfg, train):
+    """``(records, tasks)``: on the built-in set, each generated task's training records are
+    replaced by as many fresh problems (:func:`~minillm.datasets.instructions.practice_records`);
+    on them the model's own mistakes are what it has to unlearn, while on the training prompts
+    it mostly answers right and only near misses are left."""
+    if cfg.dataset != "instructions":
+        return train, set()
+    options = tasks.dataset_kwargs(cfg)
+    counts = Counter(r["task"] for r in train if r.get("task") in GENERATED)
+    fresh = [r for task, n in sorted(counts.items())
+             for r in practice_records(task, n, n_per_task=options.get("n_per_task", 300),
+                                       seed=options.get("seed", 0))]
+    return [r for r in train if r.get("task") not in counts] + fresh, set(counts)
 
 
 def _encode(tok, template, pairs, block_size):
