@@ -45,11 +45,11 @@ def _functions(source):
 
 # ------------------------------------------------------------------------- per chapter
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_has_three_to_nine_exercises_with_stub_and_solution(chapter):
+def test_chapter_has_three_to_eleven_exercises_with_stub_and_solution(chapter):
     _need(chapter)
     exercises = ex.chapter_exercises(chapter)
     number = int(chapter[2:])
-    assert 3 <= len(exercises) <= 9, f"{chapter} has {len(exercises)} exercises, expected 3-9"
+    assert 3 <= len(exercises) <= 11, f"{chapter} has {len(exercises)} exercises, expected 3-11"
     assert [e.id for e in exercises] == [f"{number}.{k}" for k in range(1, len(exercises) + 1)]
     stubs, solutions = _functions(ex.stub_source(chapter)), _functions(ex.solution_source(chapter))
     for e in exercises:
@@ -628,6 +628,44 @@ MISCONCEPTIONS = {
         def group_advantages(rewards):
             return rewards / (rewards.std(axis=1, keepdims=True) + 1e-6)  # not centred
     """, "centring"),
+    "8.10 squared": ("""
+        import numpy as np
+        def prototypical_loss(support, support_labels, query, query_labels, n_way):
+            counts = np.bincount(support_labels, minlength=n_way)
+            c = np.stack([support[support_labels == k].mean(0) for k in range(n_way)])
+            diff = query[:, None, :] - c[None]
+            sq = (diff ** 2).sum(-1)
+            dist = np.sqrt(sq)                                  # not squared
+            z = -dist - (-dist).max(1, keepdims=True)
+            p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+            m = len(query_labels)
+            loss = -np.log(p[np.arange(m), query_labels]).mean()
+            g = p.copy()
+            g[np.arange(m), query_labels] -= 1
+            dd = -(g / m) * 0.5 / np.sqrt(sq)
+            d_q = 2 * (dd[..., None] * diff).sum(1)
+            d_c = -2 * (dd[..., None] * diff).sum(0)
+            return float(loss), d_c[support_labels] / counts[support_labels][:, None], d_q
+    """, "不是负的欧氏距离"),
+    "8.11 order": ("""
+        def patch_embed(images, patch_size, weight, bias):
+            b, c, h, w = images.shape
+            p = patch_size
+            if h % p or w % p:
+                raise ValueError("not divisible")
+            x = images.transpose(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, c)
+            x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)   # (row, col, channel)
+            return x @ weight + bias
+    """, "展平顺序"),
+    "8.11 columns": ("""
+        def patch_embed(images, patch_size, weight, bias):
+            b, c, h, w = images.shape
+            p = patch_size
+            if h % p or w % p:
+                raise ValueError("not divisible")
+            x = images.reshape(b, c, h // p, p, w // p, p).transpose(0, 4, 2, 1, 3, 5)
+            return x.reshape(b, -1, c * p * p) @ weight + bias              # column by column
+    """, "行优先"),
 }
 
 

@@ -150,6 +150,9 @@ def _quadrant_images(labels, rng):
 
 
 def test_zero_shot_on_a_toy_after_training():
+    # seeded: at 100 steps of 8 the result depended on the suite's order (0.45-1.0 over
+    # seeds 0-5); 300 steps of 16 reach 1.0 on each of them
+    mm.backend.manual_seed(0)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 128)
     names = ["top left", "top right", "bottom left", "bottom right"]
@@ -158,7 +161,7 @@ def test_zero_shot_on_a_toy_after_training():
                        text_width=16, embed_dim=16)
     before = M.zero_shot_predict(model, tok, _quadrant_images(y[:40], rng), names)
     losses = M.train_clip(model, _quadrant_images(y, rng), [[names[k]] for k in y], tok,
-                          steps=100, batch_size=8, lr=3e-3)
+                          steps=300, batch_size=16, lr=3e-3)
     yt = rng.integers(0, 4, 40)
     acc = np.mean(M.zero_shot_predict(model, tok, _quadrant_images(yt, rng), names) == yt)
     assert np.mean(losses[-10:]) < losses[0] and acc >= 0.9 and np.mean(before == y[:40]) < 0.9

@@ -1,11 +1,15 @@
 """Chapter 8 exercises (效率与少样本): LoRA, int8 quantization, pruning, distillation, beam search,
-and instruction tuning (the response-only loss mask, DPO, GRPO advantages).
+instruction tuning (the response-only loss mask, DPO, GRPO advantages), meta-learning (the
+prototypical-network loss) and multimodal models (a ViT patch embedding).
 
 The references are minillm's own implementations in :mod:`minillm.finetune` (LoRALinear with
 autograd, quantize_per_channel, magnitude_prune, distillation_loss), closed forms, and exhaustive
 search for beam search on a tiny vocabulary; :mod:`minillm.finetune.instruct` (on conversations
 encoded with a CharTokenizer), ``dpo_loss`` with autograd (and ``mm.gradcheck`` of a Function
-whose backward is the student's gradient) and ``grpo.group_advantages`` for 8.7-8.9.
+whose backward is the student's gradient) and ``grpo.group_advantages`` for 8.7-8.9; :func:`minillm.meta.prototypical_loss` with autograd
+and central differences of an independent NumPy loss for 8.10; a loop over patches and
+minillm's ViT patch embedding (``patchify`` + ``Linear``, with the weight's rows reordered) for
+8.11.
 """
 from __future__ import annotations
 
@@ -22,9 +26,11 @@ from minillm.finetune import LoRALinear, distillation_loss, magnitude_prune, qua
 from minillm.finetune.dpo import dpo_loss
 from minillm.finetune.grpo import group_advantages as grpo_group_advantages
 from minillm.finetune.instruct import IGNORE, ChatTemplate, encode_conversation, shift_for_lm
+from minillm.meta import prototypical_loss as meta_prototypical_loss
+from minillm.models.vision import patchify
 
 from .grading import (Check, CheckFailed, Exercise, Misconception, as_array, assert_close,
-                      assert_equal, with_hints)
+                      assert_equal, numerical_gradient, with_hints)
 
 
 # -- 8.1 / 8.2 LoRA ---------------------------------------------------------------------------
@@ -389,6 +395,171 @@ _INSTRUCT_MISTAKES = {
 }
 
 
+# -- 8.10 the prototypical-network loss -----------------------------------------------------------
+def _proto_inputs(rng, n_way, k_shot, n_query, dim):
+    """Support embeddings in a shuffled order (the labels say which class each row is), and
+    queries near their class's centre, so the loss is neither tiny nor huge."""
+    centres = rng.normal(size=(n_way, dim))
+    labels = rng.permutation(np.repeat(np.arange(n_way), k_shot))
+    support = centres[labels] + 0.7 * rng.normal(size=(len(labels), dim))
+    q_labels = rng.integers(0, n_way, size=n_query)
+    query = centres[q_labels] + 0.7 * rng.normal(size=(n_query, dim))
+    return support, labels, query, q_labels
+
+
+def _proto_student(student, support, labels, query, q_labels, n_way):
+    got = student(support.copy(), labels.copy(), query.copy(), q_labels.copy(), n_way)
+    if not isinstance(got, tuple) or len(got) != 3:
+        raise CheckFailed("prototypical_loss must return a tuple (loss, d_support, d_query)")
+    return got
+
+
+def _proto_case(n_way, k_shot, n_query, dim):
+    def run(student, rng):
+        support, labels, query, q_labels = _proto_inputs(rng, n_way, k_shot, n_query, dim)
+        loss, d_s, d_q = _proto_student(student, support, labels, query, q_labels, n_way)
+        s = mm.tensor(support, requires_grad=True)
+        q = mm.tensor(query, requires_grad=True)
+        order = np.argsort(labels, kind="stable")           # class-major (N, K, D) for minillm
+        grouped = s[mm.tensor(order)].reshape(n_way, k_shot, dim)
+        want = meta_prototypical_loss(grouped, q, mm.tensor(q_labels))
+        want.backward()
+        what = f"({n_way}-way {k_shot}-shot, {n_query} queries, D={dim})"
+        assert_close(np.float64(loss), np.float64(want.item()), f"the mean loss {what}")
+        assert_close(as_array(d_s, "d_support", dtype_kind="f"), s.grad.numpy(),
+                     f"d_support {what}")
+        assert_close(as_array(d_q, "d_query", dtype_kind="f"), q.grad.numpy(), f"d_query {what}")
+    return run
+
+
+def _proto_numpy_loss(support, labels, query, q_labels, n_way):
+    """The loss written out once more in NumPy, a prototype per class by a loop."""
+    c = np.stack([support[labels == k].mean(axis=0) for k in range(n_way)])
+    logits = -((query[:, None, :] - c[None, :, :]) ** 2).sum(axis=-1)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(q_labels)), q_labels].mean()
+
+
+def _proto_numerical(student, rng):
+    n_way, k_shot, n_query, dim = 3, 2, 5, 3
+    support, labels, query, q_labels = _proto_inputs(rng, n_way, k_shot, n_query, dim)
+    _, d_s, d_q = _proto_student(student, support, labels, query, q_labels, n_way)
+    num_s = numerical_gradient(lambda x: _proto_numpy_loss(x, labels, query, q_labels, n_way),
+                               support)
+    num_q = numerical_gradient(lambda x: _proto_numpy_loss(support, labels, x, q_labels, n_way),
+                               query)
+    assert_close(as_array(d_s, "d_support", dtype_kind="f"), num_s,
+                 "d_support against central differences", rtol=1e-5, atol=1e-7)
+    assert_close(as_array(d_q, "d_query", dtype_kind="f"), num_q,
+                 "d_query against central differences", rtol=1e-5, atol=1e-7)
+
+
+def _proto_wrong(power):
+    """A known mistake: distances not squared (power 0.5: plain Euclidean distance)."""
+    def wrong(support, support_labels, query, query_labels, n_way):
+        c = np.stack([support[support_labels == k].mean(axis=0) for k in range(n_way)])
+        diff = query[:, None, :] - c[None, :, :]
+        sq = (diff ** 2).sum(axis=-1)
+        dist = sq ** power
+        logits = -dist - (-dist).max(axis=1, keepdims=True)
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        m = len(query_labels)
+        loss = -np.log(p[np.arange(m), query_labels]).mean()
+        g = p.copy()
+        g[np.arange(m), query_labels] -= 1.0
+        g /= m                                                # d loss / d logits
+        dd = -g * power * sq ** (power - 1)                   # d loss / d squared distance
+        d_q = 2 * (dd[:, :, None] * diff).sum(axis=1)
+        d_c = -2 * (dd[:, :, None] * diff).sum(axis=0)
+        counts = np.bincount(support_labels, minlength=n_way)
+        return float(loss), d_c[support_labels] / counts[support_labels][:, None], d_q
+    return wrong
+
+
+# -- 8.11 the patch embedding of a ViT ------------------------------------------------------------
+def _patch_loop(images, p, weight, bias):
+    """Patch by patch: row-major over the grid, each patch flattened (channel, row, column)."""
+    b, c, h, w = images.shape
+    out = []
+    for i in range(0, h, p):
+        for j in range(0, w, p):
+            out.append(images[:, :, i:i + p, j:j + p].reshape(b, -1) @ weight + bias)
+    return np.stack(out, axis=1)
+
+
+def _patch_inputs(rng, b, c, h, w, p, d):
+    images = rng.normal(size=(b, c, h, w))
+    return images, rng.normal(size=(c * p * p, d)) / p, rng.normal(size=d)
+
+
+def _patch_case(b, c, h, w, p, d):
+    def run(student, rng):
+        images, weight, bias = _patch_inputs(rng, b, c, h, w, p, d)
+        want = _patch_loop(images, p, weight, bias)
+        got = student(images.copy(), p, weight.copy(), bias.copy())
+        assert_close(as_array(got, "the patch embeddings", shape=want.shape, dtype_kind="f"),
+                     want, f"patch_embed of images {images.shape} with P={p}")
+    return run
+
+
+def _patch_minillm(student, rng):
+    b, c, h, w, p, d = 2, 3, 6, 4, 2, 5
+    images, weight, bias = _patch_inputs(rng, b, c, h, w, p, d)
+    # minillm's ViT takes (B, H, W, C) images and flattens a patch (row, column, channel):
+    # the same linear map, with the weight's rows in that order
+    rows = weight.reshape(c, p, p, d).transpose(1, 2, 0, 3).reshape(p * p * c, d)
+    layer = nn.Linear(p * p * c, d)
+    layer.weight.data[...] = rows
+    layer.bias.data[...] = bias
+    want = layer(patchify(mm.tensor(images.transpose(0, 2, 3, 1)), p)).numpy()
+    got = student(images.copy(), p, weight.copy(), bias.copy())
+    assert_close(as_array(got, "the patch embeddings", shape=want.shape, dtype_kind="f"), want,
+                 "patch_embed against minillm's ViT patch embedding (patchify + Linear)")
+
+
+def _patch_refuses(student, rng):
+    images, weight, bias = _patch_inputs(rng, 1, 1, 5, 4, 2, 3)
+    try:
+        student(images, 2, weight, bias)
+    except ValueError:
+        return
+    except Exception as e:                              # noqa: BLE001 - student code
+        raise CheckFailed(f"a 5x4 image with P=2 must raise ValueError, got "
+                          f"{type(e).__name__}: {e}") from None
+    raise CheckFailed("a 5x4 image with P=2 must raise ValueError (5 is not divisible by 2), "
+                      "not return patches that drop a row")
+
+
+def _patch_channel_last(images, patch_size, weight, bias):
+    """A known mistake: each patch flattened (row, column, channel), as minillm's ViT does on
+    (B, H, W, C) images, instead of the (channel, row, column) this exercise documents."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.transpose(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+    return x @ weight + bias
+
+
+def _patch_column_major(images, patch_size, weight, bias):
+    """A known mistake: the patches taken column by column instead of row by row."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p).transpose(0, 4, 2, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p) @ weight + bias
+
+
+_META_MISTAKES = {
+    "8.10": (Misconception("距离没有平方 (not squared)：原型网络的 logit 是负的平方欧氏距离 "
+                           "-||f(q) - c_k||^2（Snell 等 2017 对应于高斯/布雷格曼散度的解释），"
+                           "不是负的欧氏距离 -||f(q) - c_k||", _proto_wrong(0.5)),),
+    "8.11": (Misconception("每个块的展平顺序不对：本题的图像是 (B, C, H, W)，块内按 (通道, 行, 列) "
+                           "展平，与 PyTorch 的 Conv2d 权重 reshape 后一致；(行, 列, 通道) 是 "
+                           "minillm 的 ViT 对 (B, H, W, C) 图像用的顺序", _patch_channel_last),
+             Misconception("块的顺序不对：块按行优先 (row-major) 排列，先走完第一行的各块，"
+                           "再到下一行，不是一列一列地取", _patch_column_major)),
+}
+
 EXERCISES = [
     Exercise("8.1", "lora_forward", "a LoRA layer: y = x W + b + (alpha / r) x A B", (
         Check("a (5, 8) batch, r=2", _lora_forward_case((5,), 8, 6, 2, 16.0)),
@@ -433,6 +604,18 @@ EXERCISES = [
         Check("6 groups of 4 0/1 rewards, two all-equal", _adv_case((6, 4), "binary")),
         Check("3 groups of 2", _adv_case((3, 2), "real")),
     )),
+    Exercise("8.10", "prototypical_loss",
+             "the prototypical-network loss and its gradients (Snell et al. 2017)", (
+        Check("5-way 3-shot, shuffled support, 7 queries", _proto_case(5, 3, 7, 4)),
+        Check("3-way 1-shot: the prototype is the example", _proto_case(3, 1, 6, 5)),
+        Check("gradients against central differences", _proto_numerical),
+    )),
+    Exercise("8.11", "patch_embed", "ViT patch embedding: (B, C, H, W) -> (B, N, D)", (
+        Check("2 grey 4x4 images, P=2", _patch_case(2, 1, 4, 4, 2, 3)),
+        Check("3 RGB 6x9 images, P=3", _patch_case(3, 3, 6, 9, 3, 4)),
+        Check("the same map as minillm's ViT patch embedding", _patch_minillm),
+        Check("an image size not divisible by P is a ValueError", _patch_refuses),
+    )),
 ]
 
 # 分层提示 (tiered hints): `minillm exercises hint 8.1` shows them one at a time.
@@ -476,6 +659,19 @@ HINTS = {
             "分子也是 0，加上 1e-6 后优势为 0。",
             "mean = r.mean(axis=1, keepdims=True)；std = r.std(axis=1, keepdims=True)；"
             "返回 (r - mean) / (std + 1e-6)。"),
+    "8.10": ("原型 c_k 是标签为 k 的支持样本嵌入的平均：c[k] = support[support_labels == k].mean(0)；"
+             "logits = -(查询到各原型的平方距离)，形状 (M, N)；损失是对 logits 做 softmax 后"
+             "真实类别的负对数概率的平均（log-softmax 先减行最大值）。",
+             "G = (softmax(logits) - onehot(query_labels)) / M 是损失对 logits 的梯度；"
+             "logit[m, k] = -||q_m - c_k||^2 对 q_m 的导数是 -2 (q_m - c_k)，对 c_k 的是 2 (q_m - c_k)。",
+             "因为 G 的每行和为 0：d_query = 2 G @ c；d_c = 2 (G.T @ query - G.sum(0)[:, None] * c)；"
+             "每个支持样本分到它所在类的 d_c 除以该类样本数：d_support = (d_c / counts[:, None])[support_labels]。"),
+    "8.11": ("先检查 H、W 都能被 P 整除，否则 raise ValueError；块数 N = (H/P)(W/P)。",
+             "images.reshape(B, C, H/P, P, W/P, P) 把每个空间轴拆成 (第几个块, 块内位置)；"
+             "再用 transpose 把两个“第几个块”的轴放到通道前面。",
+             "x = images.reshape(B, C, H//P, P, W//P, P).transpose(0, 2, 4, 1, 3, 5)"
+             ".reshape(B, N, C*P*P)；返回 x @ weight + bias。"),
 }
 
-EXERCISES = with_hints(EXERCISES, HINTS, {**_LORA_MISTAKES, **_INSTRUCT_MISTAKES})
+EXERCISES = with_hints(EXERCISES, HINTS, {**_LORA_MISTAKES, **_INSTRUCT_MISTAKES,
+                                          **_META_MISTAKES})

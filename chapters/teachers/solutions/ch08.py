@@ -82,3 +82,32 @@ def group_advantages(rewards):
     """Exercise 8.9: (r - row mean) / (row std + 1e-6)."""
     r = rewards
     return (r - r.mean(axis=1, keepdims=True)) / (r.std(axis=1, keepdims=True) + 1e-6)
+
+
+def prototypical_loss(support, support_labels, query, query_labels, n_way):
+    """Exercise 8.10: c_k = class means, p = softmax(-||q - c_k||^2), loss = mean -log p(y)."""
+    counts = np.bincount(support_labels, minlength=n_way).astype(np.float64)
+    onehot = np.eye(n_way)[support_labels]                     # (S, N)
+    c = onehot.T @ support / counts[:, None]                   # (N, D) prototypes
+    diff = query[:, None, :] - c[None, :, :]                   # (M, N, D)
+    logits = -(diff ** 2).sum(axis=-1)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    m = len(query_labels)
+    loss = -log_p[np.arange(m), query_labels].mean()
+    g = np.exp(log_p)
+    g[np.arange(m), query_labels] -= 1.0
+    g /= m                                                     # d loss / d logits (rows sum to 0)
+    d_query = 2 * g @ c
+    d_c = 2 * (g.T @ query - g.sum(axis=0)[:, None] * c)
+    return float(loss), (d_c / counts[:, None])[support_labels], d_query
+
+
+def patch_embed(images, patch_size, weight, bias):
+    """Exercise 8.11: (B, C, H, W) -> row-major P x P patches, each (C, P, P) flattened, @ W + b."""
+    b, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={p}")
+    x = images.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p) @ weight + bias

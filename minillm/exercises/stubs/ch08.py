@@ -1,4 +1,4 @@
-"""第 8 章练习：高效微调、解码与指令微调（chapters/ch08_future.md）。
+"""第 8 章练习：高效微调、解码、指令微调、元学习与多模态（chapters/ch08_future.md）。
 
 实现下面每个函数，然后评分：
 
@@ -115,3 +115,30 @@ def group_advantages(rewards):
     返回 (P, G) 浮点数组。背景见第 1.3.3 节，对照实现 minillm/finetune/grpo.py（group_advantages）。
     """
     raise NotImplementedError("exercise 8.9: group_advantages")
+
+
+def prototypical_loss(support, support_labels, query, query_labels, n_way):
+    """Exercise 8.10: 原型网络 (prototypical networks, Snell et al. 2017) 的损失及其梯度（第 8.2.2 节）。
+
+    support：(S, D) 支持集 (support set) 的嵌入，行的顺序是打乱的；support_labels：(S,) 整数，
+    取值 0..n_way-1，每类至少一个样本；query：(M, D) 查询集 (query set) 的嵌入；query_labels：(M,)
+    整数；n_way：类别数 N。每类的原型 (prototype) 是该类支持嵌入的平均；一个查询属于第 k 类的概率
+    是对“负的平方欧氏距离 (negative squared Euclidean distance)”到各原型做 softmax 的结果。
+    损失是真实类别的负对数概率对 M 个查询的平均。
+    返回 (loss, d_support, d_query)：loss 为浮点数，d_support (S, D)、d_query (M, D) 是 loss
+    对 support、query 的梯度。用数值稳定的 log-softmax。对照实现 minillm/meta/protonet.py。
+    """
+    raise NotImplementedError("exercise 8.10: prototypical_loss")
+
+
+def patch_embed(images, patch_size, weight, bias):
+    """Exercise 8.11: ViT 的块嵌入 (patch embedding，第 8.3.1 节)：把图像切成块，每块线性投影成一个词元。
+
+    images：(B, C, H, W) 浮点数组；patch_size：P，H 和 W 都要能被 P 整除，否则 raise ValueError；
+    weight：(C*P*P, D)；bias：(D,)。把每张图切成不重叠的 P x P 块，共 N = (H/P)(W/P) 块，按行优先
+    (row-major) 排列：先是最上面一行从左到右的各块，再是下一行。每块的 C*P*P 个数按 (通道, 块内行,
+    块内列) 的顺序展平成向量 x（与 PyTorch 的 Conv2d(C, D, P, stride=P) 的权重展平顺序一致），
+    再投影成 x @ weight + bias。
+    返回 (B, N, D) 浮点数组。不要逐块写 Python 循环。
+    """
+    raise NotImplementedError("exercise 8.11: patch_embed")
