@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["sha256_file", "fsync_dir", "replace_directory", "atomic_write_text",
-           "atomic_write_json", "json_default"]
+           "atomic_write_json", "json_default", "current_umask", "make_temp_file",
+           "make_temp_dir"]
 
 
 def sha256_file(path):
@@ -34,6 +35,36 @@ def fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def current_umask():
+    """The process's umask: from ``/proc/self/status`` where Linux shows it, else by setting
+    it and putting it back (a moment in which another thread's new file would be private)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_file(dir, prefix, suffix):
+    """``tempfile.mkstemp`` (returns ``(fd, path)``), but the file gets the mode ``open``
+    would give it, 0666 less the umask, not mkstemp's private 0600: a file renamed into
+    place later must look like any other file the user writes."""
+    fd, path = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+    os.chmod(path, 0o666 & ~current_umask())
+    return fd, path
+
+
+def make_temp_dir(prefix, dir):
+    """``tempfile.mkdtemp``, but the folder gets mode 0777 less the umask, not 0700 (see
+    :func:`make_temp_file`). Returns its path as a ``Path``."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def replace_directory(tmp, final):
@@ -61,7 +92,7 @@ def atomic_write(path, write, text=False):
     one, never half of one. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = make_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text
               else os.fdopen(fd, "wb")) as f:

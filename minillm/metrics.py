@@ -145,9 +145,10 @@ def _nanmean(x, weights=None):
     keep = ~np.isnan(x)
     if not keep.any():
         return float("nan")
-    if weights is None:
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[keep]
+    if w is None or w.sum() == 0:    # no weight left (no support): the plain mean, as sklearn
         return float(np.mean(x[keep]))
-    return float(np.average(x[keep], weights=np.asarray(weights, dtype=np.float64)[keep]))
+    return float(np.average(x[keep], weights=w))
 
 
 def precision_recall_f1(y_true, y_pred, average="macro", labels=None, zero_division=0.0):
@@ -171,7 +172,8 @@ def precision_recall_f1(y_true, y_pred, average="macro", labels=None, zero_divis
       label included this equals the accuracy);
     * ``"macro"``: unweighted mean of the per-label scores (nan entries, possible only with
       ``zero_division=nan``, are left out of the mean);
-    * ``"weighted"``: mean weighted by support_c.
+    * ``"weighted"``: mean weighted by support_c (nan entries left out; when the labels kept
+      have no support at all, their plain mean, as scikit-learn does).
 
     With an average the returned support is ``None`` (as scikit-learn). ``labels`` restricts
     the scores to those labels (samples of other labels count only as FP/FN of the listed ones);
@@ -195,8 +197,6 @@ def precision_recall_f1(y_true, y_pred, average="macro", labels=None, zero_divis
     if average == "micro":
         return float(precision), float(recall), float(f1), None
     if average == "weighted":
-        if true.sum() == 0:          # no true samples of any listed label
-            return zd, zd, zd, None
         return (_nanmean(precision, true), _nanmean(recall, true), _nanmean(f1, true), None)
     return _nanmean(precision), _nanmean(recall), _nanmean(f1), None
 

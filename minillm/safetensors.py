@@ -33,19 +33,26 @@ first) then name, the header padded with spaces so the buffer starts at a multip
 
     save_file({"w": np.ones((2, 3), np.float32)}, "model.safetensors", metadata={"format": "np"})
     arrays = load_file("model.safetensors")          # {"w": array(...)}
+    lazy = open_file("model.safetensors")            # {"w": LazyArray}: read when loaded
+
+``open_file`` checks the header exactly as ``load_file`` does but reads no tensor yet: a
+model's ``load_state_dict`` then reads each one straight into its parameter.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import struct
 
 import numpy as np
 
 from ._fileio import atomic_write_bytes
+from .lazyarray import LazyArray, read_exactly_into
 
-__all__ = ["SafetensorsError", "load_file", "load", "save_file", "save", "read_metadata",
-           "DTYPES", "MAX_HEADER_SIZE"]
+__all__ = ["SafetensorsError", "load_file", "open_file", "load", "save_file", "save",
+           "read_metadata", "DTYPES", "MAX_HEADER_SIZE"]
 
 MAX_HEADER_SIZE = 100_000_000          # the reference's limit on N (100 MB)
 
@@ -199,6 +206,15 @@ def _check_tiling(entries, buffer_len):
                                "header)")
 
 
+def _decode(raw_array, dtype, copy=False):
+    """Stored values -> a native NumPy array (BF16, the top 16 bits of a float32, widened)."""
+    if dtype == "BF16":
+        wide = raw_array.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32)
+    return raw_array.astype(DTYPES[dtype].newbyteorder("="), copy=copy)
+
+
 def _load_from(data):
     entries, _, start = _parse_header(data)
     out = {}
@@ -206,13 +222,7 @@ def _load_from(data):
         raw = DTYPES[dtype]
         count = (end - begin) // raw.itemsize
         arr = np.frombuffer(data, dtype=raw, count=count, offset=start + begin).reshape(shape)
-        if dtype == "BF16":                  # bfloat16 = the top 16 bits of a float32
-            wide = arr.astype(np.uint32)
-            wide <<= 16
-            arr = wide.view(np.float32)
-        else:
-            arr = arr.astype(raw.newbyteorder("="), copy=True)    # native order, owned memory
-        out[name] = arr
+        out[name] = _decode(arr, dtype, copy=True)          # native order, owned memory
     return out
 
 
@@ -225,25 +235,92 @@ def load(data):
     return _load_from(memoryview(data).cast("B"))
 
 
-def load_file(path):
-    """The arrays stored in the safetensors file ``path``: ``{name: np.ndarray}``."""
+class _FileBytes:
+    """A file seen as a bytes object (``len`` and slices) without reading all of it, so
+    :func:`_parse_header` checks a file on disk exactly as it checks bytes in memory."""
+
+    def __init__(self, f):
+        self.f = f
+        self.size = os.fstat(f.fileno()).st_size
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, part):
+        start, stop, _ = part.indices(self.size)
+        self.f.seek(start)
+        return self.f.read(max(stop - start, 0))
+
+
+def _read_tensor(path, offset, dtype, shape):
+    """One tensor of the file, read from disk into a new array."""
+    raw = DTYPES[dtype]
+    count = math.prod(shape)
+    arr = np.fromfile(path, dtype=raw, count=count, offset=offset)
+    if arr.size != count:
+        raise SafetensorsError(f"{path}: the file ended inside a tensor (changed since "
+                               "its header was read?)")
+    return _decode(arr.reshape(shape), dtype)
+
+
+def _read_tensor_into(path, offset, out):
+    """One tensor read from disk straight into ``out`` (stored dtype = ``out``'s)."""
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return _load_from(data)
-    except SafetensorsError as e:
-        raise SafetensorsError(f"{path}: {e}") from None
+        f.seek(offset)
+        if read_exactly_into(f, out) != out.nbytes:
+            raise SafetensorsError(f"{path}: the file ended inside a tensor (changed since "
+                                   "its header was read?)")
+
+
+def _read_bf16_into(path, offset, shape, out):
+    """A BF16 tensor widened straight into the float32 array ``out`` (one temporary)."""
+    bits = out.view(np.uint32)
+    bits[...] = _read_tensor(path, offset, "U16", shape)
+    bits <<= 16
+
+
+def open_file(path):
+    """The tensors of the safetensors file ``path`` as ``{name: LazyArray}`` (see
+    :mod:`minillm.lazyarray`), checked exactly as :func:`load_file` checks them.
+
+    Only the header is read now; each tensor is read when asked, straight into the
+    destination array when the stored dtype is the destination's (``LazyArray.read_into``).
+    This is how ``from_pretrained`` loads a model without holding the file in memory.
+    """
+    with open(path, "rb") as f:
+        try:
+            entries, _, start = _parse_header(_FileBytes(f))
+        except SafetensorsError as e:
+            raise SafetensorsError(f"{path}: {e}") from None
+    out = {}
+    for name, dtype, shape, begin, _ in entries:
+        offset = start + begin
+        if dtype == "BF16":
+            read_into = functools.partial(_read_bf16_into, path, offset, shape)
+        else:
+            read_into = (functools.partial(_read_tensor_into, path, offset)
+                         if DTYPES[dtype].isnative else None)
+        out[name] = LazyArray(
+            shape, np.float32 if dtype == "BF16" else DTYPES[dtype].newbyteorder("="),
+            read=functools.partial(_read_tensor, path, offset, dtype, shape),
+            read_into=read_into)
+    return out
+
+
+def load_file(path):
+    """The arrays stored in the safetensors file ``path``: ``{name: np.ndarray}``
+    (read tensor by tensor: memory holds the arrays, not the file besides)."""
+    return {name: lazy.read() for name, lazy in open_file(path).items()}
 
 
 def read_metadata(path):
     """The ``__metadata__`` dict of a safetensors file (``{}`` without one), after the
     same validation as :func:`load_file`."""
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return dict(_parse_header(data)[1] or {})
-    except SafetensorsError as e:
-        raise SafetensorsError(f"{path}: {e}") from None
+        try:
+            return dict(_parse_header(_FileBytes(f))[1] or {})
+        except SafetensorsError as e:
+            raise SafetensorsError(f"{path}: {e}") from None
 
 
 # -- writing -----------------------------------------------------------------------------------

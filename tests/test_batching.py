@@ -404,8 +404,12 @@ def test_qa_features_reject_misplaced_answers():
     assert "start_positions" not in feats[0]
     with pytest.raises(ValueError, match="stride=40 must be in"):
         prepare_qa_features(QA, CharTokenizer(), max_length=30, stride=40)
+    gpt_style = prepare_qa_features(QA[:1], SpacePrefixTokenizer(), max_length=64, stride=16)
+    ids = list(gpt_style[0]["input_ids"])          # no [CLS]/[SEP]: <bos> q <eos> c <eos>
+    assert ids[0] == SpacePrefixTokenizer.bos_id and ids.count(SpacePrefixTokenizer.eos_id) == 2
     with pytest.raises(ValueError, match="needs a tokenizer with cls_id and sep_id"):
-        prepare_qa_features(QA, SpacePrefixTokenizer())
+        prepare_qa_features(QA, type("NoEnds", (SpacePrefixTokenizer,),
+                                     {"bos_id": None, "eos_id": None})())
 
 
 def test_qa_features_on_cmrc2018(monkeypatch):

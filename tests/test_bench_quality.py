@@ -159,7 +159,7 @@ def test_registry_names_and_descriptions():
                                      "sentiment-methods", "squad-odqa", "cmrc-odqa", "kb-qa", "kb-qa-2rounds",
                                      "translation", "code-completion", "text-classification",
                                      "pretraining-payoff", "prompting", "instruct",
-                                     "ner", "fewshot-intents", "multimodal"}
+                                     "ner", "fewshot-intents", "multimodal", "load"}
     for name, (fn, description) in bench.BENCHMARKS.items():
         assert callable(fn) and isinstance(description, str) and description
         assert "\n" not in description

@@ -114,13 +114,16 @@ def test_lora_changes_only_query_and_value_and_saves_adapters(setup):
                                    saved[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
-def test_layerwise_lr_decay_groups_follow_depth(setup):
-    cfg = tasks.FinetuneConfig(task="classification", train="x.tsv", layer_lr_decay=0.5)
+def test_layerwise_lr_decay_groups_follow_depth(setup, tmp_path):
+    (tmp_path / "x.tsv").write_text("text\tlabel\na\t0\nb\t1\n", encoding="utf-8")
+    cfg = tasks.FinetuneConfig(task="classification", train=str(tmp_path / "x.tsv"),
+                               layer_lr_decay=0.5)       # (files are checked when it is made)
     body = mm.models.load_model(setup[0] / "bert" / "model").bert
     model = mm.models.ModelForSequenceClassification.from_base(body, num_labels=2)
     opt = tasks._optimizer(model, cfg, 1e-3)
     assert sorted({g["lr"] for g in opt.param_groups}) == [1.25e-4, 2.5e-4, 5e-4, 1e-3]
-    assert tasks._optimizer(model, tasks.FinetuneConfig(task="classification", train="x"),
+    assert tasks._optimizer(model, tasks.FinetuneConfig(task="classification",
+                                                        train=str(tmp_path / "x.tsv")),
                             1e-3) is None
 
 
@@ -178,7 +181,7 @@ def test_evaluate_prunes_and_quantizes(setup):
     assert r["compressed_bytes"] < r["model_bytes"]
     assert r["examples"] == plain["examples"] and 0 <= r["accuracy"] <= 1
     rc, _, err = run("evaluate", "--model", out, "--file", test, "--prune", 1.5)
-    assert rc == 2 and "prune is the fraction" in err
+    assert rc == 2 and "--prune must be a finite number in [0, 1)" in err
 
 
 def test_a_model_from_scratch_can_reuse_a_tokenizer(setup, tmp_path):

@@ -97,7 +97,8 @@ def test_prf_per_class_hand_computed():
      ([0.5, 1], [1, 0], [2 / 3, 0], [1, 1])),
     # labels restricts micro: label 0 TP1 pred1 true1; label 1 TP0 pred1 true1 -> 1/2
     ([0, 1, 2], [0, 2, 1], dict(labels=[0, 1], average="micro"), (0.5, 0.5, 0.5, None)),
-    # weighted with no true sample of the listed labels -> zero_division
+    # weighted with no true sample of the listed labels: their plain mean (label 5 is never
+    # true nor predicted, so every score is zero_division)
     ([0, 1], [0, 1], dict(labels=[5], average="weighted", zero_division=1.0), (1, 1, 1, None)),
 ])
 def test_prf_zero_division_and_labels(y_true, y_pred, kwargs, expected):
@@ -107,6 +108,46 @@ def test_prf_zero_division_and_labels(y_true, y_pred, kwargs, expected):
             assert g is None
         else:
             assert np.asarray(g, dtype=float).tolist() == approx(e, nan_ok=True)
+
+
+NAN = float("nan")
+WEIGHTED_EDGE_CASES = [
+    # label 0: P = 0/0 (nan, left out), R = 0/1; label 1: P = 0/1, R = 0/0 (nan), support 0.
+    # Weighted P keeps only label 1, whose weight is 0: the plain mean of what is left -> 0
+    ([0], [1], dict(zero_division=NAN), (0.0, 0.0, 0.0)),
+    ([0], [1], dict(zero_division=1.0), (1.0, 0.0, 0.0)),
+    ([0], [1], dict(zero_division=0.0), (0.0, 0.0, 0.0)),
+    # label 2 predicted twice, never true: P = 0/2 is well defined, only R = 0/0
+    ([0, 1], [2, 2], dict(labels=[2], zero_division=1.0), (0.0, 1.0, 0.0)),
+    ([0, 1], [2, 2], dict(labels=[2], zero_division=0.0), (0.0, 0.0, 0.0)),
+    ([0, 1], [2, 2], dict(labels=[2], zero_division=NAN), (0.0, NAN, 0.0)),
+    # labels never true nor predicted: every score is zero_division
+    ([0, 1], [0, 1], dict(labels=[5, 6], zero_division=0.0), (0.0, 0.0, 0.0)),
+    ([0, 1], [0, 1], dict(labels=[5, 6], zero_division=NAN), (NAN, NAN, NAN)),
+    # one label with support, one without: the weights decide
+    ([0, 0], [0, 1], dict(zero_division=NAN), (1.0, 0.5, 2 / 3)),
+    ([0, 0, 1], [1, 1, 1], dict(labels=[1, 2], zero_division=NAN), (1 / 3, 1.0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("y_true, y_pred, kwargs, expected", WEIGHTED_EDGE_CASES)
+def test_prf_weighted_edge_cases_match_sklearn(y_true, y_pred, kwargs, expected):
+    got = M.precision_recall_f1(y_true, y_pred, average="weighted", **kwargs)
+    assert list(got[:3]) == approx(expected, nan_ok=True)
+    sk = pytest.importorskip("sklearn.metrics")
+    ref = sk.precision_recall_fscore_support(y_true, y_pred, average="weighted", **kwargs)
+    assert list(got[:3]) == approx(list(ref[:3]), nan_ok=True)
+
+
+@pytest.mark.parametrize("y_true, y_pred, kwargs, expected", WEIGHTED_EDGE_CASES)
+def test_classification_report_weighted_edge_cases_match_sklearn(y_true, y_pred, kwargs,
+                                                                 expected):
+    got = M.classification_report(y_true, y_pred, **kwargs)["weighted avg"]
+    assert [got[k] for k in ("precision", "recall", "f1-score")] == approx(expected, nan_ok=True)
+    sk = pytest.importorskip("sklearn.metrics")
+    ref = sk.classification_report(y_true, y_pred, output_dict=True, **kwargs)["weighted avg"]
+    assert [got[k] for k in ("precision", "recall", "f1-score", "support")] == \
+        approx([ref[k] for k in ("precision", "recall", "f1-score", "support")], nan_ok=True)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -186,7 +227,7 @@ def test_prf_and_confusion_matrix_match_sklearn_randomized():
         t, p = rng.integers(0, k, n), rng.integers(0, k, n)
         labels = None if trial % 2 else list(range(k + 1))
         for average in (None, "micro", "macro", "weighted"):
-            for zd in (0.0, 1.0):
+            for zd in (0.0, 1.0, float("nan")):
                 ours = M.precision_recall_f1(t, p, average=average, labels=labels,
                                              zero_division=zd)
                 ref = sk.precision_recall_fscore_support(t, p, average=average, labels=labels,

@@ -17,16 +17,29 @@
 Every training/evaluation command takes ``--config FILE.json`` (a JSON object whose keys are
 the long option names; flags given on the command line win), ``--device cpu|cuda[:N]|fake``
 and ``--output-dir``; ``--fast`` (or ``MINILLM_FAST=1``) shrinks a run to seconds.
+
+A command checks all its options and input files before it writes anything or trains a step.
+Every failure a user can cause (an option, a file, a model, the disk, a diverged run) is one
+line on stderr, ``minillm: error: ...``, with exit status 2; Ctrl-C is 130, after a clean
+stop that keeps the last checkpoint; ``--debug`` (or ``MINILLM_DEBUG=1``) shows the traceback
+instead. ``pretrain``/``finetune`` refuse an ``--output-dir`` that holds another run unless
+``--resume`` (the same settings: the differences are named) or ``--overwrite``; a run that
+fails before its first checkpoint leaves that directory as it was.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import platform
 import shlex
+import shutil
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -279,6 +292,242 @@ def _print_json(obj):
     print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
+# -- option rules of the commands without a config dataclass --------------------------------
+def _command_rules():
+    """command -> {option: Rule}: the numeric options of the commands that have no config
+    dataclass (pretrain and finetune check theirs in PretrainConfig / FinetuneConfig)."""
+    from minillm.apps.tasks import SEED_MAX, Rule  # noqa: PLC0415
+    seed = Rule("int", 0, SEED_MAX)
+    top_k, top_p = Rule("int", 1, optional=True), Rule("number", 0, 1, True, optional=True)
+    return {
+        "generate": {"max_new_tokens": Rule("int", 0), "temperature": Rule("number", 0),
+                     "top_k": top_k, "top_p": top_p, "num_samples": Rule("int", 1),
+                     "seed": seed},
+        "chat": {"max_new_tokens": Rule("int", 1, optional=True),
+                 "temperature": Rule("number", 0), "top_k": top_k, "top_p": top_p,
+                 "seed": Rule("int", 0, SEED_MAX, optional=True), "port": Rule("int", 0, 65535)},
+        "evaluate": {"batch_size": Rule("int", 1), "max_examples": Rule("int", 1, optional=True),
+                     "prune": Rule("number", 0, 1, high_open=True, optional=True)},
+        "demo": {"seed": seed, "hidden": Rule("int", 1), "lr": Rule("number", 0, low_open=True)},
+        "bench": {"seed": Rule("int", 0, SEED_MAX, optional=True)},
+        "exercises": {"seed": Rule("int", 0, SEED_MAX, optional=True),
+                      "timeout": Rule("number", 0)},
+    }
+
+
+def check_command_options(command, args):
+    """The options of ``command`` against :func:`_command_rules` (a CLIError naming the
+    first bad one: ``--top-k must be an int >= 1, got 0``)."""
+    from minillm.apps.tasks import check_options  # noqa: PLC0415
+    rules = _command_rules().get(command, {})
+    check_options(args, {k: r for k, r in rules.items() if hasattr(args, k)}, CLIError, _opt,
+                  say_none=False)
+
+
+def resolve_model_dir(path, option="--model"):
+    """A model directory given as ``option``: a run directory (one holding ``model/``, whose
+    own config.json describes the run, not a model) stands for its ``model/``."""
+    p = Path(path)
+    if not p.is_dir():
+        what = "a file, not a model directory" if p.exists() else "no such model directory"
+        raise CLIError(f"{option} {path}: {what} (give a model directory, or the run "
+                       "directory holding its model/)")
+    try:
+        own = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        own = {}
+    if (p / "model" / "config.json").is_file() and "model_type" not in own:
+        return str(p / "model")
+    return str(p)
+
+
+# -- run directories: never mix or lose a run -----------------------------------------------
+# what a pretrain / finetune run writes in its --output-dir (besides checkpoint-N/)
+RUN_ENTRIES = ("config.json", "tokenizer.json", "history.json", "history.csv", "loss.png",
+               "results.json", "metrics.json", "sample.txt", "confusion_matrix.png",
+               "pairs.json", "model", "adapter")
+# settings a resumed run may change: where it runs, how long, how often it saves and reports
+RESUME_MAY_CHANGE = {"output_dir", "device", "progress", "max_steps", "num_train_epochs",
+                     "eval_steps", "eval_batches", "save_steps", "save_total_limit",
+                     "early_stopping_patience", "sample_tokens", "prompt", "top_k", "baseline"}
+
+
+def _run_entries(out):
+    """The entries of a run in ``out``: its files and folders, checkpoints included."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir()
+                  if p.name in RUN_ENTRIES or p.name.startswith("checkpoint-"))
+
+
+def _checkpoints(out):
+    return {p.name for p in _run_entries(out) if p.name.startswith("checkpoint-")}
+
+
+def _check_writable(out):
+    """``out`` is (or can become) a directory this process may write in."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--output-dir {out} is a file; give a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"--output-dir {out}: cannot write in {parent} (permission denied); "
+                       "choose another --output-dir")
+
+
+def _check_resume(resume, saved, cfg, out):
+    """``--resume``: a valid checkpoint to go on from, and the same settings as the run."""
+    from minillm.training import CheckpointError, CheckpointManager  # noqa: PLC0415
+    from minillm.training.checkpoint import verify_checkpoint  # noqa: PLC0415
+    if resume is not True:
+        try:
+            verify_checkpoint(Path(resume))
+        except (CheckpointError, OSError) as e:
+            raise CLIError(f"--resume {resume}: not a usable checkpoint ({e})") from None
+    else:
+        manager = CheckpointManager(out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            latest = manager.latest()
+        if latest is None and manager.corrupt:
+            raise CLIError(f"--resume: every checkpoint in {out} is damaged (newest: "
+                           f"{manager.corrupt[0][1]}); start again with --overwrite")
+        if latest is None:
+            raise CLIError(f"--resume: no checkpoint in {out} to resume from; drop --resume "
+                           "to start a new run there")
+    if saved is None:
+        return
+    now = cfg.to_dict()
+    changed = [f"{k} {saved[k]!r} (now {now[k]!r})" for k in sorted(set(saved) & set(now))
+               if k not in RESUME_MAY_CHANGE and saved[k] != now[k]]
+    if changed:
+        raise CLIError(f"--resume: the run in {out} was made with other settings: "
+                       f"{', '.join(changed)}; resume with its settings, or start a new run "
+                       "with --overwrite or another --output-dir")
+
+
+def _saved_settings(out, kind):
+    """The settings a run in ``out`` recorded under ``kind`` (None without a config.json);
+    a config.json of another kind of run is an error."""
+    try:
+        data = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get(kind), dict):
+        other = next((k for k in ("pretrain", "finetune") if isinstance(data, dict)
+                      and k in data), "other")
+        raise CLIError(f"--resume: {out} holds a {other} run, not a {kind} run; start the "
+                       f"{kind} run in another --output-dir")
+    return data[kind]
+
+
+@contextlib.contextmanager
+def run_directory(args, cfg, kind):
+    """Guard ``--output-dir`` around a pretrain / finetune run: one holding another run is
+    refused unless ``--resume`` (same settings, a valid checkpoint) or ``--overwrite`` (its
+    files are set aside and deleted once the new run succeeds). A run that fails before its
+    first checkpoint leaves the directory as it was."""
+    out = Path(cfg.output_dir)
+    _check_writable(out)
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --output-dir, --overwrite replaces it: "
+                       "give one of them")
+    entries = _run_entries(out)
+    if args.resume:
+        _check_resume(args.resume, _saved_settings(out, kind), cfg, out)
+    elif entries and not args.overwrite:
+        shown = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise CLIError(f"--output-dir {out} holds another run ({shown}); "
+                       "continue it with --resume, replace it with --overwrite, or choose "
+                       "another --output-dir")
+    if not _launched_main():                  # mpiexec: rank 0 alone moves and restores files
+        yield
+        return
+    existed, before = out.exists(), _top_files(out)
+    aside = _set_aside(out, entries) if args.overwrite and entries else None
+    done_before = _checkpoints(out)
+    try:
+        yield
+    except BaseException as e:
+        kept = bool(_checkpoints(out) - done_before)   # training got somewhere: keep it
+        if kept:
+            _drop(aside)
+        else:
+            _restore(out, existed, before, aside)
+        if isinstance(e, KeyboardInterrupt):
+            raise RunInterrupted(_interrupted(out, kept)) from None
+        raise
+    _drop(aside)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C in a pretrain / finetune run; the message says what was kept."""
+
+
+def _interrupted(out, kept):
+    """The line of a run stopped by Ctrl-C: where its last checkpoint is."""
+    if not kept:
+        return (f"interrupted (Ctrl-C) before the first checkpoint; {out} is as it was "
+                "before the command")
+    done = max(_checkpoints(out), key=lambda n: int(n.split("-")[-1]) if
+               n.split("-")[-1].isdigit() else -1)
+    return (f"interrupted (Ctrl-C); the last checkpoint is {out / done}: go on with the "
+            "same command and --resume")
+
+
+def _launched_main():
+    """False in the ranks but 0 of a job that ``mpiexec`` started (read from the launcher's
+    environment, as :func:`minillm.distributed.launched_world_size`)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value) == 0
+    return True
+
+
+def _top_files(out, limit=64 << 20):
+    """``{name: bytes}`` of the small top-level files in ``out`` (to restore on failure)."""
+    if not out.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in out.iterdir()
+            if p.is_file() and p.stat().st_size <= limit}
+
+
+def _set_aside(out, entries):
+    """Move a run's ``entries`` into a hidden folder of ``out`` (renames: nothing copied)."""
+    aside = out / f".minillm-replaced-{os.getpid()}"
+    aside.mkdir()
+    for p in entries:
+        p.rename(aside / p.name)
+    return aside
+
+
+def _drop(aside):
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _restore(out, existed, before, aside):
+    """Undo a run that failed before its first checkpoint: remove what it wrote, put back
+    what it replaced."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    back = {p.name for p in aside.iterdir()} if aside is not None else set()
+    for p in _run_entries(out):
+        if p.name not in before or p.name in back:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for name, data in before.items():
+        p = out / name
+        if name not in back and (not p.is_file() or p.read_bytes() != data):
+            p.write_bytes(data)
+    if aside is not None:
+        for p in aside.iterdir():
+            p.rename(out / p.name)
+        aside.rmdir()
+
+
 # -- pretrain -----------------------------------------------------------------------------
 PRETRAIN_HELP = {
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "
@@ -324,16 +573,18 @@ def cmd_pretrain(args):
             and "dataset" not in args._explicit:
         kw["dataset"] = None                  # --train FILE replaces the default corpus
     if kw.get("model"):                       # the size comes from the model, not --fast
+        kw["model"] = resolve_model_dir(kw["model"])
         for name in ("model_type", "n_layer", "n_head", "n_embd", "dropout"):
             if name not in args._explicit:
                 kw.pop(name, None)
     cfg = tasks.PretrainConfig(**kw)
     what = f"continuing {cfg.model}" if cfg.model else \
         ("BERT (masked LM)" if cfg.model_type == "bert" else "GPT")
-    print(f"minillm {mm.__version__} pretrain: {what} on {cfg.dataset or cfg.train}, device "
-          f"{mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
-          f"{cfg.output_dir}", flush=True)
-    res = tasks.pretrain(cfg, command=args._command, resume_from_checkpoint=args.resume)
+    with run_directory(args, cfg, "pretrain"):
+        print(f"minillm {mm.__version__} pretrain: {what} on {cfg.dataset or cfg.train}, "
+              f"device {mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; "
+              f"output in {cfg.output_dir}", flush=True)
+        res = tasks.pretrain(cfg, command=args._command, resume_from_checkpoint=args.resume)
     print(f"sample: {res['sample'][:300]!r}")
     return 0
 
@@ -424,11 +675,17 @@ FINETUNE_FAST = dict(max_train_examples=48, max_eval_examples=16, max_steps=4, n
 
 def cmd_finetune(args):
     from minillm.apps import tasks  # noqa: PLC0415
-    cfg = tasks.FinetuneConfig(**_dataclass_kwargs(args, tasks.FinetuneConfig))
-    print(f"minillm {mm.__version__} finetune --task {cfg.task} on {cfg.dataset or cfg.train}, "
-          f"device {mm.device(cfg.device)}{', fast mode' if _is_fast(args) else ''}; output in "
-          f"{cfg.output_dir}", flush=True)
-    tasks.finetune(cfg, command=args._command, resume_from_checkpoint=args.resume)
+    kw = _dataclass_kwargs(args, tasks.FinetuneConfig)
+    for name in ("model", "teacher"):
+        if kw.get(name):
+            kw[name] = resolve_model_dir(kw[name], _opt(name))
+    cfg = tasks.FinetuneConfig(**kw)
+    with run_directory(args, cfg, "finetune"):
+        print(f"minillm {mm.__version__} finetune --task {cfg.task} on "
+              f"{cfg.dataset or cfg.train}, device {mm.device(cfg.device)}"
+              f"{', fast mode' if _is_fast(args) else ''}; output in {cfg.output_dir}",
+              flush=True)
+        tasks.finetune(cfg, command=args._command, resume_from_checkpoint=args.resume)
     return 0
 
 
@@ -463,12 +720,14 @@ def cmd_generate(args):
     from minillm.models import auto  # noqa: PLC0415
 
     dev = mm.device(args.device)
+    args.model = resolve_model_dir(args.model)
     model = auto.load_model(args.model, device=dev)
     if not hasattr(model, "generate") or model.model_type not in ("gpt", "lstm_lm", "ffnn_lm"):
         raise CLIError(f"{args.model} holds a {model.model_type!r} model; generate needs a "
                        "causal language model (gpt, lstm_lm)")
     tok = tasks.load_tokenizer(args.model)
     prompts = args.prompt or ["\n"]
+    sample = not args.greedy and args.temperature > 0     # temperature 0 is greedy, as in chat
     lines = []
     for j, prompt in enumerate(prompts):
         ids = tok.encode(prompt)
@@ -476,8 +735,8 @@ def cmd_generate(args):
             raise CLIError(f"the prompt {prompt!r} encodes to no tokens")
         for k in range(args.num_samples):
             out = model.generate(np.array([ids], dtype=np.int64), args.max_new_tokens,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                 do_sample=not args.greedy, seed=args.seed + 1000 * j + k)
+                                 temperature=args.temperature or 1.0, top_k=args.top_k,
+                                 top_p=args.top_p, do_sample=sample, seed=args.seed + 1000 * j + k)
             text = tok.decode(out.numpy()[0].tolist())
             lines.append(text)
             print(f"--- sample {k + 1} for prompt {prompt!r}" if len(prompts) > 1
@@ -498,12 +757,6 @@ def cmd_generate(args):
 # -- exercises ----------------------------------------------------------------------------
 def cmd_chat(args):
     from minillm.apps import chat, instruct  # noqa: PLC0415
-    if args.temperature < 0:
-        raise CLIError(f"--temperature must be >= 0 (0 is greedy), got {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
     dev = mm.device(args.device)
     with mm.backend.default_device_as(dev):
         model, tok, template, _ = instruct.load_instruct_model(args.model, dev)
@@ -519,8 +772,6 @@ def cmd_chat(args):
 
 def _serve_chat(session, args):
     from minillm.apps import chat_web  # noqa: PLC0415
-    if not 0 <= args.port <= 65535:
-        raise CLIError(f"--port must be in 0..65535, got {args.port}")
     server = chat_web.make_server(session, port=args.port, title=str(args.model))
     print(f"minillm chat: open http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)",
           flush=True)
@@ -711,7 +962,8 @@ def _dataset_verify(name, quiet):
 # options of the speed benchmarks, and which of them each benchmark takes
 BENCH_SPEED_OPTIONS = {"compare": ("gpt", "lstm", "ops"), "size": ("gpt", "ops", "shakespeare-gpt"),
                        "sizes": ("lstm",), "steps": ("gpt", "lstm", "ops"),
-                       "repeats": ("gpt", "lstm", "ops"), "warmup": ("gpt", "lstm", "ops"),
+                       "repeats": ("gpt", "lstm", "ops", "load"), "large": ("load",),
+                       "warmup": ("gpt", "lstm", "ops"),
                        "datasets": ("pretraining-payoff", "prompting"),
                        "labels": ("pretraining-payoff",), "seeds": ("pretraining-payoff",),
                        "bodies": ("prompting", "sentiment-methods"), "reader": ("squad-odqa", "cmrc-odqa"),
@@ -728,7 +980,7 @@ def _bench_speed_kwargs(args):
             continue
         if args.name not in takers:
             names = ", ".join(takers[:-1]) + " and " + takers[-1] if len(takers) > 1 else takers[0]
-            where = ("the speed benchmarks" if takers == ("gpt", "lstm", "ops")
+            where = ("the speed benchmarks" if takers[:3] == ("gpt", "lstm", "ops")
                      else "bench " + names)
             raise CLIError(f"--{dest} does not apply to bench {args.name}: it is an option of "
                            f"{where}")
@@ -787,11 +1039,21 @@ def _known_errors():
             TokenizerFileError, TemplateError, FileNotFoundError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error reported as one line (exit status 2) like every other."""
+
+    def error(self, message):
+        self.exit(2, f"minillm: error: {message} ('{self.prog} --help' lists the options)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="minillm", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="minillm", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Run 'minillm COMMAND --help' for the options of a command.")
     p.add_argument("--version", action="version", version=f"minillm {mm.__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show the Python traceback instead of the one-line "
+                        "message (also MINILLM_DEBUG=1; may come after the command too)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     p.subcommands = {}
 
@@ -851,7 +1113,12 @@ def _parser_pretrain(add):
     add_config_fields(s, tasks.PretrainConfig, PRETRAIN_HELP)
     s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the newest valid checkpoint in --output-dir (or the given "
-                        "checkpoint directory)")
+                        "checkpoint directory); the settings must be the run's (the length "
+                        "and the evaluation and saving schedules may change)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output-dir (without it, such a "
+                        "directory is refused; its files are deleted only once the new run "
+                        "trains)")
     add_common(s, tasks.PretrainConfig.output_dir)
     s.fast_defaults = PRETRAIN_FAST
 
@@ -885,7 +1152,12 @@ def _parser_finetune(add):
             a.choices = ["bert", "gpt"]
     s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the newest valid checkpoint in --output-dir (or the given "
-                        "checkpoint directory)")
+                        "checkpoint directory); the settings must be the run's (the length "
+                        "and the evaluation and saving schedules may change)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output-dir (without it, such a "
+                        "directory is refused; its files are deleted only once the new run "
+                        "trains)")
     add_common(s, tasks.FinetuneConfig.output_dir)
     s.fast_defaults = FINETUNE_FAST
 
@@ -930,8 +1202,9 @@ def _parser_generate(add):
     s.add_argument("--prompt", action="append", default=None,
                    help="prompt text (repeat for several; default a newline)")
     s.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add (default 200)")
-    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature "
-                                                                 "(default 1.0)")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (default 1.0); 0 is greedy, as --greedy and "
+                        "as in minillm chat")
     s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
     s.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     s.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
@@ -1037,9 +1310,12 @@ def _parser_bench(add):
     g.add_argument("--steps", type=int, default=None,
                    help="timed steps per round (default 10; ops: 20 calls; 2 with --fast)")
     g.add_argument("--repeats", type=int, default=None,
-                   help="timed rounds, minillm and torch interleaved (default 5; 2 with --fast)")
+                   help="timed rounds, minillm and torch interleaved (default 5; 2 with --fast; "
+                        "load: loads per library, default 3)")
     g.add_argument("--warmup", type=int, default=None,
                    help="untimed steps before the rounds (default 3; 1 with --fast)")
+    s.add_argument_group("load").add_argument("--large", action="store_true", default=None,
+                                              help="also GPT-2 large (774M parameters, 3.1 GB)")
     g = s.add_argument_group("pretraining-payoff")
     g.add_argument("--datasets", type=_comma_list, default=None, metavar="A,B",
                    help="chinese_reviews, peoples_daily_ner, sst2 (default chinese_reviews; "
@@ -1096,37 +1372,82 @@ def _explicit_dests(parser, argv):
     return given
 
 
+def _dispatch(parser, args, argv):
+    """Run the parsed command: --config and --fast defaults applied, every option checked."""
+    sub = parser.subcommands[args.command]
+    defaults = {}
+    if getattr(sub, "fast_defaults", None) and _is_fast(args):
+        defaults.update(sub.fast_defaults)
+    if getattr(args, "config", None):
+        defaults.update(read_config_file(args.config, sub))
+    if defaults:
+        sub.set_defaults(**defaults)
+        args = parser.parse_args(argv)
+    args._explicit = _explicit_dests(sub, argv)
+    args._command = "minillm " + " ".join(shlex.quote(a) for a in argv)
+    for name in ("steps", "pretrain_steps", "finetune_steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            sub.error(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "steps", None) is not None and not getattr(args, "mlp", True):
+        sub.error("--steps belongs to the MLP demo: use --mlp --steps N, or "
+                     "--pretrain-steps / --finetune-steps for the GPT demo")
+    check_command_options(args.command, args)
+    # a diverging run is reported once, by the Trainer, not by NumPy's overflow warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if args.func is cmd_demo:
+            return cmd_demo(args, argv)
+        return args.func(args)
+
+
+def _user_errors():
+    """What a user can cause (a bad option, file, model, disk, a diverged run): exit 2."""
+    from minillm.training import CheckpointError  # noqa: PLC0415
+    return _known_errors() + (ValueError, OSError, FloatingPointError, CheckpointError,
+                              MemoryError)
+
+
+def error_line(e):
+    """The one line that reports ``e``: its message, an OSError as what failed and where."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        hint = {errno.ENOSPC: "; free some disk space or choose another --output-dir",
+                errno.EROFS: "; the file system is read-only: choose another --output-dir",
+                errno.EACCES: "; check the permissions or choose another --output-dir",
+                errno.EPERM: "; check the permissions or choose another --output-dir",
+                }.get(e.errno, "")
+        text = f"{e.strerror}{where}{hint}"
+    else:
+        text = str(e) or type(e).__name__
+    if not isinstance(e, _user_errors()):
+        text = (f"internal error, please report it ({type(e).__name__}: {text}); --debug "
+                "shows the traceback")
+    return " ".join(text.split())
+
+
 def main(argv=None):
-    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status: 0, 2
+    for an error a user can fix (one line on stderr, ``minillm: error: ...``), 130 after
+    Ctrl-C, 1 for a bug. ``--debug`` or MINILLM_DEBUG=1 shows the traceback instead."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("MINILLM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     mm.backend.host_memory.tune_host_allocator()    # a training process: reuse freed buffers
-    sub = parser.subcommands[args.command]
     try:
-        defaults = {}
-        if getattr(sub, "fast_defaults", None) and _is_fast(args):
-            defaults.update(sub.fast_defaults)
-        if getattr(args, "config", None):
-            defaults.update(read_config_file(args.config, sub))
-        if defaults:
-            sub.set_defaults(**defaults)
-            args = parser.parse_args(argv)
-        args._explicit = _explicit_dests(sub, argv)
-        args._command = "minillm " + " ".join(shlex.quote(a) for a in argv)
-        for name in ("steps", "pretrain_steps", "finetune_steps"):
-            value = getattr(args, name, None)
-            if value is not None and value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be at least 1")
-        if getattr(args, "steps", None) is not None and not getattr(args, "mlp", True):
-            parser.error("--steps belongs to the MLP demo: use --mlp --steps N, or "
-                         "--pretrain-steps / --finetune-steps for the GPT demo")
-        if args.func is cmd_demo:
-            return cmd_demo(args, argv)
-        return args.func(args)
-    except _known_errors() as e:
-        print(f"minillm: error: {e}", file=sys.stderr)
-        return 2
+        return _dispatch(parser, args, argv)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        what = str(e) if isinstance(e, RunInterrupted) else "interrupted (Ctrl-C)"
+        print(f"minillm: error: {what}", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure ends in one line (--debug: all)
+        if debug:
+            raise
+        print(f"minillm: error: {error_line(e)}", file=sys.stderr)
+        return 2 if isinstance(e, _user_errors()) else 1

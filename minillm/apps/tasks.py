@@ -39,6 +39,8 @@ import numpy as np
 
 from .. import backend, baselines, datasets, distributed, metrics
 from .._fileio import atomic_write_json
+from ..optim.lr_scheduler import SCHEDULER_NAMES
+from ..validation import check_int, check_number
 from ..autograd import no_grad, tensor
 from ..data import (BPETokenizer, CharTokenizer, Collator, MLMCollator, Tokenizer,
                    WordPieceTokenizer)
@@ -67,6 +69,9 @@ TOKENIZER_FILE = "tokenizer.json"
 # special tokens every tokenizer built here carries ([CLS] q [SEP] c [SEP] for QA and BERT)
 SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]",
             "bos": "<bos>", "eos": "<eos>"}
+# a GPT's own: no [CLS]/[SEP]/[MASK], which it never trains on and would then sample; its
+# fine-tuning inputs are <bos> text <eos> (QA: <bos> question <eos> context <eos>)
+GPT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "bos": "<bos>", "eos": "<eos>"}
 
 
 class TaskError(ValueError):
@@ -81,15 +86,122 @@ def _log(log, msg):
 # =============================================================================================
 # configs
 # =============================================================================================
-def _require_ints(cfg, names, allow_none=False, low=1):
-    """Each field in ``names`` is an int >= ``low`` (or None when ``allow_none``)."""
-    for name in names:
-        v = getattr(cfg, name)
-        if allow_none and v is None:
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The valid values of one numeric option: an int or a finite number between ``low`` and
+    ``high`` (``None``: no bound; ``low_open``/``high_open`` exclude the bound itself);
+    ``optional``: ``None`` is valid too."""
+
+    kind: str                                  # "int" or "number"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+
+
+def _int(low=1, high=None, optional=False):
+    return Rule("int", low, high, optional=optional)
+
+
+def _num(low=None, high=None, low_open=False, high_open=False, optional=False):
+    return Rule("number", low, high, low_open, high_open, optional)
+
+
+SEED_MAX = 2**32 - 1                           # what every random generator accepts
+LEARNING_RATE_RULE = _num(0, low_open=True)
+FRACTION = _num(0, 1, high_open=True)          # dropout rates, warmup shares: [0, 1)
+# option -> rule, checked when a config is made (before any file is read or written); the
+# choices, the shares checked with their own words (mlm_probability, min_lr_ratio,
+# validation_fraction, layer_lr_decay) and the rules that tie options together are in each
+# __post_init__
+PRETRAIN_RULES = {
+    "extend_vocab": _int(0), "vocab_size": _int(1), "min_freq": _int(1),
+    "n_layer": _int(1), "n_head": _int(1), "n_embd": _int(1), "block_size": _int(1),
+    "dropout": FRACTION, "max_steps": _int(1), "batch_size": _int(1),
+    "learning_rate": LEARNING_RATE_RULE, "warmup_steps": _int(0), "weight_decay": _num(0),
+    "max_grad_norm": _num(0, low_open=True, optional=True),
+    "eval_steps": _int(1), "eval_batches": _int(1), "save_steps": _int(1, optional=True),
+    "save_total_limit": _int(1, optional=True), "sample_tokens": _int(0),
+    "top_k": _int(1, optional=True), "seed": _int(0, SEED_MAX),
+}
+FINETUNE_RULES = {
+    "max_train_examples": _int(1, optional=True), "max_eval_examples": _int(1, optional=True),
+    "vocab_size": _int(1), "min_freq": _int(1), "n_layer": _int(1), "n_head": _int(1),
+    "n_embd": _int(1), "max_length": _int(1, optional=True), "dropout": FRACTION,
+    "freeze_layers": _int(0), "lora_r": _int(1),
+    "lora_alpha": _num(0, low_open=True), "lora_dropout": FRACTION,
+    "distill_temperature": _num(0, low_open=True), "distill_alpha": _num(0, 1),
+    "augment": _int(0), "dpo_beta": _num(0, low_open=True), "dpo_nll_weight": _num(0),
+    "grpo_group": _int(1), "grpo_beta": _num(0), "doc_stride": _int(0),
+    "max_query_length": _int(1), "max_answer_length": _int(1),
+    "num_train_epochs": _num(0, low_open=True, optional=True),
+    "max_steps": _int(1, optional=True), "batch_size": _int(1), "eval_batch_size": _int(1),
+    "learning_rate": _num(0, low_open=True, optional=True), "weight_decay": _num(0),
+    "warmup_ratio": FRACTION, "max_grad_norm": _num(0, low_open=True, optional=True),
+    "eval_steps": _int(1, optional=True), "save_total_limit": _int(1, optional=True),
+    "early_stopping_patience": _int(1, optional=True), "seed": _int(0, SEED_MAX),
+}
+
+
+def check_options(values, rules, error=TaskError, flag=str, say_none=True):
+    """Each option of ``values`` (an object with those attributes, or a dict) against its
+    :class:`Rule` in ``rules``; the first bad one raises ``error`` naming it as ``flag(name)``
+    writes it: ``dropout must be a finite number in [0, 1), got 1.5`` (``say_none``: an
+    optional one "must be none or ...")."""
+    for name, rule in rules.items():
+        value = values[name] if isinstance(values, dict) else getattr(values, name)
+        if value is None and rule.optional:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise TaskError(f"{name} must be {'None or ' if allow_none else ''}an int >= {low}, "
-                            f"got {v!r}")
+        need = None
+        if rule.optional and say_none:
+            bound = _bounds_text(rule)
+            need = f"none or {'an int' if rule.kind == 'int' else 'a finite number'} {bound}"
+        try:
+            if rule.kind == "int":
+                check_int(value, flag(name), low=rule.low, high=rule.high, expected=need)
+            else:
+                check_number(value, flag(name), low=rule.low, high=rule.high, finite=True,
+                             low_open=rule.low_open, high_open=rule.high_open, expected=need)
+        except ValueError as e:
+            raise error(str(e)) from None
+
+
+def _bounds_text(rule):
+    from ..validation import _bounds  # noqa: PLC0415
+    return _bounds(rule.low, rule.high, rule.low_open, rule.high_open)
+
+
+def check_files(cfg, names):
+    """The input files named by the options ``names`` of ``cfg`` exist (checked before any
+    work: a typo must not cost a run)."""
+    for name in names:
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).is_file():
+            what = "is a directory, not a file" if Path(path).is_dir() else "no such file"
+            raise FileNotFoundError(f"--{name} {path}: {what}")
+
+
+def check_choices(cfg, choices):
+    """Each option of ``cfg`` named in ``choices`` (name -> the valid values) is one of them."""
+    for name, valid in choices.items():
+        if getattr(cfg, name) not in valid:
+            raise TaskError(f"{name} must be one of {', '.join(valid)}, got "
+                            f"{getattr(cfg, name)!r}")
+
+
+def check_model_size(cfg):
+    """A model built from scratch: the heads split the width evenly, and a BPE vocabulary
+    holds at least its special and byte tokens."""
+    if cfg.n_embd % cfg.n_head:
+        fits = [h for h in range(1, min(cfg.n_embd, 16) + 1) if cfg.n_embd % h == 0]
+        raise TaskError(f"n_head ({cfg.n_head}) must divide n_embd ({cfg.n_embd}): each "
+                        f"attention head gets n_embd / n_head dimensions; e.g. --n-head "
+                        f"{', '.join(map(str, fits[-3:]))}")
+    least = 256 + len(SPECIALS)
+    if cfg.tokenizer == "bpe" and cfg.vocab_size < least:
+        raise TaskError(f"vocab_size must be >= {least} with --tokenizer bpe (its "
+                        f"{len(SPECIALS)} special tokens and 256 bytes), got {cfg.vocab_size}")
 
 
 @dataclasses.dataclass
@@ -173,6 +285,7 @@ class FinetuneConfig:
                             "training file (--train FILE), not both and not neither")
         if self.dataset_options is not None:
             dataset_kwargs(self)                  # a clear error now, before anything is read
+        check_files(self, ("train", "validation", "test"))
         if self.dataset is not None and (self.validation or self.test):
             raise TaskError("--validation/--test files go with --train FILE; a built-in "
                             "dataset brings its own splits")
@@ -189,16 +302,13 @@ class FinetuneConfig:
         if not 0 < self.validation_fraction < 1:
             raise TaskError(f"validation_fraction must be in (0, 1), got "
                             f"{self.validation_fraction}")
-        _require_ints(self, ("n_layer", "n_head", "n_embd", "batch_size", "eval_batch_size",
-                             "min_freq", "vocab_size", "max_answer_length", "max_query_length"))
-        _require_ints(self, ("max_length", "max_steps", "max_train_examples",
-                             "max_eval_examples", "eval_steps"), allow_none=True)
-        if self.doc_stride < 0:
-            raise TaskError(f"doc_stride must be >= 0, got {self.doc_stride}")
+        check_options(self, FINETUNE_RULES)
         if self.method not in METHODS:
             raise TaskError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        _require_ints(self, ("lora_r",))
-        _require_ints(self, ("freeze_layers", "augment"), low=0)
+        check_choices(self, {"pooling": ("auto", "cls", "mean", "last"),
+                             "lr_scheduler_type": SCHEDULER_NAMES})
+        if self.model is None:
+            check_model_size(self)
         if self.method == "freeze" and self.freeze_layers < 1:
             raise TaskError(f"--method freeze needs --freeze-layers >= 1, got "
                             f"{self.freeze_layers}")
@@ -213,8 +323,7 @@ class FinetuneConfig:
                             "fine-tuned model to distil from)")
         if self.learning_rate is None:
             self.learning_rate = default_learning_rate(self.task, self.model is not None)
-        if not self.learning_rate > 0:
-            raise TaskError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_options(self, {"learning_rate": LEARNING_RATE_RULE})
         if self.device is not None:
             backend.device(self.device)       # a clear DeviceError now, not after loading data
 
@@ -295,6 +404,7 @@ class PretrainConfig:
         if self.dataset is not None and self.dataset not in TEXT_DATASETS:
             raise TaskError(f"pretrain reads a text corpus; dataset must be one of "
                             f"{', '.join(TEXT_DATASETS)}, got {self.dataset!r}")
+        check_files(self, ("train", "validation"))
         if self.tokenizer not in ("char", "bpe"):
             raise TaskError(f"tokenizer must be 'char' or 'bpe', got {self.tokenizer!r}")
         if self.model_type not in ("gpt", "bert"):
@@ -304,13 +414,13 @@ class PretrainConfig:
                             "pretraining starts from the model/ folder of a pretrain run)")
         if self.model is not None:
             self._take_size_from_model()
-        _require_ints(self, ("n_layer", "n_head", "n_embd", "block_size", "max_steps",
-                             "batch_size", "eval_steps", "eval_batches", "min_freq", "vocab_size"))
+        check_options(self, PRETRAIN_RULES)
+        if self.model is None:
+            check_model_size(self)
         if not 0 < self.min_lr_ratio <= 1:
             raise TaskError(f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}")
         if not 0 < self.mlm_probability < 1:
             raise TaskError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        _require_ints(self, ("extend_vocab",), low=0)
         if self.device is not None:
             backend.device(self.device)
 
@@ -376,8 +486,10 @@ def _column(spec, no_header):
     return spec
 
 
-def _load_file(path, task, cfg, label_names=None):
-    """One user file for ``task``, by extension: .tsv/.txt, .csv; .conll/.bio/.txt; .json."""
+def _load_file(path, task, cfg, label_names=None, log=print):
+    """One user file for ``task``, by extension: .tsv/.txt, .csv; .conll/.bio/.txt; .json.
+    A training file (``label_names`` None) needs two classes; repaired QA answer offsets
+    are counted in the log."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
@@ -387,21 +499,35 @@ def _load_file(path, task, cfg, label_names=None):
                   label_col=_column(cfg.label_column, cfg.no_header),
                   header=not cfg.no_header, label_names=label_names)
         if ext == ".csv":
-            return datasets.load_csv(p, **kw)
+            return _two_classes(datasets.load_csv(p, **kw), p, label_names, "label column")
         if ext in (".tsv", ".txt", ".tab"):
-            return datasets.load_tsv(p, **kw)
+            return _two_classes(datasets.load_tsv(p, **kw), p, label_names, "label column")
         raise TaskError(f"{p}: a classification file is .tsv (tab-separated) or .csv, got "
                         f"{ext or 'no extension'}")
     if task == "ner":
         if ext == ".json":
             raise TaskError(f"{p}: an NER file is CoNLL text (one 'token tag' per line, a blank "
                             "line between sentences), not JSON")
-        return datasets.load_conll(p, token_col=cfg.token_column, tag_col=cfg.tag_column,
-                                   label_names=label_names)
+        ds = datasets.load_conll(p, token_col=cfg.token_column, tag_col=cfg.tag_column,
+                                 label_names=label_names)
+        return _two_classes(ds, p, label_names, "tag column")
     if ext != ".json":
         raise TaskError(f"{p}: a QA file is SQuAD-format JSON (.json), got {ext or 'no extension'}")
     ds = datasets.load_squad(p)
-    datasets.qa.fix_answer_starts(ds.examples)   # a misplaced answer_start is repaired
+    repaired, missing = datasets.qa.fix_answer_starts(ds.examples)
+    if repaired or missing:
+        _log(log, f"{p}: {repaired} answer_start values did not point at their answer and "
+                  f"were moved to its nearest occurrence; {missing} answers do not occur in "
+                  "their context")
+    return ds
+
+
+def _two_classes(ds, path, label_names, column):
+    """``ds``, unless it is a training file (no ``label_names`` given) with fewer than two
+    classes: a classifier of one class learns nothing and scores a perfect accuracy."""
+    if label_names is None and len(ds.label_names) < 2:
+        raise TaskError(f"{path}: the {column} holds {len(ds.label_names)} distinct value(s) "
+                        f"{ds.label_names}; training needs examples of two classes at least")
     return ds
 
 
@@ -503,12 +629,12 @@ def load_task_data(cfg, log=print):
                             f"for {task}")
         name = cfg.dataset
     else:
-        splits["train"] = _load_file(cfg.train, task, cfg)
+        splits["train"] = _load_file(cfg.train, task, cfg, log=log)
         names = splits["train"].label_names
         if cfg.validation:
-            splits["validation"] = _load_file(cfg.validation, task, cfg, names)
+            splits["validation"] = _load_file(cfg.validation, task, cfg, names, log)
         if cfg.test:
-            splits["test"] = _load_file(cfg.test, task, cfg, names)
+            splits["test"] = _load_file(cfg.test, task, cfg, names, log)
         name = Path(cfg.train).name
     if task == "classification" and cfg.dataset == "sst2" and "test" in splits:
         del splits["test"]                        # GLUE hides SST-2's test labels
@@ -1067,18 +1193,28 @@ def augment_classification(ds, copies, seed, log=print):
                             meta=ds.meta)
 
 
-def _start_run(cfg, command, kind):
-    """``(cfg on its device, the device, the output folder)``; writes ``config.json`` (the
-    command, minillm's version and ``cfg`` under ``kind``) first, so a failed run still says
-    what it was."""
+def _run_device(cfg):
+    """``(cfg on its device, the device, the output folder)``: nothing is written yet."""
+    dev = backend.device(cfg.device)
+    return dataclasses.replace(cfg, device=str(dev)), dev, Path(cfg.output_dir)
+
+
+def _write_run_config(cfg, command, kind, out):
+    """The run directory ``out`` with its ``config.json`` (the command, minillm's version
+    and ``cfg`` under ``kind``): written once the data, tokenizer and model are ready and
+    just before training, so a run that fails earlier leaves an existing directory as it
+    was, and one that fails in training still says what it was."""
     from .. import __version__
 
-    dev = backend.device(cfg.device)
-    cfg = dataclasses.replace(cfg, device=str(dev))
-    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {"command": command, "minillm": __version__,
                                             kind: cfg.to_dict()})
+
+
+def _start_run(cfg, command, kind):
+    """:func:`_run_device` and :func:`_write_run_config` at once (the GPT recipes)."""
+    cfg, dev, out = _run_device(cfg)
+    _write_run_config(cfg, command, kind, out)
     return cfg, dev, out
 
 
@@ -1097,7 +1233,7 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
         recipe = getattr(importlib.import_module(f"minillm.apps.{module}"), name)
         return recipe(cfg, command, log, resume_from_checkpoint)
     t_start = time.perf_counter()
-    cfg, dev, out = _start_run(cfg, command, "finetune")
+    cfg, dev, out = _run_device(cfg)
     task = cfg.task
     splits, label_names = load_task_data(cfg, log)
     _log(log, "data: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items())
@@ -1106,7 +1242,6 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
         backend.manual_seed(cfg.seed)
         teacher = _load_teacher(cfg, label_names, dev, log) if cfg.teacher else None
         tok = _finetune_tokenizer(cfg, splits["train"], teacher)
-        tok.save(out / TOKENIZER_FILE)
         model, max_length = _finetune_model(cfg, tok, splits["train"], label_names, teacher,
                                             log)
         method = apply_method(model, cfg, log)
@@ -1121,6 +1256,8 @@ def finetune(cfg, command=None, log=print, resume_from_checkpoint=None):
         args, epochs = _training_arguments(cfg, out, len(train_feats), log)
         trainer = _task_trainer(cfg, model, args, (tok, info, collator), splits,
                                 (train_feats, eval_feats), teacher)
+        _write_run_config(cfg, command, "finetune", out)
+        tok.save(out / TOKENIZER_FILE)
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         train_seconds = time.perf_counter() - t0
@@ -1210,9 +1347,10 @@ def _finetune_tokenizer(cfg, train, teacher):
         raise TaskError(f"the tokenizer of {cfg.model} differs from the teacher's "
                         f"({cfg.teacher}); distillation compares logits over the same "
                         "inputs, so both models must share one tokenizer")
-    if cfg.task == "qa" and (tok.cls_id is None or tok.sep_id is None):
-        raise TaskError("QA windows are [CLS] question [SEP] context [SEP]; the tokenizer "
-                        f"of {cfg.model} has no [CLS]/[SEP] tokens")
+    if cfg.task == "qa" and (tok.cls_id is None or tok.sep_id is None) and \
+            (tok.bos_id is None or tok.eos_id is None):
+        raise TaskError("QA windows are [CLS] question [SEP] context [SEP] (or <bos> ... "
+                        f"<eos>); the tokenizer of {cfg.model} has neither pair")
     return tok
 
 
@@ -1449,7 +1587,7 @@ def evaluate(model_path, dataset=None, split="test", file=None, device=None, bat
             columns = types.SimpleNamespace(text_column=text_column, label_column=label_column,
                                             no_header=no_header, token_column=token_column,
                                             tag_column=tag_column)
-            ds = _load_file(file, task, columns, info.get("label_names"))
+            ds = _load_file(file, task, columns, info.get("label_names"), log)
             where = str(file)
         _check_task_fields(ds, task, where)
         if task in ("classification", "ner") and ds.label_names != info["label_names"]:
@@ -1597,7 +1735,8 @@ def _pretrain_model(cfg, train_text, log):
     weights keep their meaning)."""
     if cfg.model is None:
         if cfg.tokenizer == "char":
-            tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=SPECIALS)
+            specials = SPECIALS if cfg.model_type == "bert" else GPT_SPECIALS
+            tok = CharTokenizer.train([train_text], min_freq=cfg.min_freq, special_tokens=specials)
         else:
             tok = BPETokenizer.train(train_text.splitlines(), vocab_size=cfg.vocab_size,
                                      special_tokens=SPECIALS)   # fine-tuning needs [CLS] ...
@@ -1738,7 +1877,7 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
     from .. import __version__
 
     t_start = time.perf_counter()
-    cfg, dev, out = _start_run(cfg, command, "pretrain")
+    cfg, dev, out = _run_device(cfg)
     train_text, val_text = _corpus(cfg, log)
     with backend.default_device_as(dev):
         backend.manual_seed(cfg.seed)
@@ -1746,12 +1885,13 @@ def pretrain(cfg, command=None, log=print, resume_from_checkpoint=None):
         model.to(dev)
         cfg = dataclasses.replace(cfg, model_type="bert" if isinstance(model, BertForMaskedLM)
                                   else "gpt")
-        tok.save(out / TOKENIZER_FILE)
         train_ids, val_ids = _encode_corpus(cfg, tok, train_text, val_text, log)
         train, val, collator = _pretrain_windows(cfg, tok, train_ids, val_ids)
         args = _pretrain_arguments(cfg, out)
         trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,
                           data_collator=collator)
+        _write_run_config(cfg, command, "pretrain", out)
+        tok.save(out / TOKENIZER_FILE)
         what = "BERT (masked LM)" if cfg.model_type == "bert" else "GPT"
         _log(log, f"{what} {_size(model)}, block {cfg.block_size}, "
                   f"{model.num_parameters():,} parameters; {type(tok).__name__} "

@@ -386,8 +386,11 @@ def prepare_qa_features(examples, tokenizer, max_length=384, stride=128, max_que
     answer, or 0 (the ``[CLS]`` token) when the answer is not entirely inside the window.
     """
     cls_id, sep_id = getattr(tokenizer, "cls_id", None), getattr(tokenizer, "sep_id", None)
+    if cls_id is None or sep_id is None:     # a GPT's vocabulary: <bos> q <eos> c <eos>
+        cls_id, sep_id = getattr(tokenizer, "bos_id", None), getattr(tokenizer, "eos_id", None)
     if cls_id is None or sep_id is None:
-        raise ValueError("prepare_qa_features needs a tokenizer with cls_id and sep_id")
+        raise ValueError("prepare_qa_features needs a tokenizer with cls_id and sep_id (or "
+                         "bos_id and eos_id)")
     features = []
     for index, ex in enumerate(examples):
         q_ids = list(tokenizer.encode(ex["question"]))[:max_query_length]

@@ -19,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fileio import sha256_file
+from .._fileio import make_temp_file, sha256_file
 
 ENV_DATA = "MINILLM_DATA"
 ENV_CACHE = "MINILLM_CACHE"
@@ -141,7 +140,7 @@ def download(url, dest, sha256, timeout=60, quiet=False):
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(f"minillm: downloading {url} -> {dest}", file=sys.stderr)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    fd, tmp = make_temp_file(dest.parent, dest.name + ".", ".part")
     try:
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as f, _urlopen(url, timeout) as response:

@@ -5,11 +5,13 @@
 * :func:`load_conll` -> :class:`Dataset` of ``{"tokens", "tags"}``
 * :func:`load_squad` -> :class:`Dataset` of SQuAD-style QA examples
 
-A malformed line is a :class:`DataFormatError` naming the file and the line number.
+A malformed line is a :class:`DataFormatError` naming the file and the line number. Files
+are UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one).
 """
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from .base import DataFormatError, Dataset, DatasetError
@@ -20,7 +22,7 @@ def _read(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:     # a leading BOM is dropped
         try:
             return f.read()
         except UnicodeDecodeError as e:
@@ -66,6 +68,8 @@ def rows_to_dataset(rows, path, text_col, label_col, header, label_names, name):
                                                 f"{len(fields)}: {fields!r}")
         texts.append(fields[tcol])
         labels.append(None if lcol is None else fields[lcol].strip())
+        if labels[-1] == "":
+            raise DataFormatError(path, lineno, f"the label (column {label_col!r}) is empty")
         lines.append(lineno)
     if lcol is None:
         return Dataset([{"text": t} for t in texts], None, name)
@@ -120,8 +124,10 @@ def tag_order(tags):
 def parse_conll(text, path, token_col=0, tag_col=-1):
     """Sentences of ``(tokens, tags)`` from CoNLL text: one token per line, columns
     separated by a tab (if the line has one) or by whitespace, a blank line (or a line
-    of whitespace) between sentences."""
+    of whitespace) between sentences. Every token line has the columns of the first one:
+    ``New York B-LOC`` in a two-column file is an error, not the token ``New``."""
     sentences, tokens, tags = [], [], []
+    width = first = None                 # the columns of the first token line, and its number
     for lineno, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
         if not line.strip():
@@ -132,21 +138,37 @@ def parse_conll(text, path, token_col=0, tag_col=-1):
         if line.startswith("-DOCSTART-"):
             continue
         fields = line.split("\t") if "\t" in line else line.split()
-        try:
-            token, tag = fields[token_col], fields[tag_col].strip()
-        except IndexError:
-            raise DataFormatError(path, lineno, f"expected a token and a tag column, got "
-                                                f"{line!r}") from None
-        if len(fields) < 2 or not token or not tag:
-            raise DataFormatError(path, lineno, f"expected a token and a tag column, got "
-                                                f"{line!r}")
-        if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
-            raise DataFormatError(path, lineno, f"tag {tag!r} is not O, B-TYPE or I-TYPE")
+        token, tag = _conll_token_and_tag(fields, line, lineno, path, token_col, tag_col)
+        if width is None:
+            width, first = len(fields), lineno
+        elif len(fields) != width:
+            raise DataFormatError(path, lineno, f"{len(fields)} columns where line {first} has "
+                                                f"{width} (a token with a space in it needs "
+                                                f"tab-separated columns): {line!r}")
         tokens.append(token)
         tags.append(tag)
     if tokens:
         sentences.append((tokens, tags))
     return sentences
+
+
+def _conll_token_and_tag(fields, line, lineno, path, token_col, tag_col):
+    """The token and the BIO tag of one CoNLL line split into ``fields``."""
+    try:
+        token, tag = fields[token_col], fields[tag_col].strip()
+    except IndexError:
+        raise DataFormatError(path, lineno, f"expected a token and a tag column, got "
+                                            f"{line!r}") from None
+    if len(fields) < 2 or not token or not tag:
+        raise DataFormatError(path, lineno, f"expected a token and a tag column, got "
+                                            f"{line!r}")
+    if token_col % len(fields) == tag_col % len(fields):
+        raise DataFormatError(path, lineno, f"the token column ({token_col}) and the tag "
+                                            f"column ({tag_col}) are the same column of "
+                                            f"{line!r}")
+    if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+        raise DataFormatError(path, lineno, f"tag {tag!r} is not O, B-TYPE or I-TYPE")
+    return token, tag
 
 
 def load_conll(path, token_col=0, tag_col=-1, label_names=None):
@@ -167,9 +189,34 @@ def load_conll(path, token_col=0, tag_col=-1, label_names=None):
 
 
 def load_squad(path):
-    """A SQuAD-format JSON file (v1.1 style) as QA examples; see :mod:`minillm.datasets.qa`."""
-    articles = parse_squad_json(_read(path), path)
+    """A SQuAD-format JSON file (v1.1 style) as QA examples; see :mod:`minillm.datasets.qa`.
+
+    An ``answer_start`` outside its context (below -1, or too close to the end for the
+    answer's text) is a :class:`DataFormatError`. One inside that points elsewhere than its
+    answer, or -1 (CMRC 2018's "not located"), is kept and counted in
+    ``meta["answers_not_at_start"]`` (:func:`~minillm.datasets.qa.fix_answer_starts`
+    repairs those)."""
+    text = _read(path)
+    articles = parse_squad_json(text, path)
     examples = [ex for art in articles for ex in art]
+    _check_answer_ranges(examples, path, text)
     meta = {"articles": len(articles), "answers": sum(len(e["answers"]["text"]) for e in examples),
             "answers_not_at_start": check_answers(examples)}
     return Dataset(examples, None, Path(path).name, meta=meta)
+
+
+def _check_answer_ranges(examples, path, source):
+    """Raise a DataFormatError for the first answer whose ``answer_start`` cannot be right
+    (at the line of its question's ``"id"`` in the JSON ``source``, when it is found)."""
+    for ex in examples:
+        n = len(ex["context"])
+        for k, (text, start) in enumerate(zip(ex["answers"]["text"],
+                                              ex["answers"]["answer_start"])):
+            if start != -1 and not 0 <= start <= n - len(text):
+                found = re.search(r'"id"\s*:\s*"?' + re.escape(ex["id"]) + r'"?\s*[,}]', source)
+                line = source.count("\n", 0, found.start()) + 1 if found else None
+                raise DataFormatError(path, line, f"question {ex['id']!r}, answer {k} "
+                                                  f"({text[:40]!r}): answer_start {start} is "
+                                                  f"outside its context ({n} characters); it "
+                                                  "is the answer's character offset in the "
+                                                  "context, from 0")

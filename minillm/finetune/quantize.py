@@ -32,14 +32,13 @@ from __future__ import annotations
 import json
 import numbers
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from .._fileio import atomic_write_json, replace_directory
+from .._fileio import atomic_write_json, make_temp_dir, replace_directory
 from ..autograd.tensor import Tensor, tensor, zeros
 from ..nn import Linear, Module
 from .prune import (PrunedLinear, _check_model, _linear_groups, _one_device, _select_linears,
@@ -313,7 +312,7 @@ def save_quantized(model, directory):
             "model_class": type(model).__name__, "quantized": names}
     arrays = {k: v.numpy() for k, v in model.state_dict().items()}
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = make_temp_dir(f".{directory.name}.tmp-", directory.parent)
     try:
         with open(tmp / WEIGHTS_NAME, "wb") as f:
             np.savez(f, **arrays)

@@ -14,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from .._fileio import replace_directory
+from .._fileio import make_temp_dir, replace_directory
 from ..autograd import Tensor, no_grad, tensor
+from ..lazyarray import open_npz
 from ..nn import Module, Parameter
+from ..nn.init import skip_init
 from ..validation import check_int, check_number
 
 __all__ = ["Config", "PreTrainedModel", "CONFIG_NAME", "WEIGHTS_NAME", "sample_next"]
@@ -147,7 +149,7 @@ class PreTrainedModel(Module):
         """Write ``config.json`` + ``model.npz`` into ``directory`` (replaced atomically)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        tmp = make_temp_dir(f".{directory.name}.tmp-", directory.parent)
         try:
             cfg = {"model_type": self.model_type, **self.config.to_dict()}
             with open(tmp / CONFIG_NAME, "w", encoding="utf-8") as f:
@@ -182,18 +184,18 @@ class PreTrainedModel(Module):
             raise ValueError(f"{directory} holds a {model_type!r} model, not {cls.model_type!r}; "
                              "load it with the matching class")
         config = cls.config_class.from_dict(cfg)
-        try:
-            with np.load(w_path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except Exception as e:
-            raise ValueError(f"{w_path} is not a readable weights file ({e})") from e
+        arrays = _open_weights(w_path)
         if dtype is None:
             floats = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
             dtype = floats[0] if floats else None
-        with backend.default_dtype_as(dtype), backend.default_device_as(device):
+        # no random initial weights: every one of them is overwritten by the file right below
+        with backend.default_dtype_as(dtype), backend.default_device_as(device), skip_init():
             model = cls(config)
-        model.load_state_dict({k: (a.astype(dtype) if dtype is not None and a.dtype.kind == "f"
-                                   else a) for k, a in arrays.items()})
+        try:          # tensor by tensor from the file into the parameters (converted if asked)
+            model.load_state_dict({k: (a.astype(dtype) if dtype is not None and
+                                       a.dtype.kind == "f" else a) for k, a in arrays.items()})
+        except _READ_ERRORS as e:
+            raise ValueError(f"{w_path} is not a readable weights file ({e})") from e
         return model
 
     # -- generation ---------------------------------------------------------------------------
@@ -221,14 +223,7 @@ class PreTrainedModel(Module):
         Past a model's context window (``config.block_size``) generation goes on like
         nanoGPT's: each new token is predicted from the last ``block_size`` tokens.
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        if do_sample and temperature <= 0:
-            raise ValueError(f"generate: temperature must be > 0 when sampling, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+        _check_sampling(max_new_tokens, temperature, top_k, top_p, do_sample)
         dev = next(iter(self.parameters())).device
         if not isinstance(ids, Tensor):
             ids = tensor(np.asarray(ids, dtype=np.int64), device=dev)
@@ -248,6 +243,7 @@ class PreTrainedModel(Module):
                 finished = xp.zeros(ids.shape[0], dtype=bool)
                 pending = out
                 ctx = self._context_size()
+                finite = xp.asarray(True)          # checked once at the end: no sync per token
                 for _ in range(max_new_tokens):
                     if cache is not None and ctx is not None and out.shape[1] > ctx:
                         cache = None     # past the context window: recompute on the last ctx
@@ -257,6 +253,7 @@ class PreTrainedModel(Module):
                         window = out if ctx is None else out[:, -ctx:]
                         logits = self(Tensor.wrap(window, dev))
                     last = logits.data[:, -1, :]
+                    finite = finite & xp.isfinite(last).all()
                     nxt = sample_next(xp, last, gen, temperature, top_k, top_p, do_sample)
                     if eos_id is not None:
                         nxt = xp.where(finished, eos_id, nxt)
@@ -267,7 +264,35 @@ class PreTrainedModel(Module):
                         break
         finally:
             self.train(was_training)
+        if not bool(backend.to_host(finite)):
+            raise FloatingPointError("generate: the model's next-token logits are not finite "
+                                     "(NaN or infinite), so no token can be sampled; its weights "
+                                     "are probably NaN, e.g. from a diverged training run")
         return Tensor.wrap(out, dev)
+
+
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def _open_weights(path):
+    """``{name: LazyArray}`` of a ``model.npz``: the headers are read, the values not yet."""
+    try:
+        return open_npz(path)
+    except _READ_ERRORS as e:
+        raise ValueError(f"{path} is not a readable weights file ({e})") from e
+
+
+def _check_sampling(max_new_tokens, temperature, top_k, top_p, do_sample):
+    """The arguments of :meth:`generate` (NaN is in no range)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+    if do_sample and not 0 < temperature < float("inf"):
+        raise ValueError(f"generate: temperature must be a finite number > 0 when sampling, "
+                         f"got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
 
 
 def sample_next(xp, logits, gen, temperature=1.0, top_k=None, top_p=None, do_sample=True):

@@ -28,8 +28,10 @@ cross-attention.
 
 Loading a body (``BERT``) from a checkpoint with heads ignores the head weights, as
 ``transformers`` does, and warns listing them; a checkpoint without pooler weights (a
-``BertForMaskedLM``) gives a ``BERT`` without pooler (``pooled_output`` is None). Float16/bfloat16 checkpoints load as float32
-(pass ``dtype=`` to choose).
+``BertForMaskedLM``) gives a ``BERT`` without pooler (``pooled_output`` is None).
+Float16/bfloat16 checkpoints load as float32 (pass ``dtype=`` to choose), converted tensor by
+tensor: the model is built without random initial weights (``nn.init.skip_init``) and each
+tensor goes from the file into its parameter, so memory holds the weights once.
 
 :func:`load_hf_tokenizer` returns minillm's :class:`BPETokenizer` (GPT-2 byte-level BPE) or
 :class:`WordPieceTokenizer` (BERT) from ``tokenizer.json`` or the classic ``vocab.json`` +
@@ -39,16 +41,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from .._fileio import json_default, replace_directory
+from .._fileio import json_default, make_temp_dir, replace_directory
 from ..nn.module import StateDictError
-from ..safetensors import load_file, save_file
+from ..nn.init import skip_init
+from ..safetensors import open_file, save_file
 from .bert import BERT, BertConfig, BertForMaskedLM, BertForPreTraining
 from .gpt import GPT, GPTConfig
 
@@ -241,7 +243,7 @@ def load_hf(directory, model_class=None, device=None, dtype=None, dropout=None):
             _fail(where, f"architecture {archs[0]!r} is not supported; GPT-2 checkpoints of "
                   f"{', '.join(_GPT2_ARCHS)} are")
         config, model_class = _gpt2_config(cfg, where, dropout), GPT
-        arrays = _gpt2_state(load_file(w_path), where)
+        arrays = _gpt2_state(open_file(w_path), where)
     elif hf_type == "bert":
         if model_class is None:
             if archs and archs[0] not in _BERT_ARCHS:
@@ -256,18 +258,20 @@ def load_hf(directory, model_class=None, device=None, dtype=None, dropout=None):
         arrays = None
     else:
         _fail(where, f"model_type {hf_type!r} is not supported (gpt2 and bert are)")
-    raw = load_file(w_path) if arrays is None else arrays
+    # {name: LazyArray}: the header is read and checked, each tensor is read when loaded
+    raw = open_file(w_path) if arrays is None else arrays
     dtype = _float_dtype(raw, dtype)
     kwargs = {}
     if model_class is BERT and not any(k.endswith("pooler.dense.weight") for k in raw):
         kwargs["add_pooling_layer"] = False          # e.g. the body of a BertForMaskedLM
-    with backend.default_dtype_as(dtype), backend.default_device_as(device):
+    # no random initial weights: every one of them is overwritten by the file right below
+    with backend.default_dtype_as(dtype), backend.default_device_as(device), skip_init():
         model = model_class(config, **kwargs)
     if hf_type == "bert":
         raw = _bert_state(raw, model, where)
-    try:
-        model.load_state_dict({k: (np.ascontiguousarray(a, dtype=dtype) if a.dtype.kind == "f"
-                                   else a) for k, a in raw.items()})
+    try:          # tensor by tensor, converted (float16 -> float32 ...) and transposed on the way
+        model.load_state_dict({k: (a.astype(dtype) if a.dtype.kind == "f" else a)
+                               for k, a in raw.items()})
     except (ValueError, StateDictError) as e:
         raise ValueError(f"{where}: the checkpoint's weights do not fit {model_class.__name__}"
                          f":\n{e}") from None
@@ -322,7 +326,7 @@ def save_hf(model, directory):
                         "GPT, BERT, BertForMaskedLM and BertForPreTraining do")
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = make_temp_dir(f".{directory.name}.tmp-", directory.parent)
     try:
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2, ensure_ascii=False, default=json_default)

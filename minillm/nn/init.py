@@ -16,9 +16,14 @@ transposed weight.
 * Kaiming/He (He et al., 2015): ``std = gain / sqrt(fan)``, ``fan`` = fan_in or fan_out.
 * A uniform distribution U(-a, a) has ``std = a / sqrt(3)``, which is how the ``*_uniform_``
   variants turn the std into a bound.
+
+Loading skips all of this: inside ``with skip_init():`` every function here returns its
+tensor untouched (see :func:`skip_init`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import numpy as np
@@ -27,8 +32,41 @@ from .. import backend
 from ..autograd.function import no_grad
 from ..autograd.tensor import Tensor
 
-__all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_",
+__all__ = ["skip_init", "calculate_gain", "uniform_", "normal_", "constant_", "zeros_", "ones_",
            "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
+
+
+_SKIPPING = contextvars.ContextVar("minillm_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Build models without drawing their random initial weights::
+
+        with nn.init.skip_init():
+            model = GPT(config)           # parameters allocated, all zeros, nothing drawn
+        model.load_state_dict(weights)    # ... because they are overwritten right here
+
+    A layer's constructor allocates its parameters and then initialises them (``Linear``
+    draws U(-1/sqrt(in), 1/sqrt(in)), ``GPT`` draws N(0, 0.02^2) ...). When the very next
+    step is to load a checkpoint, those random numbers are thrown away: for GPT-2 small that
+    is 124 million draws, most of the time a load took. Inside this block every function of
+    ``nn.init`` returns its tensor untouched, so the parameters stay as allocated (zeros,
+    which the operating system hands out lazily: no memory is touched until the weights are
+    written). Two consequences a learner should know: a model built here is *not* usable
+    until every parameter is loaded (``from_pretrained`` loads strictly, so it is), and the
+    random generator does not advance, so the draws after a load differ from those after
+    building a fresh model. Outside the block, initialisation is exactly as before.
+    """
+    token = _SKIPPING.set(True)
+    try:
+        yield
+    finally:
+        _SKIPPING.reset(token)
+
+
+def _skipping():
+    return _SKIPPING.get()
 
 
 def _check(t, op):
@@ -55,6 +93,8 @@ def uniform_(t, a=0.0, b=1.0):
     _check(t, "uniform_")
     if not a <= b:
         raise ValueError(f"nn.init.uniform_: need a <= b, got a={a}, b={b}")
+    if _skipping():
+        return t
     u = backend.generator(t.device).random(t.shape, _draw_dtype(t))
     return _fill_(t, a + (b - a) * u)
 
@@ -64,6 +104,8 @@ def normal_(t, mean=0.0, std=1.0):
     _check(t, "normal_")
     if std < 0:
         raise ValueError(f"nn.init.normal_: std must be >= 0, got {std}")
+    if _skipping():
+        return t
     z = backend.generator(t.device).normal(t.shape, _draw_dtype(t))
     return _fill_(t, mean + std * z)
 
@@ -71,6 +113,8 @@ def normal_(t, mean=0.0, std=1.0):
 def constant_(t, val):
     """Fill ``t`` with the value ``val``."""
     _check(t, "constant_")
+    if _skipping():
+        return t
     with no_grad():
         t.fill_(val)
     return t

@@ -27,6 +27,7 @@ import numpy as np
 from .. import backend
 from ..autograd.function import no_grad
 from ..autograd.tensor import Tensor, tensor as _tensor
+from ..lazyarray import LazyArray
 
 __all__ = ["Parameter", "Module", "IncompatibleKeys", "StateDictError"]
 
@@ -371,10 +372,14 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy values from ``state_dict`` (Tensors or NumPy arrays) into the parameters and buffers.
 
-        Values are copied into the existing tensors, on their device. Every key is checked
-        before anything is copied; one error lists all problems: missing keys, unexpected
-        keys (only when ``strict``), shape mismatches and floating dtype mismatches (never cast
-        silently: convert the values, or the model with ``model.to(dtype=...)``, first).
+        Values are copied into the existing tensors, on their device. Values may also be
+        :class:`~minillm.lazyarray.LazyArray` s (arrays still in a checkpoint file): they are
+        read one at a time, straight into their tensor, so loading needs no second copy of
+        the model in memory (a read error part-way leaves the tensors before it loaded).
+        Every key is checked before anything is copied; one error lists all problems: missing
+        keys, unexpected keys (only when ``strict``), shape mismatches and floating dtype
+        mismatches (never cast silently: convert the values, or the model with
+        ``model.to(dtype=...)``, first).
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
         if not isinstance(state_dict, Mapping):
@@ -416,9 +421,7 @@ class Module:
                                  + "\n".join(problems))
         with no_grad():
             for key, src in sources.items():
-                target = own[key]
-                target.data[...] = _on_device(src, target.device)
-                target.mark_modified()
+                copy_into(own[key], src)
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -----------------------------------------------------------------------------
@@ -454,10 +457,26 @@ def _move_(t, dev, dtype):
             holder.mark_modified()
 
 
+def copy_into(target, src):
+    """``target.data[...] = src`` for a Tensor ``target`` and an array or LazyArray ``src``
+    (moved to ``target``'s device explicitly). A LazyArray is read straight into a host
+    tensor, or read on the host and sent to the device: one tensor at a time, so the host
+    never holds the whole model twice."""
+    if isinstance(src, LazyArray) and target.device.type == "cpu":
+        src.read_into(target.data)                   # from the file into the parameter
+    else:
+        host_or_device = src.read() if isinstance(src, LazyArray) else src
+        target.data[...] = _on_device(host_or_device, target.device)
+    target.mark_modified()
+
+
 def _source_array(key, value):
-    """The array behind a state-dict value: a Tensor's data, or a NumPy/device array."""
+    """The array behind a state-dict value: a Tensor's data, a NumPy/device array, or a
+    LazyArray (still in its file)."""
     if isinstance(value, Tensor):
         return value.data
+    if isinstance(value, LazyArray):
+        return value
     if isinstance(value, (np.ndarray, np.generic)):
         return np.asarray(value)
     try:

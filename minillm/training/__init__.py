@@ -8,9 +8,9 @@ from .checkpoint import (CheckpointError, CheckpointManager, load_checkpoint, sa
                          verify_checkpoint)
 from .plots import plot_history
 from .trainer import (EarlyStoppingCallback, Trainer, TrainerCallback, TrainerState,
-                      TrainingArguments, default_compute_loss)
+                      TrainingArguments, TrainingDivergedError, default_compute_loss)
 
 __all__ = ["CheckpointError", "CheckpointManager", "save_checkpoint", "load_checkpoint",
            "verify_checkpoint", "Trainer", "TrainingArguments", "TrainerState",
            "TrainerCallback", "EarlyStoppingCallback", "default_compute_loss", "plot_history",
-           "GradScaler", "MixedPrecision"]
+           "GradScaler", "MixedPrecision", "TrainingDivergedError"]

@@ -68,7 +68,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ..nn.module import Module, Parameter, StateDictError, _on_device, _source_array
+from ..nn.module import Module, Parameter, StateDictError, _source_array, copy_into
 from ..optim import Optimizer, clip_grad_norm_
 from ..validation import check_int, check_number
 
@@ -565,9 +565,7 @@ class MixedPrecision:
                 p = params.get(key)
                 if p is None or id(p) not in self._masters:
                     continue
-                m = self._masters[id(p)]
-                m.data[...] = _on_device(a, m.device)
-                m.mark_modified()
+                copy_into(self._masters[id(p)], a)
         return result
 
     def __repr__(self):

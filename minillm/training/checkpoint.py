@@ -35,14 +35,14 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from .._fileio import fsync_dir, replace_directory, sha256_file
+from .._fileio import fsync_dir, make_temp_dir, replace_directory, sha256_file
+from ..lazyarray import open_npz
 from ..validation import check_int
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "verify_checkpoint",
@@ -151,7 +151,7 @@ def save_checkpoint(directory, model, optimizer=None, scheduler=None, trainer_st
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=directory))
+    tmp = make_temp_dir(f".{final.name}.tmp-", directory)
     try:
         files = []
         config = _model_config(model)
@@ -240,6 +240,29 @@ def _read_npz(path):
         raise CheckpointError(f"checkpoint file {path} is not a readable .npz file: {e}") from e
 
 
+def check_readable(directory):
+    """:func:`verify_checkpoint`, then parse every ``.npz`` and ``.json`` file it lists as
+    loading will (``allow_pickle=False``): a file can match its manifest and still not load
+    (an object array, a JSON file that is not JSON). Returns the manifest; raises
+    :class:`CheckpointError` naming the file and the reason."""
+    directory = Path(directory)
+    manifest = verify_checkpoint(directory)
+    for name in manifest["files"]:
+        if name.endswith(".npz"):
+            _read_npz(directory / name)
+        elif name.endswith(".json"):
+            _read_json(directory / name)
+    return manifest
+
+
+def _open_npz(path):
+    """``{name: LazyArray}`` of a ``.npz`` file: headers read and checked, values read later."""
+    try:
+        return open_npz(path)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {path} is not a readable .npz file: {e}") from e
+
+
 def _optimizer_state_dict(directory):
     arrays = _read_npz(directory / OPTIMIZER_ARRAYS)
     meta = _read_json(directory / OPTIMIZER_JSON)
@@ -289,7 +312,7 @@ def _read_checkpoint_parts(directory, listed, model, optimizer, scheduler, mixed
     parts = {"weights": None, "optimizer": None, "scheduler": None, "scaler": None}
     if model is not None or mixed_precision is not None:
         _need_file(directory, listed, WEIGHTS_NAME, "model weights")
-        parts["weights"] = _read_npz(directory / WEIGHTS_NAME)
+        parts["weights"] = _open_npz(directory / WEIGHTS_NAME)      # {name: LazyArray}
     if mixed_precision is not None:
         if SCALER_NAME in listed:
             parts["scaler"] = _read_json(directory / SCALER_NAME)["state"]
@@ -320,35 +343,35 @@ def _read_optimizer_part(directory, listed, optimizer):
     return opt_sd
 
 
-def _weights_copy(module):
-    """A host copy of ``module``'s state dict (a snapshot for the rollback)."""
-    return {k: v.numpy().copy() for k, v in module.state_dict().items()}
-
-
-def _swap_state(obj, state, undo, snapshot=None):
+def _swap_state(obj, state, undo):
     """Load ``state`` into ``obj`` after recording in ``undo`` how to put the old one back."""
-    before = snapshot(obj) if snapshot is not None else obj.state_dict()
+    before = obj.state_dict()
     undo.append(lambda: obj.load_state_dict(before))
     obj.load_state_dict(state)
 
 
 def _apply_checkpoint_parts(directory, parts, model, optimizer, scheduler, restore_rng,
                             mixed_precision):
-    """Load the parsed states; if one does not fit, roll back those already loaded."""
+    """Load the parsed states; if one does not fit, roll back those already loaded.
+
+    The weights come last and need no backup copy: ``load_state_dict`` checks every name,
+    shape and dtype before it changes anything, so when they do not fit the model is
+    untouched and only the states loaded before them are rolled back. They are read from
+    ``model.npz`` one tensor at a time, straight into the parameters."""
     undo = []
     try:
-        if mixed_precision is not None:
-            _swap_state(mixed_precision, parts["weights"], undo, _weights_copy)
-            if parts["scaler"] is not None:
-                _swap_state(mixed_precision.scaler, parts["scaler"], undo)
-        elif model is not None:
-            _swap_state(model, parts["weights"], undo, _weights_copy)
         if optimizer is not None:
             _swap_state(optimizer, parts["optimizer"], undo)
         if scheduler is not None:
             _swap_state(scheduler, parts["scheduler"], undo)
+        if mixed_precision is not None and parts["scaler"] is not None:
+            _swap_state(mixed_precision.scaler, parts["scaler"], undo)
         if restore_rng:
             _restore_generators(directory, parts["rng"], undo)
+        if mixed_precision is not None:
+            mixed_precision.load_state_dict(parts["weights"])
+        elif model is not None:
+            model.load_state_dict(parts["weights"])
     except Exception as e:
         for fn in reversed(undo):
             fn()
@@ -432,18 +455,21 @@ class CheckpointManager:
         return best_path
 
     def latest(self):
-        """The newest checkpoint that passes verification, or None.
+        """The newest checkpoint that passes verification and whose files parse
+        (:func:`check_readable`), or None.
 
-        Corrupt ones are skipped with a warning (and listed in ``self.corrupt``), so an
-        interrupted or damaged last save falls back to the previous checkpoint.
+        Others are skipped with a warning naming the reason (and listed in ``self.corrupt``),
+        so an interrupted, damaged or unloadable last save falls back to the previous one.
         """
         self.corrupt = []
         for p in reversed(self.checkpoints()):
             try:
-                verify_checkpoint(p)
-            except CheckpointError as e:
-                self.corrupt.append((p, str(e)))
-                warnings.warn(f"skipping corrupt checkpoint: {e}", stacklevel=2)
+                check_readable(p)
+            except Exception as e:      # noqa: BLE001 - any reason: fall back, and name it
+                reason = str(e) if isinstance(e, CheckpointError) else \
+                    f"checkpoint {p} cannot be read: {type(e).__name__}: {e}"
+                self.corrupt.append((p, reason))
+                warnings.warn(f"skipping corrupt checkpoint: {reason}", stacklevel=2)
                 continue
             return p
         return None

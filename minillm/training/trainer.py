@@ -65,6 +65,7 @@ import json
 import math
 import numbers
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -80,10 +81,16 @@ from .amp import BFLOAT16_UNAVAILABLE, GradScaler, MixedPrecision
 from .checkpoint import CHECKPOINT_PREFIX, CheckpointManager, load_checkpoint
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerState", "TrainerCallback",
-           "EarlyStoppingCallback", "default_compute_loss"]
+           "EarlyStoppingCallback", "default_compute_loss", "TrainingDivergedError"]
 
 _LM_TYPES = ("gpt", "lstm_lm", "ffnn_lm", "ngram", "seq2seq", "bert-for-masked-lm")
 _TOKEN_KEYS = ("input_ids", "ids", "x")
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a loss, a gradient norm or weights that are not finite (NaN or
+    infinite): the run stopped at that step, before the update; its checkpoints (all saved
+    from finite weights) are kept."""
 
 
 def _is_int(v, low=None):
@@ -388,6 +395,7 @@ class Trainer:
                     f"{', '.join(dtypes)}; convert it with model.float(), or train without fp16")
         self.state = TrainerState()
         self.output_dir = Path(args.output_dir)
+        self._saved_now = set()                  # checkpoints written by the last train()
         self.checkpoints = CheckpointManager(args.output_dir, keep_last=args.save_total_limit,
                                              metric=args.metric_for_best_model,
                                              greater_is_better=args.greater_is_better)
@@ -546,11 +554,13 @@ class Trainer:
         metrics = None
         if s.last_eval is not None and s.last_eval.get("step") == s.global_step:
             metrics = {k: v for k, v in s.last_eval.items() if k != "step"}
+        self._check_weights()
         if not self.is_main:                     # data parallel: rank 0 writes, others wait
             return None
         path = self.checkpoints.save(self.model, self.optimizer, self.lr_scheduler,
                                      trainer_state=s.to_dict(), metrics=metrics,
                                      step=s.global_step, mixed_precision=self.mixed_precision)
+        self._saved_now.add(Path(path))
         self._call("on_save", path)
         return path
 
@@ -577,6 +587,7 @@ class Trainer:
         self.create_scheduler(total_steps)
         mp = self.create_mixed_precision()
         s = self._start_state(resume_from_checkpoint, total_steps, mp)
+        self._saved_now = set()                  # checkpoints this call wrote
         self._call("on_train_begin")
         bar = _Progress(total_steps, s, disable=args.disable_tqdm or not self.is_main)
         try:
@@ -662,6 +673,8 @@ class Trainer:
         if world > 1:                            # dropout noise of (rank, step): resume-exact
             backend.manual_seed(_rank_step_seed(args.seed, rank, s.global_step))
         loss, tokens = self._forward_backward(loader, group, mp)
+        if mp is None and not math.isfinite(loss):   # (fp16's loss scaler skips such steps)
+            self._diverged("the training loss", loss)
         grad_norm = self._optimizer_step(mp)
         s.batch_in_epoch += len(group)
         s.tokens_seen += tokens
@@ -719,6 +732,8 @@ class Trainer:
         else:
             if self.args.max_grad_norm is not None:
                 grad_norm = clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+                if not math.isfinite(grad_norm.item()):
+                    self._diverged("the gradient norm", grad_norm.item())
             self.optimizer.step()
             stepped = True
         if stepped:                              # no schedule step for a skipped fp16 step
@@ -743,6 +758,30 @@ class Trainer:
         s.log_loss_sum, s.log_loss_count = 0.0, 0
         self._log(logs)
         return logs
+
+    def _diverged(self, what, value, step=None):
+        """Stop a run whose loss or gradients stopped being finite: clear the gradients,
+        keep the history so far, raise :class:`TrainingDivergedError` naming the step and
+        the last good checkpoint to go back to. A checkpoint this run just wrote of the
+        weights that gave the non-finite loss or gradient is deleted, so that a resume
+        starts from the one before."""
+        self.optimizer.zero_grad()
+        self.save_history()
+        bad = self.output_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        if step is None and bad in getattr(self, "_saved_now", ()) and self.is_main:
+            shutil.rmtree(bad, ignore_errors=True)
+        done = self.checkpoints.checkpoints()
+        kept = (f"the last good checkpoint is {done[-1]}" if done
+                else "no checkpoint had been saved yet")
+        raise TrainingDivergedError(
+            f"training diverged at step {step or self.state.global_step + 1}: {what} is {value}; "
+            f"{kept}; lower the learning rate, add warmup or clip the gradients (max_grad_norm)")
+
+    def _check_weights(self):
+        """Refuse to checkpoint weights that are not finite (a diverged step)."""
+        for name, p in self.model.named_parameters():
+            if not bool(backend.to_host(p.xp.isfinite(p.data).all())):
+                self._diverged(f"the weight {name}", "not finite", self.state.global_step)
 
     def _finish_training(self, n_batches):
         """A last evaluation and checkpoint unless the schedule just made them; on several

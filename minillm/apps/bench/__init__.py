@@ -23,6 +23,7 @@ from .apps import ner, text_classification
 from .fewshot import fewshot_intents
 from .generation import code_completion, translation
 from .instruct import instruct_pipeline
+from .load import load_benchmark
 from .methods import sentiment_methods
 from .multimodal import multimodal
 from .payoff import pretraining_payoff
@@ -67,6 +68,11 @@ BENCHMARKS["instruct"] = Benchmark(
     "baseline, the pretrained GPT with 2 demonstrations, SFT from scratch / pretrained, + DPO, "
     "+ GRPO; exact match on seen and held-out wordings, and a report card")
 
+BENCHMARKS["load"] = Benchmark(
+    load_benchmark, "loading Hugging Face checkpoints with random weights (GPT-2 small, "
+    "BERT-base; --large adds GPT-2 large): seconds and peak memory / weights, each load in a "
+    "fresh process, beside transformers")
+
 BENCHMARKS["prompting"] = Benchmark(
     prompting_accuracy, "zero- and few-shot in-context classification with the "
     "pretraining-payoff GPTs, raw and with contextual calibration, against the majority class")
@@ -81,7 +87,7 @@ BENCHMARKS["multimodal"] = Benchmark(
     "generated shapes (held-out shape-colour pairs), a LLaVA-style prefix captioner; beside "
     "nearest-centroid / nearest-neighbour baselines and chance")
 
-__all__ = ["BENCHMARKS", "fewshot_intents", "multimodal", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
+__all__ = ["BENCHMARKS", "load_benchmark", "fewshot_intents", "multimodal", "instruct_pipeline", "pretraining_payoff", "prompting_accuracy", "Benchmark", "format_result", "run_benchmark", "shakespeare_gpt",
            "ptb_lstm", "ptb_ngram", "sentiment", "sentiment_methods", "open_domain_qa", "kb_qa",
            "translation", "code_completion", "text_classification", "ner",
            "nanogpt_lr", "zaremba_lr",

@@ -926,7 +926,7 @@ def format_result(name, result, table=True):
                   f"  {r['fit_seconds']:>7.1f}" for r in result["orders"]]
     elif name in ("sentiment", "sentiment-methods", "text-classification", "ner",
                   "pretraining-payoff", "prompting", "instruct", "fewshot-intents",
-                  "multimodal"):
+                  "multimodal", "load"):
         lines = [head, result["table"] if table else "  (the table is above; every number is "
                  "in results.json)"]
     elif result.get("benchmark") in ("translation", "code-completion"):

@@ -20,10 +20,10 @@ two exist). Special tokens have the empty offset ``(0, 0)``.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from ..._fileio import make_temp_file
 from ...autograd import tensor as _tensor
 
 FORMAT = "minillm.tokenizer"
@@ -358,7 +358,7 @@ class Tokenizer:
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tokenizer-", suffix=".tmp")
+        fd, tmp = make_temp_file(folder, ".tokenizer-", ".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
