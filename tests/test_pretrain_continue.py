@@ -111,29 +111,3 @@ def test_continued_pretraining_records_the_models_size(tmp_path):
     model = json.loads((first / "model" / "config.json").read_text(encoding="utf-8"))
     assert (saved["model_type"], saved["n_layer"], saved["n_head"], saved["n_embd"]) == \
         ("gpt", model["n_layer"], model["n_head"], model["n_embd"])
-
-
-@pytest.mark.parametrize("model_type", ["gpt", "bert"])
-def test_new_characters_start_at_their_full_width_twin(model_type):
-    """'7' joins a vocabulary that knows '７': its row starts as a copy of '７''s; a character
-    without a twin starts at the mean embedding; old rows are unchanged."""
-    from minillm.apps.tasks import grow_embeddings
-    from minillm.data import CharTokenizer
-    from minillm.models import BertConfig, BertForMaskedLM, GPT, GPTConfig
-    tok = CharTokenizer.train(["７＋年月日"])
-    if model_type == "gpt":
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1,
-                              n_embd=8))
-    else:
-        model = BertForMaskedLM(BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=8,
-                                           hidden_size=8, num_hidden_layers=1,
-                                           num_attention_heads=1, intermediate_size=16))
-    before = np.array(model.get_input_embeddings().numpy())
-    bigger, added = tok.extended(["7+x"])
-    assert grow_embeddings(model, tok, bigger, added) == 2
-    after = model.get_input_embeddings().numpy()
-    assert after.shape == (tok.vocab_size + 3, 8)
-    np.testing.assert_array_equal(after[:tok.vocab_size], before)
-    for ch, twin in (("7", "７"), ("+", "＋")):
-        np.testing.assert_array_equal(after[bigger.token_to_id(ch)], before[tok.token_to_id(twin)])
-    np.testing.assert_allclose(after[bigger.token_to_id("x")], before.mean(axis=0), atol=1e-6)

@@ -156,19 +156,6 @@ def test_char_extended_appends_new_characters(min_freq, added):
     assert tok.encode("z") == [tok.unk_id]               # the original is unchanged
 
 
-@pytest.mark.parametrize("vocab,chars,twins", [
-    ("０１７＋", "017+8", {"0": "０", "1": "１", "7": "７", "+": "＋"}),   # full-width -> ASCII
-    ("abc", "ＡＢａ", {"Ａ": None, "Ｂ": None, "ａ": "a"}),              # and back; case counts
-    ("你好", "你们", {}),                                          # no other form
-    ("ﬁ", "fi", {}),                                               # NFKC 'ﬁ' is two letters
-])
-def test_char_width_twins(vocab, chars, twins):
-    tok = CharTokenizer.train([vocab])
-    found = tok.width_twins([c for c in chars if tok.token_to_id(c) is None])
-    expect = {c: tok.token_to_id(t) for c, t in twins.items() if t is not None}
-    assert found == expect
-
-
 @pytest.mark.parametrize("min_freq", [0, 1.5, True])
 def test_char_extended_refuses_bad_min_freq(min_freq):
     with pytest.raises(ValueError, match="min_freq must be an int >= 1"):

@@ -87,13 +87,12 @@ def _pretrained(cfg, texts, log):
         raise tasks.TaskError(f"{cfg.model} holds a {type(model).__name__}; instruction tuning "
                               "starts from a GPT (causal language model) directory")
     if isinstance(tok, CharTokenizer):
-        bigger, added = tok.extended(texts)
+        tok, added = tok.extended(texts)
         if added:
-            twins = tasks.grow_embeddings(model, tok, bigger, added)
+            model.resize_token_embeddings(tok.vocab_size)
             tasks._log(log, f"tokenizer: {len(added)} new characters from the instructions "
                             f"appended ({''.join(added[:20])}...), embeddings grown to "
-                            f"{bigger.vocab_size} ({twins} start at a full-width twin)")
-        tok = bigger
+                            f"{tok.vocab_size}")
     return model, tok
 
 

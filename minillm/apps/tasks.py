@@ -1828,29 +1828,12 @@ def extend_vocabulary(model, tok, text, min_freq, log=print):
     bigger, added = tok.extended([text], min_freq=min_freq)
     if not added:
         return tok
-    twins = grow_embeddings(model, tok, bigger, added)
+    model.resize_token_embeddings(bigger.vocab_size)
     shown = "".join(added[:20]) + ("..." if len(added) > 20 else "")
     _log(log, f"vocabulary: {len(added)} characters of the new text seen at least {min_freq} "
               f"times were [UNK] and are added ({tok.vocab_size} -> {bigger.vocab_size} "
-              f"tokens; {twins} start at their full-width twin's embedding, the others at "
-              f"the mean embedding): {shown}")
+              f"tokens; new rows start at the mean embedding): {shown}")
     return bigger
-
-
-def grow_embeddings(model, tok, bigger, added):
-    """Grow ``model``'s embeddings from ``tok`` to ``bigger`` (which appends ``added``).
-    A new row starts at the mean embedding
-    (:meth:`~minillm.models.base.PreTrainedModel.resize_token_embeddings`), or, when the new
-    character has a twin of another width in the old vocabulary (``'7'`` and ``'７'``,
-    :meth:`CharTokenizer.width_twins`), at that twin's row: ``E[new] = E[twin]``. Without it
-    the ten ASCII digits, which People's Daily writes full-width, would all start as the
-    same average vector. Returns how many rows started at a twin."""
-    model.resize_token_embeddings(bigger.vocab_size)
-    emb = model.get_input_embeddings()
-    twins = tok.width_twins(added)
-    for ch, old in twins.items():
-        emb.data[bigger.token_to_id(ch)] = emb.data[old]
-    return len(twins)
 
 
 def _size(model):

@@ -10,7 +10,6 @@ first (ties in code-point order), so ids are deterministic. A character outside 
 vocabulary becomes ``<unk>``. ``decode(encode(text)) == text`` exactly whenever every
 character of ``text`` is in the vocabulary.
 """
-import unicodedata
 from collections import Counter
 
 from ...validation import check_int
@@ -72,25 +71,6 @@ class CharTokenizer(Tokenizer):
             counts.update(t)
         added = [c for c in _by_frequency(counts, min_freq) if c not in self._token_to_id]
         return type(self)(self._id_to_token + added, self.special_tokens), added
-
-    def width_twins(self, chars):
-        """``{char: id}``: for each of ``chars`` a token of this vocabulary that is the same
-        character in another width or form -- the two have one compatibility normal form
-        (Unicode NFKC), e.g. the ASCII ``'7'`` and the full-width ``'７'`` of Chinese
-        newspapers, or ``'+'`` and ``'＋'``. Characters without a twin are left out.
-
-        A model that grows a row for a new character can start it at its twin's embedding
-        instead of at the average token, so it begins with what was learned about the twin."""
-        by_form = {}
-        for i, token in enumerate(self._id_to_token):
-            if i not in self._special_ids and len(token) == 1:
-                by_form.setdefault(unicodedata.normalize("NFKC", token), i)
-        twins = {}
-        for ch in chars:
-            twin = by_form.get(unicodedata.normalize("NFKC", ch))
-            if twin is not None and self._id_to_token[twin] != ch:
-                twins[ch] = twin
-        return twins
 
     def _encode_with_offsets(self, text):
         ids, get, unk = [], self._token_to_id.get, self.unk_id
