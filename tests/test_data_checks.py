@@ -310,3 +310,36 @@ def test_pretrain_resume_falls_back_past_an_object_array(tmp_path):
     history = json.loads((out / "history.json").read_text(encoding="utf-8"))
     assert [h["step"] for h in history if "loss" in h] == list(range(1, 13))   # 7..12 again
     ckpt_mod.check_readable(out / "checkpoint-12")                  # saved anew at step 12
+
+
+def _wrong_shape_checkpoint(path):
+    """Rewrite ``path/model.npz`` with one weight of another shape (a file that parses and
+    matches its manifest, but does not fit the model) and update the manifest."""
+    weights = path / "model.npz"
+    with np.load(weights) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    name = next(k for k, v in arrays.items() if v.ndim == 2)
+    arrays[name] = np.zeros((arrays[name].shape[0] + 1, arrays[name].shape[1]), np.float32)
+    with open(weights, "wb") as f:
+        np.savez(f, **arrays)
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["model.npz"] = {"size": weights.stat().st_size,
+                                      "sha256": ckpt_mod.sha256_file(weights)}
+    (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_pretrain_resume_falls_back_past_a_checkpoint_that_does_not_fit(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ("pretrain", "--train", text, "--block-size", "16", "--fast", "--device", DEVICE,
+            "--output-dir", out, "--no-progress")
+    rc, _, err = run(*argv)
+    assert rc == 0, err
+    _wrong_shape_checkpoint(out / "checkpoint-12")
+    ckpt_mod.check_readable(out / "checkpoint-12")            # it parses: only loading fails
+    with pytest.warns(UserWarning, match=r"(?s)checkpoint-12 does not fit .*shape mismatch"):
+        rc, _, err = run(*argv, "--resume")
+    assert rc == 0, err
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in history if "loss" in h] == list(range(1, 13))   # 7..12 again
