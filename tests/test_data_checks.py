@@ -252,18 +252,26 @@ def test_a_gpt_character_body_fine_tunes_qa_with_bos_and_eos(tmp_path):
 
 
 # -- resume falls back past a checkpoint that passes its manifest but does not load ----------------
-def _object_array_checkpoint(path):
-    """Rewrite ``path/model.npz`` with an object array and update the manifest to match."""
+def _rewrite_weights(path, change):
+    """Rewrite ``path/model.npz`` with ``change(arrays)`` applied and update the manifest to
+    match, so the checkpoint still passes verification."""
     weights = path / "model.npz"
     with np.load(weights) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays[next(iter(arrays))] = np.array([{"a": 1}], dtype=object)
+    change(arrays)
     with open(weights, "wb") as f:
         np.savez(f, **arrays)
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"]["model.npz"] = {"size": weights.stat().st_size,
                                       "sha256": ckpt_mod.sha256_file(weights)}
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _object_array_checkpoint(path):
+    """One weight becomes an object array (the file no longer loads with allow_pickle=False)."""
+    def change(arrays):
+        arrays[next(iter(arrays))] = np.array([{"a": 1}], dtype=object)
+    _rewrite_weights(path, change)
 
 
 UNLOADABLE = [
@@ -295,40 +303,27 @@ def test_resume_falls_back_past_an_unloadable_checkpoint(tmp_path, damage, reaso
 
 
 def test_pretrain_resume_falls_back_past_an_object_array(tmp_path):
-    text = tmp_path / "a.txt"
-    text.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
-    out = tmp_path / "run"
-    argv = ("pretrain", "--train", text, "--block-size", "16", "--fast", "--device", DEVICE,
-            "--output-dir", out, "--no-progress")
-    rc, _, err = run(*argv)
-    assert rc == 0, err
+    out, argv = _pretrained_run(tmp_path)
     assert (out / "checkpoint-6").is_dir() and (out / "checkpoint-12").is_dir()
     _object_array_checkpoint(out / "checkpoint-12")
     with pytest.warns(UserWarning, match="checkpoint-12/model.npz .*Object arrays"):
         rc, _, err = run(*argv, "--resume")
     assert rc == 0, err
-    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
-    assert [h["step"] for h in history if "loss" in h] == list(range(1, 13))   # 7..12 again
+    assert _resumed_steps(out) == list(range(1, 13))                # 7..12 again
     ckpt_mod.check_readable(out / "checkpoint-12")                  # saved anew at step 12
 
 
 def _wrong_shape_checkpoint(path):
-    """Rewrite ``path/model.npz`` with one weight of another shape (a file that parses and
-    matches its manifest, but does not fit the model) and update the manifest."""
-    weights = path / "model.npz"
-    with np.load(weights) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    name = next(k for k, v in arrays.items() if v.ndim == 2)
-    arrays[name] = np.zeros((arrays[name].shape[0] + 1, arrays[name].shape[1]), np.float32)
-    with open(weights, "wb") as f:
-        np.savez(f, **arrays)
-    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    manifest["files"]["model.npz"] = {"size": weights.stat().st_size,
-                                      "sha256": ckpt_mod.sha256_file(weights)}
-    (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    """One weight gets another shape: the file parses and matches its manifest, but does not
+    fit the model."""
+    def change(arrays):
+        name = next(k for k, v in arrays.items() if v.ndim == 2)
+        arrays[name] = np.zeros((arrays[name].shape[0] + 1, arrays[name].shape[1]), np.float32)
+    _rewrite_weights(path, change)
 
 
-def test_pretrain_resume_falls_back_past_a_checkpoint_that_does_not_fit(tmp_path):
+def _pretrained_run(tmp_path):
+    """A finished fast pretrain run (checkpoints 6 and 12) and the argv that made it."""
     text = tmp_path / "a.txt"
     text.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
     out = tmp_path / "run"
@@ -336,10 +331,19 @@ def test_pretrain_resume_falls_back_past_a_checkpoint_that_does_not_fit(tmp_path
             "--output-dir", out, "--no-progress")
     rc, _, err = run(*argv)
     assert rc == 0, err
+    return out, argv
+
+
+def _resumed_steps(out):
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    return [h["step"] for h in history if "loss" in h]
+
+
+def test_pretrain_resume_falls_back_past_a_checkpoint_that_does_not_fit(tmp_path):
+    out, argv = _pretrained_run(tmp_path)
     _wrong_shape_checkpoint(out / "checkpoint-12")
     ckpt_mod.check_readable(out / "checkpoint-12")            # it parses: only loading fails
     with pytest.warns(UserWarning, match=r"(?s)checkpoint-12 does not fit .*shape mismatch"):
         rc, _, err = run(*argv, "--resume")
     assert rc == 0, err
-    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
-    assert [h["step"] for h in history if "loss" in h] == list(range(1, 13))   # 7..12 again
+    assert _resumed_steps(out) == list(range(1, 13))                # 7..12 again

@@ -1111,6 +1111,14 @@ def _parser_pretrain(add):
                         "warmup + cosine to a floor, clipping, checkpoints). Defaults: nanoGPT's "
                         "CPU recipe on tinyshakespeare.")
     add_config_fields(s, tasks.PretrainConfig, PRETRAIN_HELP)
+    _add_run_options(s)
+    add_common(s, tasks.PretrainConfig.output_dir)
+    s.fast_defaults = PRETRAIN_FAST
+
+
+def _add_run_options(s):
+    """``--resume`` and ``--overwrite``: what a training command does with an --output-dir
+    that already holds a run."""
     s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="resume from the newest valid checkpoint in --output-dir (or the given "
                         "checkpoint directory); the settings must be the run's (the length "
@@ -1119,8 +1127,6 @@ def _parser_pretrain(add):
                    help="replace the run already in --output-dir (without it, such a "
                         "directory is refused; its files are deleted only once the new run "
                         "trains)")
-    add_common(s, tasks.PretrainConfig.output_dir)
-    s.fast_defaults = PRETRAIN_FAST
 
 
 def _parser_finetune(add):
@@ -1150,14 +1156,7 @@ def _parser_finetune(add):
             a.choices = list(tasks.METHODS)
         if a.dest in ("model_type",):
             a.choices = ["bert", "gpt"]
-    s.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                   help="resume from the newest valid checkpoint in --output-dir (or the given "
-                        "checkpoint directory); the settings must be the run's (the length "
-                        "and the evaluation and saving schedules may change)")
-    s.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --output-dir (without it, such a "
-                        "directory is refused; its files are deleted only once the new run "
-                        "trains)")
+    _add_run_options(s)
     add_common(s, tasks.FinetuneConfig.output_dir)
     s.fast_defaults = FINETUNE_FAST
 

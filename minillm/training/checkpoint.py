@@ -461,17 +461,23 @@ class CheckpointManager:
         Others are skipped with a warning naming the reason (and listed in ``self.corrupt``),
         so an interrupted, damaged or unloadable last save falls back to the previous one.
         """
+        return self.load_newest(lambda path: path)
+
+    def load_newest(self, load):
+        """``load(path)`` of the newest checkpoint that passes :func:`check_readable` and
+        that ``load`` accepts, or None. A checkpoint that fails either, for any reason, is
+        skipped with a warning naming it and the reason (and listed in ``self.corrupt``), and
+        the one before it is tried."""
         self.corrupt = []
         for p in reversed(self.checkpoints()):
             try:
                 check_readable(p)
+                return load(p)
             except Exception as e:      # noqa: BLE001 - any reason: fall back, and name it
                 reason = str(e) if isinstance(e, CheckpointError) else \
                     f"checkpoint {p} cannot be read: {type(e).__name__}: {e}"
                 self.corrupt.append((p, reason))
                 warnings.warn(f"skipping corrupt checkpoint: {reason}", stacklevel=2)
-                continue
-            return p
         return None
 
     # -- saving ----------------------------------------------------------------------------

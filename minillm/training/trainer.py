@@ -67,7 +67,6 @@ import numbers
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +78,7 @@ from ..data import DataLoader, default_collate
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
 from ..optim.lr_scheduler import SCHEDULER_NAMES
 from .amp import BFLOAT16_UNAVAILABLE, GradScaler, MixedPrecision
-from .checkpoint import (CHECKPOINT_PREFIX, CheckpointError, CheckpointManager,
-                         check_readable, load_checkpoint)
+from .checkpoint import CHECKPOINT_PREFIX, CheckpointManager, load_checkpoint
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerState", "TrainerCallback",
            "EarlyStoppingCallback", "default_compute_loss", "TrainingDivergedError"]
@@ -657,17 +655,12 @@ class Trainer:
         reason -- damaged, unreadable, or not fitting this model (other shapes) -- is skipped
         with a warning naming it and the reason, and the one before it is tried (the weights
         load last, so a refused checkpoint leaves the model as it was)."""
-        for path in reversed(self.checkpoints.checkpoints()):           # newest first
-            try:
-                check_readable(path)
-                return load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
-                                       mixed_precision=mp)
-            except Exception as e:      # noqa: BLE001 - any reason: fall back, and name it
-                reason = str(e) if isinstance(e, CheckpointError) else \
-                    f"checkpoint {path} does not load: {type(e).__name__}: {e}"
-                warnings.warn(f"skipping checkpoint: {reason}", stacklevel=2)
-        raise ValueError(f"Trainer.train(resume_from_checkpoint=True): no valid checkpoint in "
-                         f"{self.output_dir}")
+        ts = self.checkpoints.load_newest(lambda path: load_checkpoint(
+            path, self.model, self.optimizer, self.lr_scheduler, mixed_precision=mp))
+        if ts is None:
+            raise ValueError(f"Trainer.train(resume_from_checkpoint=True): no valid "
+                             f"checkpoint in {self.output_dir}")
+        return ts
 
     def _epoch_batches(self, loader, epoch):
         """The global batches of ``epoch``: lists of example indices, in the same order on

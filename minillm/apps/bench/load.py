@@ -73,7 +73,7 @@ import json, sys, time
 
 def status(field):
     try:
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
@@ -91,7 +91,7 @@ else:
     cls = GPT if kind == "gpt2" else BertForMaskedLM
     load = lambda: cls.from_pretrained(directory, device=device)
 try:                                    # the peak from here on: the load's, not the imports'
-    with open("/proc/self/clear_refs", "w") as f:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
         f.write("5")
 except OSError:
     pass
