@@ -166,21 +166,66 @@ _EXPR = re.compile(r"\s*(\d+)\s*([+\-×*])\s*(\d+)\s*(?:=\s*\??\s*)?")
 _ANSWER = re.compile(r"\s*(-?\d+)\s*[。.]?\s*")
 
 
-def arithmetic_answer(text):
-    """The value of ``"23 + 45"``, ``"50 - 7"`` or ``"12 × 3"`` (``*`` also works)."""
+def _operands(text):
     m = _EXPR.fullmatch(text)
     if not m:
         raise ValueError(f"{text!r} is not 'a + b', 'a - b' or 'a × b'")
-    a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+    return int(m.group(1)), m.group(2).replace("*", "×"), int(m.group(3))
+
+
+def arithmetic_answer(text):
+    """The value of ``"23 + 45"``, ``"50 - 7"`` or ``"12 × 3"`` (``*`` also works)."""
+    a, op, b = _operands(text)
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
+def _digits(k, width):
+    """The decimal digits of ``k``, ones first, padded with zeros to ``width``."""
+    return [int(d) for d in str(k).zfill(width)[::-1]]
+
+
+def _column_steps(a, op, b):
+    """One step per column, ones first, the way it is done on paper: the column's sum
+    (difference, product) with the carry (borrow) it takes from the column before."""
+    width = max(len(str(a)), len(str(b))) if op != "×" else len(str(a))
+    steps, carry = [], 0
+    for x, y in zip(_digits(a, width), _digits(b, width) if op != "×" else [b] * width):
+        if op == "+":
+            value = x + y + carry
+            steps.append(f"{x}+{y}" + "+1" * carry + f"={value}")
+            carry = value // 10
+        elif op == "-":
+            lend = x - carry < y                       # borrow 10 from the next column
+            value = x + 10 * lend - carry - y
+            steps.append(f"{x + 10 * lend}" + "-1" * carry + f"-{y}={value}")
+            carry = int(lend)
+        else:
+            value = x * y + carry
+            steps.append(f"{x}×{y}" + f"+{carry}" * (carry > 0) + f"={value}")
+            carry = value // 10
+    return steps
+
+
+def worked_answer(text):
+    """The column-by-column working of ``text`` and then its value:
+    ``"47 + 85" -> "7+5=12，4+8+1=13，答：132"``, ``"52 - 47" -> "12-7=5，5-1-4=0，答：5"``,
+    ``"47 × 6" -> "7×6=42，4×6+4=28，答：282"``. A small GPT writes an answer left to right,
+    so a direct ``132`` needs the carry before it has worked out the ones; written this
+    way every character is one small step from characters already written (a scratchpad,
+    or "chain of thought")."""
+    a, op, b = _operands(text)
+    return "，".join(_column_steps(a, op, b)) + f"，答：{arithmetic_answer(text)}"
+
+
 def check_arithmetic(record, answer_text):
-    """A verifiable reward: ``True`` when ``answer_text`` is exactly the value of
-    ``record["input"]`` (an integer, spaces and one final ``。``/``.`` allowed; nothing else,
-    so "68 or 69" earns nothing). The value is computed from the input, not read from
-    ``record["output"]``."""
-    m = _ANSWER.fullmatch(answer_text) if isinstance(answer_text, str) else None
+    """A verifiable reward: ``True`` when the answer's value is exactly the value of
+    ``record["input"]``: either the whole answer is an integer, or it ends in
+    ``答：<integer>`` after any working (spaces and one final ``。``/``.`` allowed; nothing
+    else, so "68 or 69" earns nothing). Only the value is graded, not the working; the value
+    is computed from the input, not read from ``record["output"]``."""
+    if not isinstance(answer_text, str):
+        return False
+    m = _ANSWER.fullmatch(answer_text.rsplit("答：", 1)[-1])
     return bool(m) and int(m.group(1)) == arithmetic_answer(record["input"])
 
 
@@ -205,8 +250,9 @@ def _distinct(make, n, rng, task, limit):
 
 
 # -- the generated pools (one pool per task, cut into train / validation / test) ----------
-def _pool_items(task, n, seed):
-    """``n`` distinct ``(fill, input, output)`` items of a generated task."""
+def _pool_items(task, n, seed, arithmetic="worked"):
+    """``n`` distinct ``(fill, input, output)`` items of a generated task (``arithmetic``:
+    the answer ``"worked"`` out column by column, or ``"direct"``: the number alone)."""
     rng = _rng(task, seed)
     if task == "date_en":
         days = rng.sample(range((LAST_DAY - FIRST_DAY).days + 1), n)
@@ -217,7 +263,8 @@ def _pool_items(task, n, seed):
         return [({}, str(k), number_to_chinese(k)) for k in nums]
     if task == "arithmetic":
         exprs = _distinct(_expression, n, rng, task, 10000)
-        return [({}, e, str(arithmetic_answer(e))) for e in exprs]
+        answer = worked_answer if arithmetic == "worked" else arithmetic_answer
+        return [({}, e, str(answer(e))) for e in exprs]
     assert task == "kb_fact", task
     return _kb_items(n, rng, seed)
 
@@ -339,7 +386,7 @@ def split_counts(n_per_task, task=None):
             "test": n_eval}
 
 
-def _task_items(task, split, n_per_task, seed):
+def _task_items(task, split, n_per_task, seed, arithmetic="worked"):
     """``(fill, input, output, phrasing or None)`` of one task in one split."""
     sizes = split_counts(n_per_task, task)
     if task == "weather":
@@ -348,7 +395,7 @@ def _task_items(task, split, n_per_task, seed):
         items = _sample(_source_items(task, split), sizes[split], _rng(task, seed, split),
                         task, split)
     else:
-        pool = _pool_items(task, sum(sizes.values()), seed)
+        pool = _pool_items(task, sum(sizes.values()), seed, arithmetic)
         start = {"train": 0, "validation": sizes["train"],
                  "test": sizes["train"] + sizes["validation"]}[split]
         items = pool[start:start + sizes[split]]
@@ -362,11 +409,11 @@ def _decorate(wording, rng, room):
     return prefix + wording + suffix if len(prefix) + len(suffix) <= room else wording
 
 
-def _records(task, split, n_per_task, seed):
-    return _phrased(task, split, _task_items(task, split, n_per_task, seed), seed)
+def _records(task, split, n_per_task, seed, arithmetic):
+    return _phrased(task, split, _task_items(task, split, n_per_task, seed, arithmetic), seed)
 
 
-def practice_records(task, n, n_per_task=300, seed=0):
+def practice_records(task, n, n_per_task=300, seed=0, arithmetic="worked"):
     """``n`` fresh records of a generated task (``arithmetic``, ``date_en``, ``zh_numeral``,
     ``kb_fact``) whose inputs are in none of the three splits of ``instructions(n_per_task=
     n_per_task, seed=seed)``, asked with the seen wordings (wrapped like train's).
@@ -377,10 +424,11 @@ def practice_records(task, n, n_per_task=300, seed=0):
     if task not in ("arithmetic", "date_en", "zh_numeral", "kb_fact"):
         raise DatasetError(f"practice_records: {task!r} is not a generated task (arithmetic, "
                            f"date_en, zh_numeral or kb_fact)")
+    _check_format(arithmetic)
     sizes = split_counts(n_per_task, task)
     used = {text for split in SPLITS for _, text, _, _ in _task_items(task, split, n_per_task,
                                                                         seed)}
-    pool = _pool_items(task, sum(sizes.values()) + n, seed)
+    pool = _pool_items(task, sum(sizes.values()) + n, seed, arithmetic)
     fresh = [item + (None,) for item in pool if item[1] not in used][:n]
     if len(fresh) < n:
         raise DatasetError(f"practice_records: only {len(fresh)} fresh {task} items beside "
@@ -407,6 +455,11 @@ def _phrased(task, split, items, seed):
     return out
 
 
+def _check_format(arithmetic):
+    if arithmetic not in ("worked", "direct"):
+        raise DatasetError(f"arithmetic must be 'worked' or 'direct', got {arithmetic!r}")
+
+
 def _task_list(tasks):
     if tasks is None:
         return list(TASKS)
@@ -421,7 +474,7 @@ def _task_list(tasks):
 @register("instructions", SPLITS, "instruction tuning (Chinese + English, 7 tasks)",
           "generated", "generated instructions over dates, numerals, reviews, NER, a KB, "
           "arithmetic and a weather table; test uses held-out wordings")
-def instructions(split="train", n_per_task=300, seed=0, tasks=None):
+def instructions(split="train", n_per_task=300, seed=0, tasks=None, arithmetic="worked"):
     """Records ``{"task", "instruction", "input", "output", "phrasing"}`` of the chosen
     ``tasks`` (default: all of ``TASKS``; a list or a comma-separated string), shuffled.
 
@@ -429,14 +482,17 @@ def instructions(split="train", n_per_task=300, seed=0, tasks=None):
     validation and test ``n_per_task // 6`` each (inputs never repeat across splits),
     except ``weather``: 432 / 48 / 96 records
     over the 48 facts of :func:`weather_table`. ``meta["tasks"]`` counts records per task.
+    ``arithmetic="worked"`` answers a sum column by column before its value
+    (:func:`worked_answer`); ``"direct"`` gives the value alone.
     """
     if not isinstance(n_per_task, int) or isinstance(n_per_task, bool) or n_per_task < 6:
         raise DatasetError(f"n_per_task must be an int >= 6, got {n_per_task!r}")
+    _check_format(arithmetic)
     records = []
     for task in _task_list(tasks):
-        records += _records(task, split, n_per_task, seed)
+        records += _records(task, split, n_per_task, seed, arithmetic)
     _rng("order", seed, split).shuffle(records)
     counts = {t: sum(r["task"] == t for r in records) for t in _task_list(tasks)}
-    meta = {"tasks": counts, "n_per_task": n_per_task,
+    meta = {"tasks": counts, "n_per_task": n_per_task, "arithmetic": arithmetic,
             "held_out_phrasings": {t: held_out_phrasings(t) for t in counts}}
     return Dataset(records, None, "instructions", split, meta)
