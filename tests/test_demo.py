@@ -142,6 +142,13 @@ def test_gpt_classifier_is_the_heads_sequence_classifier():
     np.testing.assert_array_equal(model.classifier.bias.numpy(), ref.bias.numpy())
 
 
+def test_demo_gpt_vocabulary_has_only_the_specials_a_gpt_uses():
+    tok = demo.build_char_tokenizer("今天天气很好。" * 6, min_freq=5)
+    assert tok.special_tokens == {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
+    assert not {"[CLS]", "[SEP]", "[MASK]"} & set(tok.get_vocab())
+    assert tok.cls_id is None and tok.sep_id is None and tok.mask_id is None
+
+
 def test_encode_reviews_truncates():
     tok = CharTokenizer.train(["好不好坏"])
     ds = [{"text": "好" * 100, "label": 1}, {"text": "", "label": 0}]

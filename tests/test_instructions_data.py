@@ -322,7 +322,37 @@ ARITHMETIC = [  # (input, answer text, reward)
     ("23 + 45", "68 or 69", False), ("23 + 45", "答案是68", False), ("23 + 45", "69", False),
     ("50 - 7", "43", True), ("50 - 7", "-43", False), ("7 - 7", "0", True),
     ("12 × 3", "36", True), ("12 * 3", "36", True), ("12 × 3", "", False), ("12 × 3", None, False),
+    ("23 + 45", "3+5=8，2+4=6，答：68", True), ("23 + 45", "答：68", True),    # worked: the value
+    ("23 + 45", "3+5=9，2+4=6，答：68", True), ("23 + 45", "3+5=8，2+4=6，答：69", False),
+    ("23 + 45", "3+5=8，2+4=6，68", False), ("23 + 45", "答：68，答：69", False),
 ]
+
+WORKED = [  # (expression, working and value): ones column first, carries and borrows shown
+    ("47 + 85", "7+5=12，4+8+1=13，答：132"), ("6 + 12", "6+2=8，0+1=1，答：18"),
+    ("3 + 4", "3+4=7，答：7"), ("99 + 1", "9+1=10，9+0+1=10，答：100"),
+    ("52 - 47", "12-7=5，5-1-4=0，答：5"), ("90 - 9", "10-9=1，9-1-0=8，答：81"),
+    ("69 - 0", "9-0=9，6-0=6，答：69"), ("7 - 7", "7-7=0，答：0"),
+    ("47 × 6", "7×6=42，4×6+4=28，答：282"), ("10 × 2", "0×2=0，1×2=2，答：20"),
+    ("99 × 9", "9×9=81，9×9+8=89，答：891"), ("5 * 3", "5×3=15，答：15"),
+]
+
+
+@pytest.mark.parametrize("expr,worked", WORKED)
+def test_worked_answers_are_the_paper_method(expr, worked):
+    assert I.worked_answer(expr) == worked
+    assert D.check_arithmetic({"input": expr}, worked)
+
+
+def test_arithmetic_format_option():
+    worked = D.load("instructions", "test", tasks="arithmetic", n_per_task=60)
+    direct = D.load("instructions", "test", tasks="arithmetic", n_per_task=60,
+                    arithmetic="direct")
+    assert [r["input"] for r in worked] == [r["input"] for r in direct]
+    assert all(w["output"] == I.worked_answer(w["input"]) and
+               d["output"] == str(I.arithmetic_answer(d["input"])) for w, d in zip(worked, direct))
+    assert I.practice_records("arithmetic", 5, arithmetic="direct")[0]["output"].isdigit()
+    with pytest.raises(D.DatasetError, match="arithmetic must be 'worked' or 'direct', got 'x'"):
+        D.load("instructions", arithmetic="x")
 
 
 @pytest.mark.parametrize("expr,answer,reward", ARITHMETIC)

@@ -125,17 +125,15 @@ def _log(msg):
 
 
 # -- 1. tokenizer ---------------------------------------------------------------------------
-# [CLS]/[SEP]/[MASK] besides <pad>/<unk>/<bos>/<eos>: the pretrained model directory can then
-# be fine-tuned for every task of `minillm finetune` (QA windows are [CLS] q [SEP] c [SEP])
-EXTRA_SPECIAL_TOKENS = {"cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-
-
+# Only the special tokens a GPT uses: <pad> <unk> <bos> <eos>. No [CLS]/[SEP]/[MASK]: the
+# model never trains on them and would then sample them. Fine-tuning still covers every
+# task of `minillm finetune` (a GPT's QA windows are <bos> question <eos> context <eos>).
 def build_char_tokenizer(texts, min_freq=5):
     """A :class:`CharTokenizer` over ``texts``, keeping characters seen ``min_freq`` times
-    (special tokens: <pad> <unk> <bos> <eos> [CLS] [SEP] [MASK])."""
+    (special tokens: <pad> <unk> <bos> <eos>)."""
     if isinstance(texts, str):
         texts = [texts]
-    return CharTokenizer.train(texts, min_freq=min_freq, special_tokens=EXTRA_SPECIAL_TOKENS)
+    return CharTokenizer.train(texts, min_freq=min_freq)
 
 
 # -- 2. pretraining -------------------------------------------------------------------------
