@@ -199,6 +199,8 @@ def test_grpo_runs_and_reports_held_out_accuracy_before_and_after(generated_run,
     assert m["steps"] == 2 and m["before"]["test"]["n"] == 3 == m["after"]["test"]["n"]
     assert m["practice_prompts"] == 4000             # fresh problems, none from the splits
     assert set(m["before"]) == {"validation", "test"}
+    for r in (m[when][split] for when in ("before", "after") for split in ("validation", "test")):
+        assert r["value"] >= r["exact_match"]   # a right value with wrong working still counts
     assert all(0 <= h["reward"] <= 1 and h["kl"] >= 0 for h in m["history"])
     # the SFT model has dropout 0.1; GRPO turns it off, so before the first update the
     # policy is the reference and their KL is 0 (with dropout it was ~0.3: noise)

@@ -166,7 +166,8 @@ def test_records_and_sizes(splits):
         assert all(set(r) == {"task", "instruction", "input", "output", "phrasing"} for r in ds)
         assert ds.meta["tasks"] == {t: sum(r["task"] == t for r in ds) for t in I.TASKS}
         assert set(ds.meta["tasks"]) == set(I.TASKS) and len(I.TASKS) == 7
-    assert len(splits["train"]) == 5 * 300 + 3 * 300 + 48 * 9   # arithmetic x3, weather 9/fact
+    # arithmetic x5, sentiment x4, entities x1.6 (TRAIN_WEIGHT), weather nine wordings per fact
+    assert len(splits["train"]) == 3 * 300 + 5 * 300 + 4 * 300 + 480 + 48 * 9
     assert [len(splits[s]) for s in ("validation", "test")] == [6 * 50 + 48, 6 * 50 + 96]
 
 
@@ -249,7 +250,7 @@ def test_practice_records_are_fresh_and_asked_with_seen_wordings(splits, task):
 
 
 @pytest.mark.parametrize("task,n,message", [("sentiment", 5, "not a generated task"),
-                                            ("arithmetic", 9500, "fresh arithmetic items|at most")])
+                                            ("arithmetic", 14000, "fresh arithmetic items|at most")])
 def test_practice_records_errors(task, n, message):
     with pytest.raises(D.DatasetError, match=message):
         I.practice_records(task, n)
@@ -280,14 +281,14 @@ def test_outputs_are_right(splits):
         elif task == "sentiment":
             assert y == ("正面" if reviews[x] == 1 else "负面") and len(x) <= 60
         elif task == "arithmetic":
-            assert D.check_arithmetic(r, y)
+            assert D.check_arithmetic(r, y) and y == I.worked_answer(x)
         elif task == "kb_fact":
             fact, question = x.split("\n")
             assert fact.startswith("事实：") and question.startswith("问题：") and y in fact
         elif task == "entities":
             assert re.fullmatch(r"人名：[^；]+；地名：[^；]+；机构名：[^；]+", y) and y != I.entities_text([])
     labels = [r["output"] for r in splits["train"] if r["task"] == "sentiment"]
-    assert labels.count("正面") == labels.count("负面") == 150
+    assert labels.count("正面") == labels.count("负面") == 600   # x4, balanced
 
 
 def test_entities_format():

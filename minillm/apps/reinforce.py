@@ -107,13 +107,18 @@ def _arithmetic(cfg, split):
 
 
 def _accuracy(model, tok, template, records, progress):
+    """Greedy answers' exact match (the working too, when answers are worked) and
+    ``value``: the share whose value the reward accepts (what GRPO optimises)."""
     r = I.evaluate_records(model, tok, template, records, instruct.MAX_NEW_TOKENS, progress)
-    return {"exact_match": r["exact_match"], "n": r["n"]}
+    value = [D.check_arithmetic(rec, p["prediction"]) for rec, p in zip(records, r["predictions"])]
+    return {"exact_match": r["exact_match"], "value": float(np.mean(value)) if value else
+            float("nan"), "n": r["n"]}
 
 
 def _accuracies(scores) -> str:
     return "; ".join(f"{s} ({'seen' if s == 'validation' else 'held-out'} wordings) "
-                     f"{r['exact_match']:.4f} on {r['n']}" for s, r in scores.items())
+                     f"{r['exact_match']:.4f} (value right {r['value']:.4f}) on {r['n']}"
+                     for s, r in scores.items())
 
 
 def finetune_grpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> dict:
