@@ -26,8 +26,8 @@ from .. import instruct, tasks
 from .payoff import BODY, BODY_FAST, _pretrain
 from .quality import _finish, _header, _logger, new_axes, save_axes
 
-SFT = dict(max_steps=5000, learning_rate=1e-3, eval_steps=500, n_layer=4, n_head=4,
-           n_embd=128, max_length=128, dropout=0.0)
+SFT = dict(max_steps=8000, learning_rate=1e-3, eval_steps=1000, n_layer=4, n_head=4,
+           n_embd=128, max_length=128)
 SFT_FAST = dict(max_steps=4, learning_rate=1e-3, eval_steps=2, n_layer=1, n_head=2, n_embd=32,
                 max_length=128, dropout=0.0, max_train_examples=40, max_eval_examples=14)
 DPO = dict(max_steps=1000, learning_rate=1e-4, eval_steps=200, batch_size=16, dpo_nll_weight=1.0,
