@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import no_grad, tensor
-from .data import CharTokenizer
+from .data import WordTokenizer
 from .models.clip import clip_loss
 from .optim import AdamW, clip_grad_norm_
 from .training.trainer import progress_bar
@@ -29,8 +29,13 @@ __all__ = ["caption_tokenizer", "encode_texts", "train_clip", "embed_images", "e
 
 
 def caption_tokenizer(texts):
-    """A character tokenizer of every character in ``texts`` (with <pad> <unk> <bos> <eos>)."""
-    return CharTokenizer.train(list(texts))
+    """A word tokenizer of every word in ``texts`` (with <pad> <unk> <bos> <eos>): English
+    words (``" red"``), Chinese cut by the People's Daily word list (``红色``, ``圆形``).
+
+    Words, not characters: the text tower mean-pools its tokens, and with characters the
+    English colour and shape were a few letters among about 25, so a held-out pair such as
+    "a yellow circle" was read mostly from the letters it shares with seen captions."""
+    return WordTokenizer.train(list(texts))
 
 
 def encode_texts(tokenizer, texts, add_special_tokens=False):

@@ -272,9 +272,9 @@ def test_captioner_generates_and_checks_lengths():
 
 
 def test_caption_lm_batch_shifts_and_pads():
-    tok = M.caption_tokenizer(["ab", "abc"])
-    x, y = M.caption_lm_batch(tok, ["ab", "abc"])
-    a, b, c = tok.encode("abc")
+    tok = M.caption_tokenizer(["red circle", "red circle left"])   # words: "red", " circle", ...
+    x, y = M.caption_lm_batch(tok, ["red circle", "red circle left"])
+    a, b, c = tok.encode("red circle left")
     np.testing.assert_array_equal(x.numpy(), [[tok.bos_id, a, b, tok.pad_id],
                                               [tok.bos_id, a, b, c]])
     np.testing.assert_array_equal(y.numpy(), [[a, b, tok.eos_id, -100], [a, b, c, tok.eos_id]])
