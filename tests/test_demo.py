@@ -55,7 +55,9 @@ def test_fast_demo_leaves_the_documented_files(fast_run):
     assert tok.vocab_size == results["vocab_size"]
     gpt = GPT.from_pretrained(out / "pretrained", device=DEVICE)
     assert CharTokenizer.load(out / "pretrained" / "tokenizer.json").get_vocab() == tok.get_vocab()
-    assert tok.cls_id is not None and tok.sep_id is not None and tok.mask_id is not None
+    # a GPT's own specials only (issue 23): no [CLS]/[SEP]/[MASK] it would never train on
+    assert tok.cls_id is None and tok.sep_id is None and tok.mask_id is None
+    assert tok.bos_id is not None and tok.eos_id is not None
     assert gpt.config.vocab_size == tok.vocab_size
     history = json.loads((out / "gpt-classifier" / "history.json").read_text(encoding="utf-8"))
     assert any("eval_accuracy" in e for e in history)
