@@ -97,9 +97,7 @@ def _practice(cfg, train):
     options = tasks.dataset_kwargs(cfg)
     counts = Counter(r["task"] for r in train if r.get("task") in GENERATED)
     fresh = [r for task, n in sorted(counts.items())
-             for r in practice_records(task, n, n_per_task=options.get("n_per_task", 300),
-                                       seed=options.get("seed", 0),
-                                       arithmetic=options.get("arithmetic", "worked"))]
+             for r in practice_records(task, n, **options)]
     return [r for r in train if r.get("task") not in counts] + fresh, set(counts)
 
 

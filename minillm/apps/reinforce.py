@@ -95,10 +95,7 @@ def _arithmetic(cfg, split):
     fresh problems, in no split (:func:`minillm.datasets.instructions.practice_records`)."""
     if split == "train" and cfg.train is None and (cfg.dataset or "instructions") == "instructions":
         options = tasks.dataset_kwargs(cfg)
-        return practice_records(TASK, cfg.max_train_examples or PRACTICE,
-                                n_per_task=options.get("n_per_task", 300),
-                                seed=options.get("seed", 0),
-                                arithmetic=options.get("arithmetic", "worked"))
+        return practice_records(TASK, cfg.max_train_examples or PRACTICE, **options)
     ds = D.load(cfg.dataset or "instructions", split, **tasks.dataset_kwargs(cfg))
     records = D.Dataset([r for r in ds if r.get("task") == TASK], name=ds.name, split=split)
     if split == "train":

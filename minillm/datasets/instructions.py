@@ -417,10 +417,13 @@ def _records(task, split, n_per_task, seed, arithmetic):
     return _phrased(task, split, _task_items(task, split, n_per_task, seed, arithmetic), seed)
 
 
-def practice_records(task, n, n_per_task=300, seed=0, arithmetic="worked"):
+def practice_records(task, n, n_per_task=300, seed=0, arithmetic="worked", tasks=None):
     """``n`` fresh records of a generated task (``arithmetic``, ``date_en``, ``zh_numeral``,
     ``kb_fact``) whose inputs are in none of the three splits of ``instructions(n_per_task=
-    n_per_task, seed=seed)``, asked with the seen wordings (wrapped like train's).
+    n_per_task, seed=seed)``, asked with the seen wordings (wrapped like train's). It takes
+    the loader's options, so ``practice_records(task, n, **options)`` matches
+    ``instructions(**options)``; ``tasks`` changes nothing (one task's splits do not depend
+    on the others).
 
     Reinforcement learning (GRPO) practises on these: on the training prompts an SFT model
     has memorised the answers, every sampled answer in a group earns the same reward and the
