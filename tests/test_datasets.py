@@ -112,7 +112,7 @@ OFFLINE_COUNTS = [
     ("kb_qa", "train", {}, 532),
     ("kb_qa", "validation", {}, 66),
     ("kb_qa", "test", {}, 66),
-    ("instructions", "train", {}, 4_512),
+    ("instructions", "train", {}, 5_616),
     ("instructions", "validation", {}, 348),
     ("instructions", "test", {}, 396),
     ("shapes", "train", {}, 3_000),

@@ -43,6 +43,23 @@ def test_the_loss_gradient_is_checked_and_has_the_closed_form():
     np.testing.assert_allclose(pr.grad.numpy(), beta * _sigmoid(-margin) / 4, rtol=1e-10)
 
 
+@pytest.mark.parametrize("beta,positive", [(0.1, 50.0), (0.5, 5.0), (2.0, 0.5)])
+def test_dpo_positive_charges_only_the_chosen_answer_falling_below_the_reference(beta,
+                                                                                 positive):
+    rng = np.random.default_rng(2)
+    pc, pr, rc, rr = (rng.normal(size=6) * 3 for _ in range(4))
+    loss, _, _ = dpo.dpo_loss(*(mm.tensor(a) for a in (pc, pr, rc, rr)), beta, positive)
+    margin = beta * ((pc - rc) - (pr - rr) - positive * np.maximum(0, rc - pc))
+    assert loss.item() == pytest.approx(np.mean(-np.log(_sigmoid(margin))), rel=1e-10)
+    above = rc + np.abs(pc - rc)                  # every chosen answer at or above the reference
+    plain = dpo.dpo_loss(*(mm.tensor(a) for a in (above, pr, rc, rr)), beta)[0].item()
+    assert dpo.dpo_loss(*(mm.tensor(a) for a in (above, pr, rc, rr)), beta,
+                        positive)[0].item() == pytest.approx(plain, rel=1e-12)
+    a, b = (mm.tensor(x + 0.01, requires_grad=True) for x in (pc, pr))  # off the kink
+    assert mm.gradcheck(lambda a, b: dpo.dpo_loss(a, b, mm.tensor(rc), mm.tensor(rr), beta,
+                                                  positive)[0], [a, b])
+
+
 def test_a_policy_equal_to_the_reference_has_loss_log_2():
     z = mm.tensor(np.array([-3.0, -1.0]))
     loss, _, _ = dpo.dpo_loss(z, z, z, z, beta=0.1)
@@ -90,6 +107,8 @@ def test_reference_logprobs_are_what_the_metrics_start_from(tok):
     assert m["reward_margin"] == pytest.approx(0, abs=1e-6)
     assert m["loss"] == pytest.approx(np.log(2), rel=1e-5)
     assert m["chosen_log_ratio"] == pytest.approx(0, abs=1e-6) and m["n"] == 2
+    by = dpo.preference_metrics(model, pairs, tok.pad_id, groups=["a", "b"])["by_group"]
+    assert by == {"a": {"reward_accuracy": 0.0, "n": 1}, "b": {"reward_accuracy": 0.0, "n": 1}}
 
 
 def test_the_nll_term_adds_the_chosen_answers_mean_token_nll(tok):

@@ -288,16 +288,16 @@ def test_the_report_card_says_whether_sft_beats_the_baseline():
     assert "(pre) is behind the nearest-neighbour baseline" in behind
 
 
-def test_dpo_trains_on_fresh_problems_for_the_generated_tasks():
-    """On the built-in set, each generated task's training records become as many fresh
-    problems (none in any split); the other tasks keep their training records."""
+def test_dpo_trains_on_fresh_inputs_where_a_task_has_them():
+    """On the built-in set, the training records of the generated tasks and of sentiment
+    become as many fresh ones (none in any split); entities and weather keep theirs."""
     import types
     from minillm import datasets as D
     from minillm.apps import preference
     cfg = types.SimpleNamespace(dataset="instructions", dataset_options=None)
     train = list(D.load("instructions", "train"))[:60]
     records, fresh = preference._practice(cfg, train)
-    assert fresh == {r["task"] for r in train} & set(preference.GENERATED)
+    assert fresh == {r["task"] for r in train} - {"entities", "weather"}
     assert sorted(r["task"] for r in records) == sorted(r["task"] for r in train)
     used = {r["input"] for s in ("train", "validation", "test")
             for r in D.load("instructions", s)}

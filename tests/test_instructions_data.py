@@ -166,8 +166,9 @@ def test_records_and_sizes(splits):
         assert all(set(r) == {"task", "instruction", "input", "output", "phrasing"} for r in ds)
         assert ds.meta["tasks"] == {t: sum(r["task"] == t for r in ds) for t in I.TASKS}
         assert set(ds.meta["tasks"]) == set(I.TASKS) and len(I.TASKS) == 7
-    # arithmetic x5, sentiment x4, entities x1.6 (TRAIN_WEIGHT), weather nine wordings per fact
-    assert len(splits["train"]) == 3 * 300 + 5 * 300 + 4 * 300 + 480 + 48 * 9
+    # arithmetic x5, sentiment x4.8, entities x1.6 (TRAIN_WEIGHT); weather: nine wordings per
+    # fact, three times over
+    assert len(splits["train"]) == 3 * 300 + 5 * 300 + 1440 + 480 + 3 * 48 * 9
     assert [len(splits[s]) for s in ("validation", "test")] == [6 * 50 + 48, 6 * 50 + 96]
 
 
@@ -237,7 +238,7 @@ def test_inputs_never_repeat_across_splits(splits, task):
                 or set(inputs[1]) & set(inputs[2]))
 
 
-@pytest.mark.parametrize("task", ["arithmetic", "date_en", "zh_numeral", "kb_fact"])
+@pytest.mark.parametrize("task", ["arithmetic", "date_en", "zh_numeral", "kb_fact", "sentiment"])
 def test_practice_records_are_fresh_and_asked_with_seen_wordings(splits, task):
     practice = I.practice_records(task, 200)            # beside the default n_per_task=300
     assert len(practice) == 200 and len({r["input"] for r in practice}) == 200
@@ -247,9 +248,12 @@ def test_practice_records_are_fresh_and_asked_with_seen_wordings(splits, task):
     assert practice == I.practice_records(task, 200)     # seeded
     if task == "arithmetic":
         assert all(I.check_arithmetic(r, r["output"]) for r in practice)
+    if task == "sentiment":     # unused reviews of the train split, with their own labels
+        train = {e["text"]: e["label"] for e in D.load("chinese_reviews", split="train")}
+        assert all(train[r["input"]] == (r["output"] == "正面") for r in practice)
 
 
-@pytest.mark.parametrize("task,n,message", [("sentiment", 5, "not a generated task"),
+@pytest.mark.parametrize("task,n,message", [("entities", 5, "has no fresh inputs"),
                                             ("arithmetic", 14000, "fresh arithmetic items|at most")])
 def test_practice_records_errors(task, n, message):
     with pytest.raises(D.DatasetError, match=message):
@@ -288,7 +292,7 @@ def test_outputs_are_right(splits):
         elif task == "entities":
             assert re.fullmatch(r"人名：[^；]+；地名：[^；]+；机构名：[^；]+", y) and y != I.entities_text([])
     labels = [r["output"] for r in splits["train"] if r["task"] == "sentiment"]
-    assert labels.count("正面") == labels.count("负面") == 600   # x4, balanced
+    assert labels.count("正面") == labels.count("负面") == 720   # x4.8, balanced
 
 
 def test_entities_format():
@@ -314,7 +318,10 @@ def test_weather_covers_every_fact_in_train(splits):
         per_split[s] = {answers[r["output"]] for r in recs}
     assert per_split["train"] == per_split["validation"] == per_split["test"] == set(table)
     train = [r for r in splits["train"] if r["task"] == "weather"]
-    assert len(train) == 9 * len(table)  # each fact with nine of the ten seen wordings
+    # each fact with nine of the ten seen wordings, three times (TRAIN_WEIGHT), not all
+    # wrapped alike
+    assert len(train) == 3 * 9 * len(table) and I.TRAIN_WEIGHT["weather"] == 3
+    assert len({r["instruction"] for r in train}) > 9 * len(table)
     assert I.weather_text("北京", "今天", ("晴", 3, 12)) == "北京今天晴，气温 3 到 12 摄氏度。"
 
 
@@ -389,7 +396,7 @@ def test_unavailable_source_names_the_task(monkeypatch, task, attr, source):
     with pytest.raises(D.DatasetError, match=f"task '{task}' .* needs the {source} dataset.*"
                                              "not installed"):
         D.load("instructions", tasks=[task])
-    assert len(D.load("instructions", tasks="date_en,weather")) == 300 + 432
+    assert len(D.load("instructions", tasks="date_en,weather")) == 300 + 1296
 
 
 def test_card_sizes_are_the_loaders(splits):

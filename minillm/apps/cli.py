@@ -599,6 +599,9 @@ FINETUNE_HELP = {
     "dpo_beta": "--task dpo: beta, how strongly the policy is held to the reference",
     "dpo_nll_weight": "--task dpo: add this weight times the chosen answers' per-token NLL "
                       "(keeps their likelihood from falling; 0 = plain DPO)",
+    "dpo_positive": "--task dpo: DPO-Positive's lambda: inside the sigmoid, subtract lambda "
+                    "times how far the chosen answer's log-likelihood fell below the "
+                    "reference's (0 = plain DPO; Pal et al. 2024 use 50)",
     "grpo_group": "--task grpo: answers sampled per prompt (the group of the advantages)",
     "grpo_beta": "--task grpo: weight of the KL penalty to the starting model",
     "output_dir": "run directory: config.json, tokenizer.json, checkpoints, history, loss.png, "

@@ -4,8 +4,9 @@ The pairs come from the user's file (``prompt``, ``chosen``, ``rejected``; JSON 
 are built from an instruction dataset with the SFT model itself: the chosen answer is the right
 one, the rejected answer is what the model actually said when that was wrong, or else a near
 miss of the right answer (one digit changed, the other sentiment label, a character dropped).
-On the built-in set the generated tasks' pairs come from fresh problems (in no split), and only
-where the model was wrong there: its real mistakes, not near misses of answers it knows.
+On the built-in set the pairs of the generated tasks and of sentiment come from fresh inputs (in
+no split): there the model makes real mistakes, where on its training prompts it has memorised
+the answers and only near misses are left.
 The frozen reference is the starting model; its log-probabilities are computed once. The
 policy trains with dropout off (as TRL's DPO trainer does by default): with dropout, its
 log-probabilities would be noisy against the reference's, and the log-ratios with them. After
@@ -22,14 +23,13 @@ from pathlib import Path
 from .. import backend
 from .. import datasets as D
 from .._fileio import atomic_write_json
-from ..datasets.instructions import practice_records
+from ..datasets.instructions import PRACTICE_TASKS, practice_records
 from ..finetune import dpo
 from ..finetune import instruct as I
 from ..training import Trainer, plot_history
 from . import instruct, tasks
 
 LABELS = {"正面": "负面", "负面": "正面"}
-GENERATED = ("arithmetic", "date_en", "zh_numeral", "kb_fact")   # tasks with fresh problems
 
 
 def near_miss(answer: str, rng: random.Random) -> str:
@@ -78,24 +78,22 @@ def load_pairs(cfg, model, tok, template, log=print) -> dict:
     pairs = {s: build_pairs(model, tok, template, records, cfg.seed + i, cfg.progress)
              for i, (s, records) in enumerate((("train", train),
                                                ("validation", splits["validation"])))}
-    pairs["train"] = [p for p in pairs["train"]
-                      if p["source"] == "model" or p["task"] not in fresh]
     made = sum(p["source"] == "model" for p in pairs["train"])
     tasks._log(log, f"pairs: {len(pairs['train'])} train ({made} rejected answers are the "
-                    f"model's own mistakes, the rest near misses; {', '.join(sorted(fresh))}: "
-                    f"fresh problems, mistakes only), {len(pairs['validation'])} validation")
+                    f"model's own mistakes, the rest near misses; fresh inputs for "
+                    f"{', '.join(sorted(fresh))}), {len(pairs['validation'])} validation")
     return pairs, splits
 
 
 def _practice(cfg, train):
-    """``(records, tasks)``: on the built-in set, each generated task's training records are
-    replaced by as many fresh problems (:func:`~minillm.datasets.instructions.practice_records`);
-    on them the model's own mistakes are what it has to unlearn, while on the training prompts
-    it mostly answers right and only near misses are left."""
+    """``(records, tasks)``: on the built-in set, the training records of each task with fresh
+    inputs are replaced by as many fresh ones (:func:`~minillm.datasets.instructions.
+    practice_records`): on them the model makes the mistakes it has to unlearn, while on its
+    training prompts it mostly answers right and only near misses are left."""
     if cfg.dataset != "instructions":
         return train, set()
     options = tasks.dataset_kwargs(cfg)
-    counts = Counter(r["task"] for r in train if r.get("task") in GENERATED)
+    counts = Counter(r["task"] for r in train if r.get("task") in PRACTICE_TASKS)
     fresh = [r for task, n in sorted(counts.items())
              for r in practice_records(task, n, **options)]
     return [r for r in train if r.get("task") not in counts] + fresh, set(counts)
@@ -139,18 +137,20 @@ def finetune_dpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> d
                           eval_dataset=encoded["validation"],
                           data_collator=dpo.PairCollator(pad, dev),
                           compute_loss=dpo.make_compute_loss(cfg.dpo_beta,
-                                                             cfg.dpo_nll_weight))
+                                                             cfg.dpo_nll_weight,
+                                                             cfg.dpo_positive))
         t0 = time.perf_counter()
         state = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         results = {"task": "dpo", "command": command, "minillm": __version__,
                    "device": str(dev), "train_seconds": time.perf_counter() - t0,
                    "steps": trainer.state.global_step, "best_step": state.loaded_best_step,
                    "beta": cfg.dpo_beta, "nll_weight": cfg.dpo_nll_weight,
+                   "positive": cfg.dpo_positive,
                    "train_pairs": len(encoded["train"]),
                    "epochs": epochs, "base_model": cfg.model,
-                   "preferences": dpo.preference_metrics(model, encoded["validation"], pad,
-                                                         cfg.dpo_beta, cfg.eval_batch_size,
-                                                         dev)}
+                   "preferences": dpo.preference_metrics(
+                       model, encoded["validation"], pad, cfg.dpo_beta, cfg.eval_batch_size,
+                       dev, [_group(p) for p in pairs["validation"]])}
         results["before"] = before
         results.update(instruct.score(model, tok, template, splits, cfg, out) if splits else {})
         instruct.save_model(model, tok, template, {**info, "stage": "dpo",
@@ -163,11 +163,21 @@ def finetune_dpo(cfg, command=None, log=print, resume_from_checkpoint=None) -> d
     return results
 
 
+def _group(pair) -> str:
+    """The group a validation pair's reward accuracy is reported in: its task, and whether
+    the rejected answer is the model's own (built-in pairs)."""
+    task = pair.get("task", "all")
+    return f"{task}, {pair['source']}" if "source" in pair else task
+
+
 def dpo_summary(results) -> str:
     p = results["preferences"]
     lines = [f"validation pairs: reward accuracy {p['reward_accuracy']:.3f}, margin "
              f"{p['reward_margin']:.3f}, chosen log-ratio to the reference "
              f"{p['chosen_log_ratio']:.3f} nats ({p['n']} pairs)"]
+    if len(p.get("by_group", {})) > 1:
+        lines.append("  reward accuracy by group: " + "; ".join(
+            f"{g} {v['reward_accuracy']:.2f} ({v['n']})" for g, v in p["by_group"].items()))
     for s in ("validation", "test"):
         if s in results and s in results.get("before", {}):
             lines.append(f"{s}: exact match {results['before'][s]['exact_match']:.4f} before "

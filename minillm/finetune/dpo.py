@@ -31,14 +31,22 @@ def sequence_logprobs(model, ids, targets):
     return -nll.sum(axis=-1)
 
 
-def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1):
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1,
+             positive=0.0):
     """``(mean loss, chosen rewards, rejected rewards)``: the rewards are the implicit
-    ``beta (log pi - log pi_ref)`` of each response (Tensors of shape (B,))."""
+    ``beta (log pi - log pi_ref)`` of each response (Tensors of shape (B,)).
+
+    ``positive`` > 0 is DPO-Positive (Pal et al. 2024): when the two answers differ in a
+    token or two, plain DPO can widen the margin by lowering *both* likelihoods; the term
+    ``- positive * max(0, log pi_ref(y_w|x) - log pi(y_w|x))`` inside the sigmoid charges
+    every nat the chosen answer loses against the reference."""
     ref_chosen, ref_rejected = (r.astype(policy_chosen.dtype) for r in (ref_chosen,
                                                                           ref_rejected))
     chosen = beta * (policy_chosen - ref_chosen)
     rejected = beta * (policy_rejected - ref_rejected)
     margin = chosen - rejected
+    if positive:
+        margin = margin - beta * positive * F.relu(ref_chosen - policy_chosen)
     ones = tensor(np.ones(margin.shape, dtype=margin.dtype), device=margin.device)
     loss = F.binary_cross_entropy_with_logits(margin, ones)         # -log sigmoid(margin)
     return loss, chosen.detach(), rejected.detach()
@@ -100,7 +108,7 @@ def reference_logprobs(model, pairs, pad_id, batch_size=32, device=None):
     return pairs
 
 
-def make_compute_loss(beta, nll_weight=0.0):
+def make_compute_loss(beta, nll_weight=0.0, positive=0.0):
     """A Trainer ``compute_loss(model, batch)``: the DPO loss of the batch, plus
     ``nll_weight`` times the chosen answers' mean per-token negative log-likelihood (the
     "DPO + NLL" of Pang et al. 2024, RPO): DPO alone only ranks the pair, and can lower the
@@ -108,7 +116,7 @@ def make_compute_loss(beta, nll_weight=0.0):
     def compute_loss(model, batch):
         chosen = _logprobs(model, batch, "chosen")
         loss, _, _ = dpo_loss(chosen, _logprobs(model, batch, "rejected"),
-                              batch["ref_chosen"], batch["ref_rejected"], beta)
+                              batch["ref_chosen"], batch["ref_rejected"], beta, positive)
         if nll_weight:
             xp = chosen.xp
             tokens = (batch["chosen_targets"].data != I.IGNORE).sum(axis=1)
@@ -119,11 +127,13 @@ def make_compute_loss(beta, nll_weight=0.0):
     return compute_loss
 
 
-def preference_metrics(model, pairs, pad_id, beta=0.1, batch_size=32, device=None) -> dict:
+def preference_metrics(model, pairs, pad_id, beta=0.1, batch_size=32, device=None,
+                       groups=None) -> dict:
     """On pairs that carry reference log-probabilities: reward accuracy (the chosen answer's
-    implicit reward is the higher), the mean reward margin, the DPO loss, and the mean
-    log-ratio ``log pi - log pi_ref`` of the chosen answers (a sample estimate of how far the
-    policy moved from the reference on them, in nats per answer)."""
+    implicit reward is the higher), the mean reward margin, the (plain) DPO loss, and the
+    mean log-ratio ``log pi - log pi_ref`` of the chosen answers (a sample estimate of how far
+    the policy moved from the reference on them, in nats per answer). ``groups``: one name
+    per pair (its task, say): adds ``by_group``, the reward accuracy and count per name."""
     collate = PairCollator(pad_id, device)
     margins, ratios, losses = [], [], []
     was_training = model.training
@@ -138,6 +148,11 @@ def preference_metrics(model, pairs, pad_id, beta=0.1, batch_size=32, device=Non
             losses.append(loss.item() * len(pc.numpy()))
     model.train(was_training)
     m = np.asarray(margins)
-    return {"reward_accuracy": float((m > 0).mean()), "reward_margin": float(m.mean()),
-            "loss": float(np.sum(losses) / len(m)), "chosen_log_ratio": float(np.mean(ratios)),
-            "n": len(m)}
+    out = {"reward_accuracy": float((m > 0).mean()), "reward_margin": float(m.mean()),
+           "loss": float(np.sum(losses) / len(m)), "chosen_log_ratio": float(np.mean(ratios)),
+           "n": len(m)}
+    if groups is not None:
+        names = np.asarray(groups)
+        out["by_group"] = {g: {"reward_accuracy": float((m[names == g] > 0).mean()),
+                               "n": int((names == g).sum())} for g in sorted(set(groups))}
+    return out

@@ -31,7 +31,7 @@ SFT = dict(max_steps=8000, learning_rate=1e-3, eval_steps=1000, n_layer=4, n_hea
 SFT_FAST = dict(max_steps=4, learning_rate=1e-3, eval_steps=2, n_layer=1, n_head=2, n_embd=32,
                 max_length=128, dropout=0.0, max_train_examples=40, max_eval_examples=14)
 DPO = dict(max_steps=400, learning_rate=5e-5, eval_steps=100, batch_size=16, dpo_nll_weight=1.0,
-           max_train_examples=4000)
+           dpo_positive=50.0, max_train_examples=4000)
 DPO_FAST = dict(DPO, max_steps=2, eval_steps=1, batch_size=4, max_train_examples=16,
                 max_eval_examples=14)
 GRPO = dict(max_steps=300, learning_rate=3e-5, batch_size=16, grpo_group=8)
