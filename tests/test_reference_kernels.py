@@ -45,7 +45,7 @@ def test_every_fused_op_has_a_plain_kernel_and_the_fast_ones_are_registered():
     assert t["reference"] == ["attention", "cross_entropy", "gelu", "gelu_tanh", "layer_norm",
                               "log_softmax", "softmax"]
     assert set(t["cpu"]) <= set(t["reference"]) and set(t["cuda"]) <= set(t["reference"])
-    assert {"attention", "cross_entropy", "layer_norm", "gelu_tanh"} <= set(t["cpu"])
+    assert {"attention", "cross_entropy", "layer_norm", "gelu", "gelu_tanh"} <= set(t["cpu"])
     assert len(FUSED_CASES) >= 15
 
 
@@ -104,6 +104,21 @@ def test_gpt_training_losses_equal_with_plain_and_fast_kernels():
         plain = _gpt_losses()
     assert fast[-1] < fast[0]                      # it learns
     np.testing.assert_allclose(plain, fast, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_gelu_fast_kernel_is_bitwise_the_plain_one(dtype):
+    """Same operations in the same order, only in block buffers: equal bits, not just close,
+    across the erfc series' range, both tails, signed zeros and rows over several blocks."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((300, 700)) * 4).astype(dtype)
+    x[0, :8] = [0.0, -0.0, 40.0, -40.0, 1e-30, -1e-30, 8.0, -8.0]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    fast, plain = kernels.select("gelu", np, dtype), kernels._TABLE["reference"]["gelu"]
+    assert fast is kernels._TABLE["cpu"]["gelu"]
+    (y_f, s_f), (y_p, s_p) = fast.forward(np, x), plain.forward(np, x)
+    assert y_f.dtype == dtype and np.array_equal(y_f, y_p) and np.array_equal(s_f[1], s_p[1])
+    assert np.array_equal(fast.backward(np, s_f, g), plain.backward(np, s_p, g))
 
 
 def test_the_switch_as_call_context_manager_and_environment():

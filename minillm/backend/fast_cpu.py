@@ -8,6 +8,8 @@ The tricks, each proven equal to the plain version by the tests:
 * row sums and means as matrix-vector products (BLAS gemv: one pass, no temporary);
 * cross-entropy keeps ``exp(z - max)`` unnormalised plus ``1 / sum`` per row (one pass less);
 * tanh-GELU keeps ``s = (1 + tanh u) / 2`` (fewer passes, accurate for large negative x);
+* exact GELU sums :mod:`.special`'s erfc series per row block in reused ``out=`` buffers
+  (the plain version makes a full-size temporary for each of the series' terms);
 * attention folds the scale into q, adds a cached causal bias, and runs the softmax in place.
 
 Measurements and the alternatives that were tried are in PERFORMANCE.md.
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import math
 
-from . import parallel, row_max, row_sum
+from . import parallel, row_max, row_sum, special
 from .kernels import Kernel, register
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def blocked(xp, x2, kernel):
@@ -111,6 +115,69 @@ def gelu_tanh_backward(xp, saved, g):
         db *= xb
         db += sb
         db *= g2[a:b]
+
+    blocked(xp, x2, kernel)
+    return d.reshape(x.shape)
+
+
+# -- GELU, exact form ------------------------------------------------------------------------------
+def _erfc_nonneg(xp, t):
+    """``erfc(t)`` for ``t >= 0``, written over ``t``: ``exp(-t^2) erfcx(t)`` with erfcx's
+    Chebyshev series in ``u = (t - K) / (t + K)`` summed by Clenshaw's recurrence
+    ``b1, b2 = 2 u b1 - b2 + c_k, b1`` in three rotating buffers (:mod:`.special`)."""
+    if getattr(xp, "__name__", "") == "cupy":       # CUDA kernels off: CuPy's own erfc
+        return special.erfc(xp, t)
+    c = special.erfcx_coefficients(t.dtype)
+    u = t - special._K
+    u /= t + special._K
+    two_u = 2.0 * u
+    b1, b2, new = xp.zeros_like(t), xp.zeros_like(t), xp.empty_like(t)
+    for ck in c[:0:-1]:
+        xp.multiply(two_u, b1, out=new)
+        new -= b2
+        new += ck
+        b1, b2, new = new, b1, b2
+    xp.multiply(u, b1, out=new)                     # erfcx = u b1 - b2 + c_0
+    new -= b2
+    new += c[0]
+    xp.multiply(t, t, out=t)
+    xp.negative(t, out=t)
+    xp.exp(t, out=t)
+    t *= new
+    return t
+
+
+def gelu_forward(xp, x):
+    x2 = _rows(x)
+    y, cdf = xp.empty_like(x2), xp.empty_like(x2)
+
+    def kernel(_, a, b):
+        xb, pb = x2[a:b], cdf[a:b]
+        t = xp.abs(xb)
+        t *= _INV_SQRT_2
+        half = _erfc_nonneg(xp, t)                  # erfc(|x| / sqrt 2)
+        half *= 0.5
+        pb[...] = xp.where(xb <= 0, half, 1 - half)  # Phi(x) = erfc(-x / sqrt 2) / 2
+        xp.multiply(xb, pb, out=y[a:b])             # y = x Phi(x)
+
+    blocked(xp, x2, kernel)
+    return y.reshape(x.shape), (x, cdf.reshape(x.shape))
+
+
+def gelu_backward(xp, saved, g):
+    x, cdf = saved
+    x2, p2, g2 = _rows(x), _rows(cdf), _rows(g)
+    d = xp.empty_like(x2)
+
+    def kernel(_, a, b):
+        xb, db = x2[a:b], d[a:b]
+        xp.multiply(xb, xb, out=db)
+        db *= -0.5
+        xp.exp(db, out=db)
+        db *= _INV_SQRT_2PI                         # phi(x)
+        db *= xb
+        db += p2[a:b]
+        db *= g2[a:b]                               # g (Phi(x) + x phi(x))
 
     blocked(xp, x2, kernel)
     return d.reshape(x.shape)
@@ -240,6 +307,7 @@ def attention_backward(xp, saved, g, softmax_backward=softmax_backward_in_place)
 
 register("cross_entropy", "cpu", Kernel(cross_entropy_forward, cross_entropy_backward,
                                         keep_float32=True))
+register("gelu", "cpu", Kernel(gelu_forward, gelu_backward))
 register("gelu_tanh", "cpu", Kernel(gelu_tanh_forward, gelu_tanh_backward, float16=True))
 register("layer_norm", "cpu", Kernel(layer_norm_forward, layer_norm_backward))
 register("attention", "cpu", Kernel(attention_forward, attention_backward, float16=True))

@@ -58,13 +58,17 @@ def _clenshaw(xp, c, u):
     return u * b1 - b2 + c[0]
 
 
+def erfcx_coefficients(dtype):
+    """The Chebyshev coefficients of ``erfcx`` used for arrays of ``dtype`` (fewer, in
+    float32, for float32 arrays)."""
+    c = _coefficients()
+    return c[:_TERMS_F32].astype(np.float32) if np.dtype(dtype) == np.float32 else c
+
+
 def erfcx_nonneg(xp, t):
     """``exp(t^2) erfc(t)`` for ``t >= 0``, in t's dtype (fewer terms for float32)."""
-    c = _coefficients()
-    if t.dtype == np.float32:
-        c = c[:_TERMS_F32].astype(np.float32)
     u = (t - _K) / (t + _K)
-    return _clenshaw(xp, c, u)
+    return _clenshaw(xp, erfcx_coefficients(t.dtype), u)
 
 
 def erfc(xp, x):
