@@ -38,7 +38,12 @@ endef
 
 .PHONY: test test-cpu test-fake test-gpu torch demo info install clean book book-test
 
-test: test-cpu test-fake
+# The two passes run side by side, one per core (TEST_JOBS=1: one after the other); each pass's
+# output is printed whole when it ends. BLAS gets one thread per pass unless OMP_NUM_THREADS is set.
+TEST_JOBS ?= 2
+test:
+	@echo "==> make test: the CPU pass and the stand-in pass, $(TEST_JOBS) at a time; each pass's output appears when it ends"
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-cpu test-fake
 
 test-cpu: $(STAMP)
 	$(call pytest_on,cpu)
