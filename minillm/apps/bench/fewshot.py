@@ -35,7 +35,7 @@ METHODS = ("bag-of-words centroid", "linear head, plain encoder",
 RECIPE = dict(episodes=600, query=15, per_class=None, vocab_size=4000, hidden_size=128,
               num_layers=2, num_heads=2, dropout=0.1, max_length=48,
               train_way=10, train_shot=5, train_query=10, protonet_steps=2000, protonet_lr=1e-3,
-              reptile_steps=1000, inner_steps=5, inner_lr=1e-3, inner_head_lr=1e-2, epsilon=1.0,
+              reptile_steps=250, inner_steps=5, inner_lr=1e-3, inner_head_lr=1e-2, epsilon=1.0,
               test_steps=10, head_steps=100, head_lr=1e-2, val_episodes=100, eval_every=250)
 #: fast mode: 30 texts per intent, a 1-layer 32-wide encoder, a few steps, 5 test episodes
 FAST = dict(episodes=5, per_class=30, vocab_size=500, hidden_size=32, num_layers=1,
