@@ -128,8 +128,8 @@ def _erfc_nonneg(xp, t):
     if getattr(xp, "__name__", "") == "cupy":       # CUDA kernels off: CuPy's own erfc
         return special.erfc(xp, t)
     c = special.erfcx_coefficients(t.dtype)
-    u = t - special._K
-    u /= t + special._K
+    u = t - special.K
+    u /= t + special.K
     two_u = 2.0 * u
     b1, b2, new = xp.zeros_like(t), xp.zeros_like(t), xp.empty_like(t)
     for ck in c[:0:-1]:
