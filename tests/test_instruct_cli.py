@@ -255,7 +255,16 @@ def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
     report = (tmp_path / "instruct" / "report.md").read_text(encoding="utf-8")
     assert "fast mode" in report and "nearest-neighbour baseline" in report
     assert set(result["prefix_probe"]) == {"as written", "with 请 in front"}
-    assert "Position probe" in report
+    assert "Position probe" in report and "| entity F1 |" in report
+    for r in result["rows"][2:5]:               # the tuned arms: entities scored per entity
+        assert 0 <= r["test"]["entities"]["f1"] <= 1, r["arm"]
+    lines = []                     # a second run reads every finished arm back
+    again = instruct_pipeline(fast=True, progress=False, output_dir=tmp_path / "instruct",
+                              log=lines.append)
+    reused = sorted(ln.split("/")[-1] for ln in lines if ln.startswith("reusing"))
+    assert reused == ["dpo", "general-peoples_daily_text", "grpo", "sft-pretrained",
+                      "sft-scratch"]       # the body and the four tuned arms
+    assert again["rows"] == result["rows"]
 
 
 def test_the_prefix_probe_moves_every_instruction_and_only_that(monkeypatch):

@@ -303,6 +303,39 @@ def test_entities_format():
     assert ex == ("事实：Zenka Melshim的职业是飞行员。\n问题：Zenka Melshim的职业是什么？", "飞行员")
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("人名：张翔；地名：日本、中国；机构名：无", {("PER", "张翔"), ("LOC", "日本"), ("LOC", "中国")}),
+    ("人名：无；地名：无；机构名：无", set()),
+    ("人名：王锦涛、王锦涛；地名：无；机构名：新华社", {("PER", "王锦涛"), ("ORG", "新华社")}),
+    ("地名：北京", {("LOC", "北京")}),                   # parts in any order, some missing
+    ("人物：张翔；地名：、北京、", {("LOC", "北京")}),       # unknown type, empty items
+    ("新华社", set()),                                  # not the format: names nothing
+])
+def test_parse_entities(text, expected):
+    assert I.parse_entities(text) == expected
+
+
+def test_parse_entities_inverts_entities_text():
+    ents = [("张翔", "PER"), ("日本", "LOC"), ("新华社", "ORG"), ("日本", "LOC")]
+    assert I.parse_entities(I.entities_text(ents)) == {(t, e) for e, t in ents}
+
+
+@pytest.mark.parametrize("pairs, precision, recall", [
+    ([("人名：张翔；地名：无；机构名：无", "人名：张翔；地名：无；机构名：无")], 1.0, 1.0),
+    # one right of two said, one found of three listed (a name under the wrong type misses)
+    ([("人名：张翔、日本；地名：无；机构名：无", "人名：张翔；地名：日本；机构名：新华社")], 0.5, 1 / 3),
+    # micro: counts add up over sentences
+    ([("人名：张翔；地名：无；机构名：无", "人名：张翔；地名：无；机构名：无"),
+      ("人名：无；地名：北京；机构名：无", "人名：无；地名：上海；机构名：无")], 0.5, 0.5),
+    ([("人名：无；地名：无；机构名：无", "人名：张翔；地名：无；机构名：无")], 0.0, 0.0),
+])
+def test_entity_scores_are_micro_averaged(pairs, precision, recall):
+    r = I.entity_scores(pairs)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    assert (r["precision"], r["recall"], r["f1"], r["n"]) == pytest.approx(
+        (precision, recall, f1, len(pairs)))
+
+
 def test_weather_covers_every_fact_in_train(splits):
     table = D.weather_table(0)
     assert 12 <= len({c for c, _ in table}) <= 20 and {d for _, d in table} == {"今天", "明天", "后天"}

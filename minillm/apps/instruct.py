@@ -161,10 +161,21 @@ def score(model, tok, template, splits, cfg, out=None) -> dict:
         r = I.evaluate_records(model, tok, template, records, MAX_NEW_TOKENS,
                                progress=cfg.progress)
         predictions = r.pop("predictions")
+        r.update(entity_f1(predictions))
         if out is not None:
             atomic_write_json(Path(out) / f"predictions_{s}.json", predictions)
         results[s] = r
     return results
+
+
+def entity_f1(predictions) -> dict:
+    """``{"entities": precision, recall, F1}`` of the typed entities listed by the answers of
+    the entities task (:func:`minillm.datasets.instructions.entity_scores`); ``{}`` when
+    ``predictions`` hold none. Exact match asks for a sentence's whole list; this scores
+    each entity."""
+    pairs = [(p["prediction"], p["reference"]) for p in predictions
+             if p.get("task") == "entities"]
+    return {"entities": D.instructions.entity_scores(pairs)} if pairs else {}
 
 
 def finetune_instruct(cfg, command=None, log=print, resume_from_checkpoint=None) -> dict:
@@ -228,7 +239,9 @@ def summary(results) -> str:
 
 def _scores(r) -> str:
     per = ", ".join(f"{t} {m['exact_match']:.3f}" for t, m in r["per_task"].items())
-    return f"{r['exact_match']:.4f} on {r['n']}" + (f" ({per})" if per else "")
+    ents = r.get("entities")
+    return f"{r['exact_match']:.4f} on {r['n']}" + (f" ({per})" if per else "") + \
+        (f"; entity F1 {ents['f1']:.3f}" if ents else "")
 
 
 def load_instruct_model(directory, device=None):
@@ -258,7 +271,7 @@ def evaluate_instruct(model_path, dataset=None, split="test", file=None, device=
     with backend.default_device_as(dev):
         model, tok, template, _ = load_instruct_model(model_path, dev)
         r = I.evaluate_records(model, tok, template, records, MAX_NEW_TOKENS, progress)
-    r.pop("predictions")
+    r.update(entity_f1(r.pop("predictions")))
     result = {"task": "instruct", "data": dataset or file, "split": split if dataset else None,
               **r}
     tasks._log(log, summary({"test": r}))

@@ -324,6 +324,31 @@ def entities_text(entities):
     return "；".join(parts)
 
 
+def parse_entities(text):
+    """The typed entities of an answer in :func:`entities_text`'s form, as a set of
+    ``(type, text)``; a part that is not ``name：a、b`` for a known type names nothing."""
+    types = {name: typ for typ, name in ENTITY_NAMES}
+    found = set()
+    for part in text.split("；"):
+        name, sep, listed = part.partition("：")
+        if sep and name.strip() in types and listed.strip() != "无":
+            found |= {(types[name.strip()], e.strip()) for e in listed.split("、") if e.strip()}
+    return found
+
+
+def entity_scores(pairs):
+    """Micro precision, recall and F1 of typed entities over ``(prediction, reference)``
+    answers of the entities task: each predicted entity counts once per sentence, right
+    when the reference lists the same text with the same type."""
+    tp = n_pred = n_ref = 0
+    for prediction, reference in pairs:
+        said, gold = parse_entities(prediction), parse_entities(reference)
+        tp, n_pred, n_ref = tp + len(said & gold), n_pred + len(said), n_ref + len(gold)
+    precision, recall = tp / max(n_pred, 1), tp / max(n_ref, 1)
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "n": len(pairs)}
+
+
 def _sentences(split):
     """``(sentence, output)`` of the short sentences with an entity in ``split`` of
     ``peoples_daily_ner`` (its default split, ``seed=0``)."""

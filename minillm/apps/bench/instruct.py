@@ -14,16 +14,16 @@ card). The pretrained body comes from (or is trained into) the ``pretraining-pay
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ... import backend
-from ... import datasets as D
 from ...finetune import instruct as I
 from .. import instruct, tasks
-from .payoff import BODY, BODY_FAST, _pretrain
+from .payoff import BODY, BODY_FAST, _pretrain, finetune_or_reuse
 from .quality import _finish, _header, _logger, new_axes, save_axes
 
 SFT = dict(max_steps=8000, learning_rate=1e-3, eval_steps=1000, n_layer=4, n_head=4,
@@ -44,15 +44,15 @@ ARMS = ("nearest neighbour", "pretrained, 2 demonstrations", "SFT from scratch",
 
 
 def _run(task, out, settings, fast, seed, device, progress, log, **extra):
-    """``minillm finetune --task TASK`` on the instructions set; returns its results."""
+    """``minillm finetune --task TASK`` on the instructions set; returns its results. A
+    finished run of the same settings in ``out`` is read back instead (one with other
+    settings is an error), so the arms can be run side by side with their commands."""
     n = N_PER_TASK_FAST if fast else N_PER_TASK
-    cfg = tasks.FinetuneConfig(task=task, dataset="instructions", output_dir=str(out),
-                               dataset_options=f"n_per_task={n}", seed=seed, device=device,
-                               progress=progress, **settings, **extra)
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**settings, **extra}.items())
-    return tasks.finetune(cfg, command=f"minillm finetune --task {task} --dataset instructions "
-                                       f"--dataset-options n_per_task={n} {flags} "
-                                       f"--output-dir {out}", log=log)
+    options = dict(dataset="instructions", dataset_options=f"n_per_task={n}", seed=seed,
+                   **settings, **extra)
+    results, command = finetune_or_reuse(task, options, out, device, progress, log)
+    log(f"{out.name}: {command}")
+    return results
 
 
 def _body(root, fast, device, progress, log):
@@ -130,7 +130,8 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
              "with 请 in front": position_probe(root / "sft-pretrained", splits["test"], dev)}
     rows = [_row(ARMS[0], pre["baselines"]),
             _row(ARMS[1], few_shot(body, splits, 2, say)),
-            _row(ARMS[2], scratch), _row(ARMS[3], pre), _row(ARMS[4], dpo),
+            _row(ARMS[2], scratch, root / "sft-scratch"),
+            _row(ARMS[3], pre, root / "sft-pretrained"), _row(ARMS[4], dpo, root / "dpo"),
             _row(ARMS[5], {s: {"exact_match": grpo["after"][s]["exact_match"],
                                "n": grpo["after"][s]["n"],
                                "per_task": {"arithmetic": grpo["after"][s]["exact_match"]}}
@@ -160,20 +161,30 @@ def position_probe(model_dir, records, device):
         return instruct.prefix_probe(model, tok, template, records)["exact_match"]
 
 
-def _row(arm, results):
-    return {"arm": arm, **{s: _scores(results[s]) for s in ("validation", "test")
-                           if s in results}}
+def _row(arm, results, run=None):
+    """``{arm, validation, test}``; with the arm's run folder, each split also gets the
+    entity scores of its saved answers (``entities``: precision, recall, F1)."""
+    row = {"arm": arm, **{s: _scores(results[s]) for s in ("validation", "test")
+                          if s in results}}
+    for s in ("validation", "test"):
+        saved = Path(run or "") / f"predictions_{s}.json"
+        if run is not None and s in row and saved.is_file():
+            row[s].update(instruct.entity_f1(json.loads(saved.read_text(encoding="utf-8"))))
+    return row
 
 
 def instruct_table(rows) -> str:
     """Markdown: one row per arm, test exact match per task (held-out wordings) and the
     overall validation / test exact match."""
     task_names = sorted({t for r in rows for t in r["test"]["per_task"]})
-    head = "| arm | validation (seen) | test (held-out) | " + " | ".join(task_names) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(task_names))]
+    head = "| arm | validation (seen) | test (held-out) | " + " | ".join(task_names) + \
+        " | entity F1 |"
+    lines = [head, "|" + " --- |" * (4 + len(task_names))]
     for r in rows:
         per = r["test"]["per_task"]
         cells = [f"{per[t]:.3f}" if t in per else "" for t in task_names]
+        f1 = r["test"].get("entities", {}).get("f1")
+        cells.append("" if f1 is None else f"{f1:.3f}")
         lines.append(f"| {r['arm']} | {r['validation']['exact_match']:.3f} | "
                      f"{r['test']['exact_match']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -191,6 +202,8 @@ def report_card(rows, result) -> str:
         "Exact match on the built-in `instructions` set: validation asks with instruction "
         "wordings seen in training, test only with held-out wordings.", "",
         instruct_table(rows), "",
+        "Entity F1 scores each listed entity (type and text) of the entities task's answers; "
+        "exact match asks for a sentence's whole list.", "",
         f"The best SFT model ({best['arm']}) is {verdict} the nearest-neighbour baseline on "
         f"held-out wordings ({best['test']['exact_match']:.3f} vs {base:.3f}).", "",
         "Position probe (SFT from pretrained, test): exact match "
