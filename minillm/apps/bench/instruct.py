@@ -69,9 +69,10 @@ def _scores(r):
     return {"exact_match": r["exact_match"], "n": r["n"], "per_task": per}
 
 
-def few_shot(model_dir, splits, shots, log):
+def few_shot(model_dir, splits, shots, log, progress=False):
     """Exact match of the untuned GPT answering each record after ``shots`` demonstrations
     of its task (the first training records of that task that fit the window)."""
+    from tqdm import tqdm
     from ...models import auto
     model, tok = auto.load_model(model_dir), tasks.load_tokenizer(model_dir)
     template = I.ChatTemplate()
@@ -81,7 +82,8 @@ def few_shot(model_dir, splits, shots, log):
     out = {}
     for s in ("validation", "test"):
         outcomes, used = [], []
-        for r in splits[s]:
+        for r in tqdm(splits[s], desc=f"{shots} demonstrations, {s}", unit="record",
+                      disable=not progress):
             demos = by_task.get(r["task"], [])[:shots]      # none when train lacks the task
             messages = _demo_messages(template, demos, r)
             while demos and len(I.prompt_ids(tok, template, messages)) > \
@@ -129,7 +131,7 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
     probe = {"as written": pre["test"]["exact_match"],     # the same model, the same records
              "with 请 in front": position_probe(root / "sft-pretrained", splits["test"], dev)}
     rows = [_row(ARMS[0], pre["baselines"]),
-            _row(ARMS[1], few_shot(body, splits, 2, say)),
+            _row(ARMS[1], few_shot(body, splits, 2, say, progress)),
             _row(ARMS[2], scratch, root / "sft-scratch"),
             _row(ARMS[3], pre, root / "sft-pretrained"), _row(ARMS[4], dpo, root / "dpo"),
             _row(ARMS[5], {s: {"exact_match": grpo["after"][s]["exact_match"],
