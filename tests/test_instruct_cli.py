@@ -267,6 +267,30 @@ def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
     assert again["rows"] == result["rows"]
 
 
+def test_bench_instruct_arms_are_their_logged_commands(tmp_path):
+    """Each arm logs the `minillm finetune` command that makes it; that command, as the
+    CLI reads it, has the arm's settings, so the arms can be run side by side by hand and
+    the benchmark then reads them back."""
+    import shlex
+    from minillm.apps import tasks
+    from minillm.apps.bench.instruct import instruct_pipeline
+    from minillm.apps.bench.quality import differing_settings
+    lines = []
+    instruct_pipeline(fast=True, progress=False, output_dir=tmp_path / "instruct",
+                      log=lines.append)
+    commands = {ln.split(":")[0]: ln.split(": ", 1)[1] for ln in lines
+                if ": minillm finetune " in ln}
+    assert sorted(commands) == ["dpo", "grpo", "sft-pretrained", "sft-scratch"]
+    for name, command in commands.items():
+        args = cli.build_parser().parse_args(shlex.split(command)[1:])
+        kw = cli._dataclass_kwargs(args, tasks.FinetuneConfig)
+        if kw.get("model"):
+            kw["model"] = cli.resolve_model_dir(kw["model"])
+        saved = json.loads((tmp_path / "instruct" / name / "config.json").read_text(
+            encoding="utf-8"))["finetune"]
+        assert differing_settings(saved, tasks.FinetuneConfig(**kw)) == [], name
+
+
 def test_the_prefix_probe_moves_every_instruction_and_only_that(monkeypatch):
     from minillm.apps import instruct as app
     seen = []

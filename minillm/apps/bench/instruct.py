@@ -122,8 +122,9 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
                                                   dev, progress, say, **kw)
     scratch = run("instruct", "sft-scratch", sft)
     pre = run("instruct", "sft-pretrained", sft, model=str(body))
-    dpo = run("dpo", "dpo", DPO_FAST if fast else DPO, model=str(root / "sft-pretrained"))
-    grpo = run("grpo", "grpo", GRPO_FAST if fast else GRPO, model=str(root / "sft-pretrained"))
+    tuned = str(root / "sft-pretrained" / "model")     # as `finetune --model` resolves it
+    dpo = run("dpo", "dpo", DPO_FAST if fast else DPO, model=tuned)
+    grpo = run("grpo", "grpo", GRPO_FAST if fast else GRPO, model=tuned)
     splits = instruct.load_splits(tasks.FinetuneConfig(
         task="instruct", dataset="instructions", seed=seed, max_train_examples=sft.get(
             "max_train_examples"), max_eval_examples=sft.get("max_eval_examples"),
