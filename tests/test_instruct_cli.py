@@ -255,7 +255,9 @@ def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
     report = (tmp_path / "instruct" / "report.md").read_text(encoding="utf-8")
     assert "fast mode" in report and "nearest-neighbour baseline" in report
     assert set(result["prefix_probe"]) == {"as written", "with 请 in front"}
-    assert "Position probe" in report and "| entity F1 |" in report
+    assert "| entity F1 |" in report
+    probe = ", ".join(f"{k} {v:.3f}" for k, v in result["prefix_probe"].items())
+    assert f"Position probe (SFT from pretrained, test): exact match {probe}." in report
     for r in result["rows"][2:5]:               # the tuned arms: entities scored per entity
         assert 0 <= r["test"]["entities"]["f1"] <= 1, r["arm"]
     lines = []                     # a second run reads every finished arm back

@@ -193,8 +193,9 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_test_runs_both_devices():
-    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True,
-                         text=True, encoding="utf-8", timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "TEST_JOBS"}   # the default, not
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, env=env,
+                         text=True, encoding="utf-8", timeout=60)    # a caller's TEST_JOBS=1
     assert out.returncode == 0, out.stderr
     assert "MINILLM_TEST_DEVICE=cpu" in out.stdout and "MINILLM_TEST_DEVICE=fake" in out.stdout
     assert "-m pytest" in out.stdout

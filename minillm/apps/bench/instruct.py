@@ -146,8 +146,8 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
                      {"targets": "issue 21: held-out wordings >= 0.90 per task; DPO >= SFT"})
     table = instruct_table(rows)
     result.update(rows=rows, table=table, prefix_probe=probe,
-                  total_seconds=time.perf_counter() - t_start,
-                  report=report_card(rows, result))
+                  total_seconds=time.perf_counter() - t_start)
+    result["report"] = report_card(rows, result)        # it reads the probe from result
     say(table)
     root.mkdir(parents=True, exist_ok=True)
     (root / "report.md").write_text(result["report"], encoding="utf-8")
