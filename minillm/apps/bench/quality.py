@@ -153,13 +153,14 @@ def new_axes(figsize=(6, 4), ncols=None):
     return fig, np.atleast_1d(fig.subplots(1, ncols))
 
 
-def save_axes(fig, ax, path, title, ylabel, logy=False):
-    """Label, add the legend, write ``path`` as PNG; returns ``path``."""
+def save_axes(fig, ax, path, title, ylabel, logy=False, legend=None):
+    """Label, add the legend (``legend``: its keyword arguments), write ``path`` as PNG;
+    returns ``path``."""
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(**(legend or {}))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
