@@ -14,7 +14,6 @@ card). The pretrained body comes from (or is trained into) the ``pretraining-pay
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -66,7 +65,8 @@ def _body(root, fast, device, progress, log):
 
 def _scores(r):
     per = {t: m["exact_match"] if isinstance(m, dict) else m for t, m in r["per_task"].items()}
-    return {"exact_match": r["exact_match"], "n": r["n"], "per_task": per}
+    return {"exact_match": r["exact_match"], "n": r["n"], "per_task": per,
+            **({"entities": r["entities"]} if "entities" in r else {})}   # entity F1
 
 
 def few_shot(model_dir, splits, shots, log, progress=False):
@@ -133,8 +133,7 @@ def instruct_pipeline(device=None, seed=0, fast=False, progress=True, output_dir
              "with 请 in front": position_probe(root / "sft-pretrained", splits["test"], dev)}
     rows = [_row(ARMS[0], pre["baselines"]),
             _row(ARMS[1], few_shot(body, splits, 2, say, progress)),
-            _row(ARMS[2], scratch, root / "sft-scratch"),
-            _row(ARMS[3], pre, root / "sft-pretrained"), _row(ARMS[4], dpo, root / "dpo"),
+            _row(ARMS[2], scratch), _row(ARMS[3], pre), _row(ARMS[4], dpo),
             _row(ARMS[5], {s: {"exact_match": grpo["after"][s]["exact_match"],
                                "n": grpo["after"][s]["n"],
                                "per_task": {"arithmetic": grpo["after"][s]["exact_match"]}}
@@ -164,16 +163,9 @@ def position_probe(model_dir, records, device):
         return instruct.prefix_probe(model, tok, template, records)["exact_match"]
 
 
-def _row(arm, results, run=None):
-    """``{arm, validation, test}``; with the arm's run folder, each split also gets the
-    entity scores of its saved answers (``entities``: precision, recall, F1)."""
-    row = {"arm": arm, **{s: _scores(results[s]) for s in ("validation", "test")
-                          if s in results}}
-    for s in ("validation", "test"):
-        saved = Path(run or "") / f"predictions_{s}.json"
-        if run is not None and s in row and saved.is_file():
-            row[s].update(instruct.entity_f1(json.loads(saved.read_text(encoding="utf-8"))))
-    return row
+def _row(arm, results):
+    return {"arm": arm, **{s: _scores(results[s]) for s in ("validation", "test")
+                           if s in results}}
 
 
 def instruct_table(rows) -> str:
