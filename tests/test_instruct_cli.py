@@ -260,6 +260,16 @@ def test_bench_instruct_runs_every_arm_in_fast_mode(tmp_path):
     assert f"Position probe (SFT from pretrained, test): exact match {probe}." in report
     for r in result["rows"][2:5]:               # the tuned arms: entities scored per entity
         assert 0 <= r["test"]["entities"]["f1"] <= 1, r["arm"]
+    check = result["sentiment_check"]            # sentiment again, beside the bag of n-grams
+    assert check["n"] == 16 and set(check["accuracy"]) == {
+        "SFT from scratch", "SFT from pretrained", "SFT + DPO",
+        "naive Bayes (character 1+2-grams)", "logistic regression (character 1+2-grams)"}
+    assert set(check["table_test"]) == {"naive Bayes (character 1+2-grams)",
+                                        "logistic regression (character 1+2-grams)"}
+    assert check["only_pretrained_right"] + check["only_scratch_right"] <= 16
+    assert "| sentiment, held-out wordings | the table's test | all 16 balanced" in report
+    assert f"right where SFT from scratch is wrong {check['only_pretrained_right']} times" \
+        in report
     lines = []                     # a second run reads every finished arm back
     again = instruct_pipeline(fast=True, progress=False, output_dir=tmp_path / "instruct",
                               log=lines.append)
@@ -306,6 +316,16 @@ def test_the_prefix_probe_moves_every_instruction_and_only_that(monkeypatch):
     assert seen == [{**records[0], "instruction": "请把这个数字写成中文。"}]
     assert records[0]["instruction"] == "把这个数字写成中文。"          # the caller's are untouched
     assert r == {"exact_match": 0.5, "n": 1, "per_task": {}, "prefix": "请"}
+
+
+def test_the_sentiment_table_shows_both_test_sets_and_the_standard_error():
+    from minillm.apps.bench.instruct import sentiment_table
+    rows = [{"arm": "SFT from scratch", "test": {"n": 9, "per_task": {"sentiment": 0.75}}}]
+    check = {"n": 100, "accuracy": {"SFT from scratch": 0.8, "bag": 0.5},
+             "table_test": {"bag": 0.625}}
+    lines = sentiment_table(check, rows).splitlines()
+    assert lines[2:] == ["| SFT from scratch | 0.750 | 0.800 ± 0.040 |",
+                         "| bag | 0.625 | 0.500 ± 0.050 |"]
 
 
 def test_the_report_card_says_whether_sft_beats_the_baseline():

@@ -274,6 +274,20 @@ def test_matching_source_splits(splits, task, source, text):
             assert not inputs & texts["train"]
 
 
+@pytest.mark.parametrize("task", ["sentiment", "entities"])
+def test_balanced_capacity_is_the_largest_test_split_there_is(task):
+    """n_per_task = 6 x the capacity asks every usable test item (sentiment: as many of each
+    label as the rarer has); one more item per label is an error."""
+    cap = I.balanced_capacity(task, "test")
+    records = I.instructions("test", n_per_task=6 * cap, tasks=task)
+    assert len(records) == cap == len({r["input"] for r in records})
+    if task == "sentiment":
+        labels = [r["output"] for r in records]
+        assert labels.count("正面") == labels.count("负面") == cap // 2
+    with pytest.raises(D.DatasetError, match="usable items in split 'test'"):
+        I.instructions("test", n_per_task=6 * (cap + 2), tasks=task)
+
+
 def test_outputs_are_right(splits):
     reviews = {e["text"]: e["label"] for s in SPLITS for e in D.load("chinese_reviews", s)}
     for r in (r for s in SPLITS for r in splits[s]):

@@ -408,6 +408,20 @@ def _sample(items, n, rng, task, split):
     return chosen
 
 
+def balanced_capacity(task, split):
+    """The most records of a source task (``sentiment``, ``entities``) that ``split`` can
+    give: every usable item, or for a task with balanced outputs (sentiment) as many of each
+    output as the rarest has. ``instructions(n_per_task=6 * balanced_capacity(task, "test"),
+    tasks=task)`` asks every one of them in test (a test score with the least noise)."""
+    items = _source_items(task, split)
+    if not SOURCES[task][2]:
+        return len(items)
+    counts = {}
+    for _, _, out in items:
+        counts[out] = counts.get(out, 0) + 1
+    return len(counts) * min(counts.values())
+
+
 # -- the loader ---------------------------------------------------------------------------
 def split_counts(n_per_task, task=None):
     """Records of ``task`` in train, validation and test (``weather`` excepted): train has
