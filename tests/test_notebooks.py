@@ -186,8 +186,9 @@ def test_committed_check_catches(mutate, expected):
 def test_runner_uses_this_interpreter_fast_mode_and_workdir(tmp_path):
     nb = _notebook(
         ("code", FIRST_CELL),
-        ("code", "import sys, minillm\nprint(sys.executable)\nprint(minillm.__file__)\n"
-                 "print(FAST)\nprint(os.getcwd())"),
+        ("code", "import sys, tempfile, minillm\nprint(sys.executable)\n"
+                 "print(minillm.__file__)\nprint(FAST)\nprint(os.getcwd())\n"
+                 "print(tempfile.mkdtemp(prefix='nb_'))"),
         # a private-use character: no installed font has it, so matplotlib warns whatever fonts exist
         ("code", "import io\nfrom matplotlib.figure import Figure\nfig = Figure()\n"
                  "fig.suptitle('\\ue000')\nfig.savefig(io.BytesIO(), format='png')"),
@@ -198,6 +199,8 @@ def test_runner_uses_this_interpreter_fast_mode_and_workdir(tmp_path):
     assert Path(lines[1]).resolve().is_relative_to(ROOT / "minillm")
     assert lines[2] == "True"
     assert Path(lines[3]).resolve() == (tmp_path / "work").resolve()
+    # a notebook's temporary folders land in the workdir, not in the system's /tmp
+    assert Path(lines[4]).resolve().parent == (tmp_path / "work" / "tmp").resolve()
     assert nb.cells[1].execution_count == 2
     # matplotlib's missing-glyph warning in the last cell comes back as a stderr stream
     found = glyph_warnings(nb)

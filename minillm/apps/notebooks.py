@@ -50,6 +50,8 @@ def run_notebook(nb, workdir, extra_env: dict | None = None, *, fast: bool = Tru
         env.pop("MINILLM_FAST", None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["IPYTHONDIR"] = str(workdir / ".ipython")
+    env["TMPDIR"] = str(workdir / "tmp")     # the notebook's tempfile.mkdtemp folders stay in
+    (workdir / "tmp").mkdir(exist_ok=True)   # workdir, not in the system's /tmp, run after run
     env.setdefault("OMP_NUM_THREADS", "1")
     km = kernel_manager(workdir / ".kernels")
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, kernel_name=KERNEL_NAME,
