@@ -188,7 +188,8 @@ def test_runner_uses_this_interpreter_fast_mode_and_workdir(tmp_path):
         ("code", FIRST_CELL),
         ("code", "import sys, tempfile, minillm\nprint(sys.executable)\n"
                  "print(minillm.__file__)\nprint(FAST)\nprint(os.getcwd())\n"
-                 "print(tempfile.mkdtemp(prefix='nb_'))"),
+                 "print(tempfile.mkdtemp(prefix='nb_'))\n"
+                 "from ipykernel.connect import get_connection_file\nprint(get_connection_file())"),
         # a private-use character: no installed font has it, so matplotlib warns whatever fonts exist
         ("code", "import io\nfrom matplotlib.figure import Figure\nfig = Figure()\n"
                  "fig.suptitle('\\ue000')\nfig.savefig(io.BytesIO(), format='png')"),
@@ -201,6 +202,8 @@ def test_runner_uses_this_interpreter_fast_mode_and_workdir(tmp_path):
     assert Path(lines[3]).resolve() == (tmp_path / "work").resolve()
     # a notebook's temporary folders land in the workdir, not in the system's /tmp
     assert Path(lines[4]).resolve().parent == (tmp_path / "work" / "tmp").resolve()
+    # ... and so does the kernel's connection file (jupyter_client's default: /tmp/tmp*.json)
+    assert Path(lines[5]).resolve().parent == (tmp_path / "work" / ".kernels").resolve()
     assert nb.cells[1].execution_count == 2
     # matplotlib's missing-glyph warning in the last cell comes back as a stderr stream
     found = glyph_warnings(nb)

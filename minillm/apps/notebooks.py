@@ -54,6 +54,7 @@ def run_notebook(nb, workdir, extra_env: dict | None = None, *, fast: bool = Tru
     (workdir / "tmp").mkdir(exist_ok=True)   # workdir, not in the system's /tmp, run after run
     env.setdefault("OMP_NUM_THREADS", "1")
     km = kernel_manager(workdir / ".kernels")
+    km.connection_file = str(workdir / ".kernels" / "connection.json")   # not a /tmp/tmp*.json
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, kernel_name=KERNEL_NAME,
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute(env=env)
