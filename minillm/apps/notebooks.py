@@ -18,7 +18,8 @@ CELL_TIMEOUT_S = 120
 
 
 def kernel_manager(spec_dir: Path):
-    """A Jupyter kernel manager whose only kernel is this interpreter."""
+    """A Jupyter kernel manager whose only kernel is this interpreter; its connection file
+    lies in ``spec_dir`` too (jupyter_client's default leaves a /tmp/tmp*.json per kernel)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     kdir = Path(spec_dir) / KERNEL_NAME
@@ -29,7 +30,8 @@ def kernel_manager(spec_dir: Path):
             "display_name": "minillm (this interpreter)", "language": "python"}
     (kdir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     ksm = KernelSpecManager(kernel_dirs=[str(spec_dir)])
-    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+    return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm,
+                         connection_file=str(Path(spec_dir) / "connection.json"))
 
 
 def run_notebook(nb, workdir, extra_env: dict | None = None, *, fast: bool = True,
@@ -54,7 +56,6 @@ def run_notebook(nb, workdir, extra_env: dict | None = None, *, fast: bool = Tru
     (workdir / "tmp").mkdir(exist_ok=True)   # workdir, not in the system's /tmp, run after run
     env.setdefault("OMP_NUM_THREADS", "1")
     km = kernel_manager(workdir / ".kernels")
-    km.connection_file = str(workdir / ".kernels" / "connection.json")   # not a /tmp/tmp*.json
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, kernel_name=KERNEL_NAME,
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute(env=env)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import random
 import re
+from collections import Counter
 
 from . import snownlp_sets
 from .base import Dataset, DatasetError
@@ -416,9 +417,7 @@ def balanced_capacity(task, split):
     items = _source_items(task, split)
     if not SOURCES[task][2]:
         return len(items)
-    counts = {}
-    for _, _, out in items:
-        counts[out] = counts.get(out, 0) + 1
+    counts = Counter(out for _, _, out in items)
     return len(counts) * min(counts.values())
 
 

@@ -179,11 +179,12 @@ def sentiment_check(root, seed, fast, device, progress=False):
     regression's epoch). Also counts the reviews where exactly one of SFT from pretrained
     and SFT from scratch is right: the paired comparison of the two."""
     from ... import datasets as D
-    n = N_PER_TASK_FAST if fast else N_PER_TASK
-    load = lambda split, k=n: D.load("instructions", split, n_per_task=k, seed=seed,  # noqa
-                                     tasks="sentiment")
+
+    def load(split, n_per_task=N_PER_TASK_FAST if fast else N_PER_TASK):
+        return list(D.load("instructions", split, n_per_task=n_per_task, seed=seed,
+                           tasks="sentiment"))
     cap = D.instructions.balanced_capacity("sentiment", "test")
-    records = list(load("test", 6 * cap))[:16 if fast else None]
+    records = load("test", 6 * cap)[:16 if fast else None]
     correct = {}
     with backend.default_device_as(device):
         for arm, folder in SENTIMENT_ARMS.items():
@@ -191,7 +192,7 @@ def sentiment_check(root, seed, fast, device, progress=False):
             model.eval()
             r = I.evaluate_records(model, tok, template, records, 8, progress)
             correct[arm] = [p["correct"] for p in r["predictions"]]
-    splits = {s: list(load(s)) for s in ("train", "validation", "test")}
+    splits = {s: load(s) for s in ("train", "validation", "test")}
     bags, on_table = _bag_of_ngrams(splits, records, seed, device)
     correct.update(bags)
     pre, scratch = correct["SFT from pretrained"], correct["SFT from scratch"]
@@ -206,14 +207,15 @@ def _bag_of_ngrams(splits, records, seed, device):
     ``({name: [correct] on records}, {name: accuracy on the table's test reviews})``."""
     from ...baselines import classification_baselines
     labels = ("负面", "正面")
-    xy = lambda rs: ([r["input"] for r in rs], [labels.index(r["output"]) for r in rs])  # noqa
-    evaluate = {"all": xy(records)[0], "table": xy(splits["test"])[0]}
-    models = classification_baselines(xy(splits["train"]), xy(splits["validation"]), evaluate,
-                                      2, "zh", seed=seed, device=device)
-    truth_all, truth_table = xy(records)[1], xy(splits["test"])[1]
-    right = {name: [bool(p == t) for p, t in zip(m["predictions"]["all"], truth_all)]
-             for name, m in models.items()}
-    on_table = {name: float(np.mean(m["predictions"]["table"] == np.asarray(truth_table)))
+
+    def xy(rs):
+        return [r["input"] for r in rs], np.array([labels.index(r["output"]) for r in rs])
+    (x_all, y_all), (x_table, y_table) = xy(records), xy(splits["test"])
+    models = classification_baselines(xy(splits["train"]), xy(splits["validation"]),
+                                      {"all": x_all, "table": x_table}, 2, "zh", seed=seed,
+                                      device=device)
+    right = {name: list(m["predictions"]["all"] == y_all) for name, m in models.items()}
+    on_table = {name: float(np.mean(m["predictions"]["table"] == y_table))
                 for name, m in models.items()}
     return right, on_table
 
